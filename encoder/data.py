@@ -1,0 +1,343 @@
+"""The one image loader every stage uses: decode, orient, convert, scan folders.
+
+Everything that reads an image file goes through :func:`open_image`, so every stage
+sees the same pixels for the same file:
+
+* Pillow decodes; the EXIF orientation tag is applied (a phone photo stored sideways
+  comes out upright).
+* Any mode is converted correctly: 16-bit grey (``I;16*``/``I``) is *scaled* to 8 bits
+  (``v * 255 / 65535``, rounded), never clipped; alpha (``RGBA``, ``LA``, ``PA``, palette
+  with transparency) is composited on a stated background (white by default); ``CMYK``,
+  ``YCbCr``, ``1``, ``P`` go through Pillow's converters.
+* A pixel limit (``max_pixels``, 64 MP by default) is checked from the header, before
+  decoding, against decompression bombs.
+* Anything unreadable raises :class:`ImageLoadError`, whose message names the file.
+
+Folder scans (:func:`scan_folder`) are recursive, never follow directory symlinks
+(so a symlink loop cannot hang a run) and return skipped files with a reason, so a
+caller can report every one by name.
+
+Example::
+
+    >>> rgb = load_rgb("photo.jpg")               # (H, W, 3) uint8
+    >>> x = load_gray("photo.jpg", size=64)        # (64, 64) float32 in [0, 1]
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow's own bomb check is global state; we do our own per call from the header.
+Image.MAX_IMAGE_PIXELS = None
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
+)
+DEFAULT_MAX_PIXELS: int = 64 * 1024 * 1024  # 64 MP: a 8k x 8k photo passes, bombs do not
+DEFAULT_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+
+# Names the grey preprocessing below; recorded with codes and indexes so that codes
+# made by two different preprocessings are never compared.
+GRAY_PREPROCESS_VERSION = "gray-v1:pil-L,exif,alpha-on-white,16bit-scaled,bilinear-squash,draft"
+
+
+class ImageLoadError(ValueError):
+    """An image file could not be read. ``str(err)`` is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def open_image(
+    path: str | os.PathLike,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    draft_size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Decode an image file fully, with its EXIF orientation applied.
+
+    Args:
+        path: the file.
+        max_pixels: refuse images with more pixels than this (checked from the header,
+            before decoding); ``None`` disables the check.
+        draft_size: if given and the file is a JPEG, let the decoder scale down by
+            1/2, 1/4 or 1/8 while keeping each side >= the given size (much faster,
+            slightly different pixels; used only where the caller says so).
+
+    Returns:
+        A loaded ``PIL.Image.Image`` in the file's own mode (first frame of an
+        animation), upright.
+
+    Raises:
+        ImageLoadError: missing, unreadable, truncated, not an image, or too large.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageLoadError(p, "no such file")
+    if p.is_dir():
+        raise ImageLoadError(p, "is a directory, expected an image file")
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise ImageLoadError(p, f"cannot stat: {e.strerror or e}") from e
+    if size == 0:
+        raise ImageLoadError(p, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns on odd EXIF/ICC; we report errors
+            im = Image.open(p)
+            w, h = im.size
+            if w <= 0 or h <= 0:
+                raise ImageLoadError(p, f"invalid size {w}x{h}")
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageLoadError(
+                    p, f"{w}x{h} = {w * h:,} pixels exceeds max_pixels={max_pixels:,} "
+                    "(possible decompression bomb; raise max_pixels to allow it)")
+            if draft_size is not None and im.format == "JPEG":
+                im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", draft_size)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageLoadError(p, "not a recognised image format") from e
+    except PermissionError as e:
+        raise ImageLoadError(p, "permission denied") from e
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        # Truncated data, bad chunks, broken headers all land here.
+        raise ImageLoadError(p, f"cannot decode: {e}") from e
+    return im
+
+
+def _scale_16bit(arr: np.ndarray) -> np.ndarray:
+    """(H, W) integer array in 0..65535 -> uint8, rounded (v * 255 / 65535)."""
+    a = arr.astype(np.uint32)
+    return ((a * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _high_depth_to_l(im: Image.Image) -> Image.Image:
+    """Modes I;16*, I and F -> L, scaling instead of clipping."""
+    arr = np.asarray(im)
+    if im.mode == "F":
+        a = np.nan_to_num(arr.astype(np.float64))
+        hi = 1.0 if a.max(initial=0.0) <= 1.0 else 255.0
+        return Image.fromarray(np.clip(np.rint(a * 255.0 / hi), 0, 255).astype(np.uint8), "L")
+    a = arr.astype(np.int64)
+    if im.mode == "I" and a.max(initial=0) <= 255 and not im.info.get("bits", 0) > 8:
+        # 8-bit data stored as 32-bit ints (some TIFF/PGM decoders do this).
+        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
+    return Image.fromarray(_scale_16bit(np.clip(a, 0, 65535)), "L")
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        im.mode in ("P", "L", "RGB") and "transparency" in im.info)
+
+
+def to_rgb(im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> Image.Image:
+    """Convert any Pillow image to 8-bit ``RGB``; alpha is composited on ``background``."""
+    if im.mode == "RGB" and "transparency" not in im.info:
+        return im
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _high_depth_to_l(im).convert("RGB")
+    if _has_alpha(im):
+        rgba = im.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def to_gray(im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> Image.Image:
+    """Convert any Pillow image to 8-bit ``L`` (ITU-R 601-2 luma, as Pillow's ``convert('L')``)."""
+    if im.mode == "L" and "transparency" not in im.info:
+        return im
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _high_depth_to_l(im)
+    return to_rgb(im, background).convert("L")
+
+
+def load_rgb(
+    path: str | os.PathLike,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+) -> np.ndarray:
+    """Read an image file as an ``(H, W, 3)`` ``uint8`` RGB array (orientation applied)."""
+    return np.asarray(to_rgb(open_image(path, max_pixels=max_pixels), background))
+
+
+def resize_gray(im: Image.Image, size: int = 64) -> np.ndarray:
+    """Grey ``L`` image -> ``(size, size)`` float32 in [0, 1] (bilinear, aspect squashed).
+
+    The whole picture is kept (no crop): squashing keeps every part of the image
+    searchable, which matters more for retrieval than exact aspect.
+    """
+    if im.mode != "L":
+        raise ValueError(f"resize_gray expects mode 'L', got {im.mode!r}")
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def load_gray(
+    path: str | os.PathLike,
+    size: int = 64,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+    draft: bool = True,
+) -> np.ndarray:
+    """Read an image file as a ``(size, size)`` float32 grey array in [0, 1].
+
+    This is the encoder's preprocessing (:data:`GRAY_PREPROCESS_VERSION`). With
+    ``draft=True`` large JPEGs are decoded at a reduced scale (each side still >= 4 x
+    ``size``), which is several times faster and changes the 64x64 result by well under
+    one grey level on average.
+    """
+    im = open_image(path, max_pixels=max_pixels,
+                    draft_size=(4 * size, 4 * size) if draft else None)
+    return resize_gray(to_gray(im, background), size)
+
+
+# ----------------------------------------------------------------------------- folders
+
+@dataclass
+class ScanResult:
+    """Image files found under a root, and everything passed over with the reason.
+
+    ``paths`` are absolute, sorted by their path relative to ``root`` (which is the id
+    stored in indexes); ``skipped`` holds ``(path, reason)`` pairs.
+    """
+
+    root: Path
+    paths: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def relative(self, path: Path) -> str:
+        """The id of a file: its POSIX path relative to ``root``."""
+        return path.relative_to(self.root).as_posix()
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.relative(p) for p in self.paths]
+
+
+def scan_folder(
+    root: str | os.PathLike,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    *,
+    include_hidden: bool = False,
+) -> ScanResult:
+    """Find image files under ``root`` recursively, by extension (case-insensitive).
+
+    Directory symlinks are not followed (no loops); file symlinks are followed when
+    they resolve to a file. Files with other extensions, broken links and unreadable
+    directories go to ``skipped`` with the reason. Hidden files/folders (dot-names) are
+    passed over silently unless ``include_hidden``.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+        NotADirectoryError: ``root`` is a file.
+    """
+    root = Path(root).absolute()
+    if not root.exists():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"expected a folder of images, got a file: {root}")
+    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    result = ScanResult(root=root)
+
+    def on_error(err: OSError) -> None:
+        result.skipped.append((Path(err.filename or root), f"cannot list folder: {err.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
+        if not include_hidden:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for d in dirnames:
+            if os.path.islink(os.path.join(dirpath, d)):
+                result.skipped.append((Path(dirpath, d), "directory symlink not followed"))
+        for name in filenames:
+            if name.startswith(".") and not include_hidden:
+                continue
+            p = Path(dirpath, name)
+            if Path(name).suffix.lower() not in exts:
+                result.skipped.append((p, f"not an image extension ({Path(name).suffix or 'none'})"))
+            elif not p.is_file():
+                result.skipped.append((p, "broken link or not a regular file"))
+            else:
+                result.paths.append(p)
+    result.paths.sort(key=lambda q: q.relative_to(root).as_posix())
+    return result
+
+
+def image_paths(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> ScanResult:
+    """Expand CLI inputs (files and/or folders) into one :class:`ScanResult`.
+
+    A single folder keeps ids relative to it; explicit files get ids relative to their
+    common parent. Missing inputs raise ``FileNotFoundError`` naming them.
+    """
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not items:
+        raise ValueError("no input given: expected image files or folders")
+    if len(items) == 1 and Path(items[0]).is_dir():
+        return scan_folder(items[0])
+    missing = [str(i) for i in items if not Path(i).exists()]
+    if missing:
+        raise FileNotFoundError(f"input not found: {', '.join(missing)}")
+    files = [Path(i).absolute() for i in items]
+    root = Path(os.path.commonpath([f if f.is_dir() else f.parent for f in files]))
+    result = ScanResult(root=root)
+    for f in files:
+        if f.is_dir():
+            sub = scan_folder(f)
+            result.paths += sub.paths
+            result.skipped += sub.skipped
+        else:
+            result.paths.append(f)
+    result.paths = sorted(set(result.paths), key=lambda q: q.relative_to(root).as_posix())
+    return result
+
+
+T = TypeVar("T")
+
+
+def load_each(
+    paths: Iterable[Path],
+    load: Callable[[Path], T],
+    errors: list[tuple[Path, str]] | None = None,
+) -> Iterator[tuple[Path, T]]:
+    """Apply ``load`` to each path; yield ``(path, result)`` for the good ones.
+
+    Failures (:class:`ImageLoadError`, ``OSError``) are appended to ``errors`` as
+    ``(path, reason)`` and the run goes on; other exceptions propagate (they are bugs).
+    """
+    for p in paths:
+        try:
+            yield p, load(p)
+        except ImageLoadError as e:
+            if errors is not None:
+                errors.append((p, e.reason))
+        except OSError as e:
+            if errors is not None:
+                errors.append((p, f"cannot read: {e}"))
+
+
+def report_skipped(skipped: Sequence[tuple[Path, str]], *, stream=None, limit: int | None = None) -> None:
+    """Print one line per skipped file (``skipped <path>: <reason>``) to stderr."""
+    import sys
+
+    stream = stream or sys.stderr
+    shown = skipped if limit is None else skipped[:limit]
+    for p, reason in shown:
+        print(f"skipped {p}: {reason}", file=stream)
+    if limit is not None and len(skipped) > limit:
+        print(f"... and {len(skipped) - limit} more skipped files", file=stream)
