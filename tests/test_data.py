@@ -213,3 +213,20 @@ def test_atomic_dir_replaces_whole_folder(tmp_path):
         (t / "b").write_text("2")
     assert sorted(p.name for p in d.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
+def test_loader_over_the_bad_input_corpus(tmp_path):
+    from corpus import make_corpus
+
+    c = make_corpus(tmp_path / "mixed")
+    scan = scan_folder(c.root)
+    assert sorted(scan.ids) == sorted(c.good + c.bad)
+    assert sorted(scan.relative(p) for p, _ in scan.skipped) == sorted(c.other)
+    errors: list = []
+    got = {scan.relative(p): x for p, x in load_each(scan.paths, load_gray, errors)}
+    assert sorted(got) == sorted(c.good)
+    assert sorted(scan.relative(p) for p, _ in errors) == sorted(c.bad)
+    for x in got.values():
+        assert x.shape == (64, 64) and 0.0 <= x.min() <= x.max() <= 1.0
+    # EXIF rotation applied: the stored 96x80 photo comes out 80x96
+    assert load_rgb(c.root / "odd/exif_rotated.jpg").shape == (96, 80, 3)
