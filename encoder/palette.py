@@ -324,6 +324,28 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W) grey or (H, W, 3) RGB uint8 array."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A plain-text table of :func:`evaluate` rows (with ``file`` and ``method`` keys)."""
+    head = (f"{'file':<24} {'method':<7} {'K':>4} {'colours':>15} {'PNG before':>10} {'source':>9} "
+            f"{'after':>8} {'ratio':>6} {'PSNR':>6} {'dE2000':>6} {'sec':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        name = r.get("file", "")
+        name = name if len(name) <= 24 else "..." + name[-21:]
+        lines.append(
+            f"{name:<24} {r.get('method', 'kmeans'):<7} {r['k']:>4} {r['colors_before']:>7,}->{r['colors_after']:<3}  "
+            f"{r['bytes_before']:>10,} {r['bytes_source'] or 0:>9,} {r['bytes_after']:>8,} {r['ratio']:>6.2f} "
+            f"{r['psnr']:>6.2f} {r['ciede2000']:>6.2f} {r['seconds']:>6.3f}")
+    return "\n".join(lines)
+
+
 def fit_palette(
     image: np.ndarray,
     k: int,
@@ -522,6 +544,6 @@ def auto_k(
 __all__ = [
     "K_MIN", "K_MAX", "Quantized", "check_k", "distinct_colors", "binned_colors", "srgb_to_lab",
     "lab_to_srgb", "ciede2000", "psnr", "mean_ciede2000", "weighted_kmeans", "fit_palette",
-    "random_palette", "assign", "quantize", "evaluate", "png_bytes", "segmentation",
+    "random_palette", "assign", "quantize", "evaluate", "png_bytes", "encode_png", "format_table", "segmentation",
     "segment_colors", "auto_k",
 ]
