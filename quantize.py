@@ -83,11 +83,14 @@ def main(argv=None) -> int:
     if not rows:
         print(f"error: no image could be processed from {' '.join(a.inputs)}", file=sys.stderr)
         return 1
+    # strict JSON: a lossless result's infinite PSNR is written as null
+    rows = [{**r, "psnr": None if r["psnr"] == float("inf") else r["psnr"]} for r in rows]
     write_json(out / "results.json", rows)
     if a.json:
         print(json.dumps(rows, indent=1))
     else:
         print(palette.format_table(rows))
+        print(f"wrote {out}/ (palette PNGs, figures, results.json)")
     return 0
 
 

@@ -342,7 +342,7 @@ def format_table(rows: Sequence[dict]) -> str:
         lines.append(
             f"{name:<24} {r.get('method', 'kmeans'):<7} {r['k']:>4} {r['colors_before']:>7,}->{r['colors_after']:<3}  "
             f"{r['bytes_before']:>10,} {r['bytes_source'] or 0:>9,} {r['bytes_after']:>8,} {r['ratio']:>6.2f} "
-            f"{r['psnr']:>6.2f} {r['ciede2000']:>6.2f} {r['seconds']:>6.3f}")
+            f"{r['psnr'] if r['psnr'] is not None else float('inf'):>6.2f} {r['ciede2000']:>6.2f} {r['seconds']:>6.3f}")
     return "\n".join(lines)
 
 
