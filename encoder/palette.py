@@ -242,6 +242,54 @@ def _kmeanspp(x: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) ->
     return x[centers]
 
 
+def _nearest_rgb(colors: np.ndarray, palette: np.ndarray, bits: int = 6) -> np.ndarray:
+    """Exact nearest palette index for distinct colours (M, 3) uint8 -> (M,) int64.
+
+    Colours are grouped into cubic cells of side ``2**(8-bits)``. For a cell with centre
+    c and half-diagonal r, if the second-nearest palette colour is more than 2r farther
+    from c than the nearest one, every colour in the cell has that nearest colour
+    (triangle inequality), so one (cells x K) pass labels most colours; only colours in
+    the remaining "ambiguous" cells are compared with the whole palette.
+    """
+    c = colors.astype(np.int32)
+    s = 8 - bits
+    cell = ((c[:, 0] >> s) << (2 * bits)) | ((c[:, 1] >> s) << bits) | (c[:, 2] >> s)
+    present = np.zeros(1 << (3 * bits), dtype=np.int32)
+    present[cell] = 1
+    ucell = np.flatnonzero(present)
+    rank = np.cumsum(present) - 1  # cell id -> row in ucell
+    inv = rank[cell]
+    side = 1 << s
+    centres = np.stack([(ucell >> (2 * bits)) & ((1 << bits) - 1), (ucell >> bits) & ((1 << bits) - 1),
+                        ucell & ((1 << bits) - 1)], axis=1) * side + (side - 1) / 2.0
+    pal = torch.from_numpy(palette.astype(np.float32))
+    x = torch.from_numpy(centres.astype(np.float32))
+    pn = (pal * pal).sum(1)
+    best, ok = [], []
+    margin = 2.0 * np.sqrt(3.0) * (side - 1) / 2.0 + 1e-3
+    for i in range(0, len(x), 2048):
+        xs = x[i:i + 2048]
+        d = torch.addmm(pn.unsqueeze(0), xs, pal.T, alpha=-2.0) + (xs * xs).sum(1, keepdim=True)
+        if pal.shape[0] >= 2:
+            v, j = d.topk(2, dim=1, largest=False)
+            v = v.clamp_min(0).sqrt()
+            ok.append((v[:, 1] - v[:, 0]) > margin)
+        else:
+            j = torch.zeros(len(xs), 1, dtype=torch.long)
+            ok.append(torch.ones(len(xs), dtype=torch.bool))
+        best.append(j[:, 0])
+    cell_label = torch.cat(best).numpy()
+    cell_ok = torch.cat(ok).numpy()
+    labels = cell_label[inv]
+    amb = np.flatnonzero(~cell_ok[inv])
+    if len(amb):
+        # integer RGB: every term of ||p||^2 - 2 x.p is an integer < 2**24, so float32
+        # is exact and ties resolve to the lowest index, as in brute force
+        idx, _ = _sqdist_argmin(torch.from_numpy(colors[amb].astype(np.float32)), pal)
+        labels[amb] = idx.numpy()
+    return labels
+
+
 def weighted_kmeans(
     points: np.ndarray,
     weights: np.ndarray,
@@ -427,14 +475,16 @@ def assign(image: np.ndarray, palette: np.ndarray, *, lab: bool = False) -> np.n
     palette = np.asarray(palette, dtype=np.uint8)
     colors, _ = distinct_colors(pixels)
     if lab:
-        x, c = srgb_to_lab(colors), srgb_to_lab(palette)
+        idx, _ = _sqdist_argmin(torch.from_numpy(srgb_to_lab(colors)), torch.from_numpy(srgb_to_lab(palette)))
+        idx = idx.numpy()
+    elif len(palette) <= 64:
+        idx = _nearest_rgb(colors, palette)
     else:
-        # integer RGB: every term of ||c||^2 - 2 x.c is an integer < 2**24, so float32
-        # is exact and ties resolve as in brute force
-        x, c = colors.astype(np.float32), palette.astype(np.float32)
-    lab_idx, _ = _sqdist_argmin(torch.from_numpy(x), torch.from_numpy(c))
+        # measured: at K=256 most cells are ambiguous, so the cell pass does not pay
+        idx = _sqdist_argmin(torch.from_numpy(colors.astype(np.float32)),
+                             torch.from_numpy(palette.astype(np.float32)))[0].numpy()
     lut = np.zeros(1 << 24, dtype=np.uint8)
-    lut[pack(colors)] = lab_idx.numpy().astype(np.uint8)
+    lut[pack(colors)] = idx.astype(np.uint8)
     return lut[pack(pixels)].reshape(image.shape[:-1])
 
 

@@ -45,6 +45,19 @@ def test_assignment_equals_brute_force(photo):
     assert np.array_equal(labels.reshape(-1), d.argmin(1))
 
 
+@pytest.mark.parametrize("k", [2, 5, 16, 64, 200])
+def test_cell_assignment_equals_brute_force_on_all_colours(k):
+    rng = np.random.default_rng(k)
+    colors = rng.integers(0, 256, (20000, 3), dtype=np.uint8)
+    pal = rng.integers(0, 256, (k, 3), dtype=np.uint8)
+    pal[1] = pal[0] + 1  # near-duplicates and exact ties are the hard cases
+    pal[-1] = pal[0]
+    got = palette.assign(colors, pal)
+    d = ((colors[:, None, :].astype(np.int64) - pal[None].astype(np.int64)) ** 2).sum(2)
+    assert np.array_equal(got, d.argmin(1))
+    assert np.array_equal(palette._nearest_rgb(colors, pal), d.argmin(1))
+
+
 def test_lab_assignment_is_nearest_in_lab(photo):
     pal = palette.fit_palette(photo, 16, lab=True)
     labels = palette.assign(photo, pal, lab=True).reshape(-1)
