@@ -1,14 +1,15 @@
 """K-means colour quantization: fit a palette, assign every pixel, save an indexed PNG.
 
 The k-means objective over all pixels equals a *weighted* k-means over the image's
-distinct colours (each weighted by its pixel count), which is usually 10-100x smaller
-than the pixel count. So :func:`fit_palette` builds that weighted set with
-``np.bincount`` on packed 24-bit colour ints, seeds with weighted k-means++ and runs
-Lloyd iterations (torch matmuls; CUDA when available) on it. Very colourful images
-(more distinct colours than ``max_points``) are first reduced to 6-bit-per-channel
-histogram cells, each represented by its mean colour and pixel count. The final
-per-pixel assignment is exact: nearest palette colour for each distinct colour
-(brute force, chunked), then a 2**24-entry lookup table maps pixels to labels.
+distinct colours (each weighted by its pixel count), which is usually 2-10x smaller
+than the pixel count, and the 6-bit-per-channel histogram cells (mean colour, pixel
+count; built with ``np.bincount`` on packed colour ints) are smaller still. So
+:func:`fit_palette` seeds with weighted k-means++ and runs Lloyd on the cells, then
+polishes with a few Lloyd steps on the exact distinct colours (torch matmuls; CUDA
+when available). The final per-pixel assignment is exact: the nearest palette colour
+of each distinct colour (whole 6-bit cells at once where the cell is unambiguous, for
+K <= 64; brute force in cache-sized chunks otherwise), then a 2**24-entry lookup table
+maps every pixel to its label.
 
 Alpha: images are loaded by :mod:`encoder.data` and composited on white.
 
@@ -424,6 +425,13 @@ def fit_palette(
     Minimises the sum over *all* pixels of squared distance (RGB, or CIE Lab when
     ``lab``) via weighted k-means on the distinct colours. If the image has at most
     ``k`` distinct colours they are returned as they are (lossless; ``k' < k``).
+
+    Args:
+        max_points: above this many distinct colours, polish on 7-bit cells instead.
+        polish_iter: Lloyd steps on the exact colours after the cell-level fit.
+        n_init: seeds tried on the cells for k <= 64 (lowest inertia kept).
+
+    Example: ``fit_palette(rgb, 16)`` -> (16, 3) uint8, sorted rows.
     """
     k = check_k(k)
     pixels = np.asarray(image).reshape(-1, 3)
