@@ -35,7 +35,10 @@ def parse(argv):
     p.add_argument("--scatter", action="store_true", help="save 2-D/3-D pixel scatter plots")
     a = p.parse_args(argv)
     for k in a.k:
-        palette.check_k(k)
+        try:
+            palette.check_k(k)
+        except ValueError as e:
+            p.error(str(e))  # exits 2 with "k=300 must be an integer in [2, 256] ..."
     if a.auto and (a.target_psnr is None) == (a.max_bytes is None):
         p.error("--auto needs exactly one of --target-psnr or --max-bytes")
     return a

@@ -67,6 +67,9 @@ def test_auto_target_psnr(tmp_path, capsys):
     assert (out / "c_error_vs_k.png").stat().st_size > 0
     with pytest.raises(SystemExit):
         quantize.main([str(src), "--auto"])  # needs a target
+    assert quantize.main([str(src), "--auto", "--max-bytes", "3000", "--json", "-o", str(out)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["bytes_after"] <= 3000
 
 
 def test_folder_reports_bad_files_and_writes_the_rest(tmp_path, capsys):
@@ -85,9 +88,10 @@ def test_folder_reports_bad_files_and_writes_the_rest(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("k", ["1", "257", "0"])
-def test_bad_k_message_names_it(tmp_path, k):
-    with pytest.raises(ValueError, match=f"k={k}"):
+def test_bad_k_message_names_it(tmp_path, k, capsys):
+    with pytest.raises(SystemExit) as e:
         quantize.main([str(photo(tmp_path / "a.png")), "-k", k, "-o", str(tmp_path)])
+    assert e.value.code == 2 and f"k={k} must be" in capsys.readouterr().err
 
 
 def test_nothing_processable_is_an_error(tmp_path, capsys):
