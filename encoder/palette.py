@@ -198,11 +198,13 @@ def mean_ciede2000(image: np.ndarray, palette: np.ndarray, labels: np.ndarray) -
 
 # ----------------------------------------------------------------------------- k-means
 
-def _sqdist_argmin(x: torch.Tensor, c: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+def _sqdist_argmin(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest centre for each row of ``x`` (M, 3) among ``c`` (K, 3): (labels, squared distance).
 
-    Chunks of 2048 rows keep the (chunk, K) distance block in cache (3x faster than 32k on CPU).
+    Chunks of about 2**19 distances (2048 rows at K=256) keep the (chunk, K) block in
+    cache: 3x faster than 32k-row chunks at K=256, and few calls at small K.
     """
+    chunk = chunk or max(2048, (1 << 19) // max(1, c.shape[0]))
     cn = (c * c).sum(1)
     labels, dists = [], []
     for s in range(0, x.shape[0], chunk):
@@ -328,12 +330,13 @@ def weighted_kmeans(
     c = torch.as_tensor(init, dtype=torch.float32, device=dev)
     if c.shape[0] < k:  # fewer distinct points carry weight than k
         c = torch.cat([c, x[: k - c.shape[0]]])
+    xw = x * w[:, None]
     prev = None
     for _ in range(max_iter):
         labels, d = _sqdist_argmin(x, c)
         inertia = float((d * w).sum())
         ws = torch.zeros(k, device=dev).index_add_(0, labels, w)
-        sums = torch.zeros(k, x.shape[1], device=dev).index_add_(0, labels, x * w[:, None])
+        sums = torch.zeros(k, x.shape[1], device=dev).index_add_(0, labels, xw)
         empty = ws == 0
         new = sums / ws.clamp_min(1e-12)[:, None]
         if bool(empty.any()):  # re-seed empty clusters on the worst-served points
