@@ -530,7 +530,7 @@ def quantize(
         pim.putpalette(pal.reshape(-1).tolist() + pal[0].tolist() * (256 - len(pal)))
         out = Image.fromarray(image).quantize(palette=pim, dither=Image.Dither.FLOYDSTEINBERG)
         labels = np.asarray(out).copy()
-        labels = np.minimum(labels, len(pal) - 1)  # padding entries repeat colour 0
+        labels[labels >= len(pal)] = 0  # padding entries repeat colour 0
     else:
         labels = assign(image, pal, lab=lab)
     # keep only used colours so the PNG palette is as small as it can be
