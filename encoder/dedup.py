@@ -2,8 +2,10 @@
 
 Two images are linked when their Hamming distance is <= ``threshold``; a group is a
 connected component with 2+ members. Default ``DEFAULT_THRESHOLD = 10`` bits of 64 for pHash
-(imagededup uses 10 too): in bench/phash_bench.py it links most JPEG/resize/blur/brightness
-copies while unrelated photos sit at 20-40 bits. Flat images (one colour) all share one hash;
+(imagededup uses 10 too). Measured by bench/phash_bench.py (section 2b: 18 photos, their
+transformed copies as positives, every other gallery image incl. crops/tiles of the same photo
+as negatives): threshold 10 -> precision 1.00, recall 0.81; 12 -> 1.00 / 0.89; 16 -> 0.96 / 0.93.
+Raise it to catch rotated/cropped copies, at some cost in false pairs. Flat images (one colour) all share one hash;
 they are reported but grouped only if ``include_flat``.
 
 Example:
