@@ -4,7 +4,8 @@ Two images are linked when their Hamming distance is <= ``threshold``; a group i
 connected component with 2+ members. Default ``DEFAULT_THRESHOLD = 10`` bits of 64 for pHash
 (imagededup uses 10 too). Measured by bench/phash_bench.py (section 2b: 18 photos, their
 transformed copies as positives, every other gallery image incl. crops/tiles of the same photo
-as negatives): threshold 10 -> precision 1.00, recall 0.81; 12 -> 1.00 / 0.89; 16 -> 0.96 / 0.93.
+as negatives): with the full 10,326-image gallery, threshold 10 -> precision 1.00, recall 0.81;
+12 -> 0.98 / 0.89; 14 -> 0.93 / 0.92; 16 -> 0.68 / 0.93.
 Raise it to catch rotated/cropped copies, at some cost in false pairs. Flat images (one colour) all share one hash;
 they are reported but grouped only if ``include_flat``.
 
