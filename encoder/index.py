@@ -38,7 +38,7 @@ from encoder.atomic import atomic_dir, save_npy, write_json
 
 FORMAT_VERSION = 1
 # Exact Hamming scans are cheap: bench/phash_bench.py measured 0.5 ms/query (batched, 2 shared
-# cores) at 1M hashes. HNSW only pays beyond a few million, and its recall on 64-bit codes
+# cores) at 1M hashes. HNSW only pays beyond a few million, and its recall
 # is modest on random 64-bit codes (recall@5 vs exact at 1M: 0.85 with M=32/ef=128 at
 # 0.15 ms/query, 0.33 with M=16/ef=64), so exact BinaryFlat is the default up to HNSW_MIN.
 HNSW_MIN = 2_000_000
