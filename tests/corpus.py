@@ -45,6 +45,15 @@ def _png_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
+def _readable(path: Path) -> bool:
+    """Whether this process can open the file despite its permission bits."""
+    try:
+        with open(path, "rb"):
+            return True
+    except PermissionError:
+        return False
+
+
 def make_corpus(root: Path, n_photos: int = 6) -> Corpus:
     root.mkdir(parents=True, exist_ok=True)
     c = Corpus(root=root)
@@ -92,6 +101,14 @@ def make_corpus(root: Path, n_photos: int = 6) -> Corpus:
     bad("broken/page.png", b"<!doctype html><html><body>Not Found</body></html>")
     c.bad.append("broken/bomb.png")
     _png_bomb(root / "broken/bomb.png")
+
+    # No read permission. Root (CAP_DAC_OVERRIDE, as in many containers and CI runners)
+    # reads it anyway, so there it must come out as a good image, not be skipped.
+    locked = root / "perm/locked.png"
+    locked.parent.mkdir(parents=True, exist_ok=True)
+    _photo(21).save(locked)
+    os.chmod(locked, 0)
+    (c.good if _readable(locked) else c.bad).append("perm/locked.png")
 
     (root / "README.txt").write_text("not an image")
     c.other.append("README.txt")
