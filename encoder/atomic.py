@@ -14,9 +14,12 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -92,13 +95,36 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
         torch.save(obj, tmp)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the system or file system cannot (then the caller renames twice).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2  # glibc >= 2.28
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it replaces ``path`` as a whole.
 
-    The old folder (if any) is renamed aside first and removed only after the new one
-    is in place, so a crash leaves the old or the new folder, plus at most a stray
-    ``.name.old-*`` folder, never a mix of both.
+    On Linux the new folder and the old one are swapped in a single atomic step, so at
+    every instant ``path`` is the complete old folder or the complete new one; the old one
+    is then deleted. Elsewhere the old folder is renamed aside first and removed only after
+    the new one is in place: a crash between the two renames leaves it as a stray
+    ``.name.old-*`` folder beside a missing ``path``, never a mix of both.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +136,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
                 with open(f, "rb+") as fh:
                     os.fsync(fh.fileno())
         old = None
+        if path.is_dir() and not path.is_symlink() and _exchange(tmp, path):
+            _fsync_dir(path.parent)
+            return  # tmp now holds the old folder; the finally below removes it
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.rmdir(old)
