@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,6 +47,48 @@ HNSW_MIN = 2_000_000
 
 class IndexMismatchError(ValueError):
     """An index and the hashes/codes offered to it come from different methods or versions."""
+
+
+class CorruptIndexError(ValueError):
+    """A file of an index directory is unreadable or inconsistent; the message names it."""
+
+
+def _read_json(file: Path, want: type):
+    if not file.is_file():
+        raise FileNotFoundError(f"index file missing: {file}")
+    try:
+        obj = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptIndexError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(obj, want):
+        raise CorruptIndexError(f"{file}: expected a JSON {want.__name__}, got {type(obj).__name__}")
+    return obj
+
+
+def _read_vectors(file: Path, dtype) -> np.ndarray:
+    """A 2-D .npy of ``dtype``; pickled or object data is refused, never loaded."""
+    if not file.is_file():
+        raise FileNotFoundError(f"index file missing: {file}")
+    try:
+        v = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CorruptIndexError(f"{file}: not a plain .npy array ({e})") from None
+    if not isinstance(v, np.ndarray) or v.ndim != 2 or v.dtype != dtype:
+        raise CorruptIndexError(f"{file}: expected a 2-D {np.dtype(dtype).name} array, "
+                                f"got {getattr(v, 'shape', '?')} {getattr(v, 'dtype', type(v).__name__)}")
+    return v
+
+
+def _read_faiss(file: Path, binary: bool):
+    if not file.is_file():
+        raise FileNotFoundError(f"index file missing: {file}")
+    try:
+        return faiss.read_index_binary(str(file)) if binary else faiss.read_index(str(file))
+    except RuntimeError as e:  # FAISS's C++ errors: keep the reason, drop its source location
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        reason = ("file ends early (truncated?)" if "read error" in msg
+                  else re.sub(r"^.* at \S+:\d+: (Error: )?", "", msg)[:200])
+        raise CorruptIndexError(f"{file}: not a readable FAISS {'binary ' if binary else ''}index ({reason})") from None
 
 
 def build_faiss(vectors: np.ndarray, kind: str, faiss_type: str = "auto"):
@@ -189,22 +232,34 @@ class Index:
 
     @classmethod
     def load(cls, path: str | Path) -> "Index":
-        """Read an index directory; FileNotFoundError / ValueError name what is wrong."""
+        """Read an index directory.
+
+        Raises:
+            FileNotFoundError: no index there (no meta.json), or one of its files is missing.
+            CorruptIndexError: a file is unreadable or inconsistent (truncated, edited, pickled,
+                of another kind); the message names the file. Nothing is ever unpickled.
+        """
         path = Path(path)
         if not (path / "meta.json").is_file():
             raise FileNotFoundError(f"not an index directory (no meta.json): {path}")
-        meta = json.loads((path / "meta.json").read_text())
+        meta = _read_json(path / "meta.json", dict)
         if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}")
-        ids = json.loads((path / "ids.json").read_text())
-        vf = "hashes.npy" if meta["kind"] == "hash" else "codes.npy"
-        vectors = np.load(path / vf, allow_pickle=False)
+            raise CorruptIndexError(f"{path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        kind = meta.get("kind")
+        if kind not in ("hash", "code"):
+            raise CorruptIndexError(f"{path / 'meta.json'}: kind={kind!r}, expected 'hash' or 'code'")
+        ids = _read_json(path / "ids.json", list)
+        if not all(isinstance(i, str) for i in ids):
+            raise CorruptIndexError(f"{path / 'ids.json'}: expected a list of path strings")
+        vf = path / ("hashes.npy" if kind == "hash" else "codes.npy")
+        vectors = _read_vectors(vf, np.uint8 if kind == "hash" else np.float32)
         if len(vectors) != len(ids):
-            raise ValueError(f"{path}: {len(vectors)} vectors but {len(ids)} ids (corrupt index)")
-        if meta["kind"] == "hash":
-            fi = faiss.read_index_binary(str(path / "index.faiss"))
-        else:
-            fi = faiss.read_index(str(path / "index.faiss"))
-        if fi.ntotal != len(ids):
-            raise ValueError(f"{path}: FAISS index has {fi.ntotal} rows but {len(ids)} ids (corrupt index)")
+            raise CorruptIndexError(f"{path}: {len(vectors)} vectors but {len(ids)} ids (corrupt index)")
+        bits = vectors.shape[1] * (8 if kind == "hash" else 1)
+        if meta.get("dim", bits) != bits:
+            raise CorruptIndexError(f"{vf}: vectors of width {bits} but meta.json says dim={meta.get('dim')}")
+        fi = _read_faiss(path / "index.faiss", binary=kind == "hash")
+        if fi.ntotal != len(ids) or fi.d != bits:
+            raise CorruptIndexError(f"{path / 'index.faiss'}: FAISS index has {fi.ntotal} rows of width {fi.d} "
+                                    f"but the index holds {len(ids)} of width {bits} (corrupt index)")
         return cls(meta, ids, vectors, fi)
