@@ -6,7 +6,7 @@ An index directory holds::
                   faiss type, count, root folder, decode mode
     ids.json      relative POSIX paths, in row order
     hashes.npy    (N,8) uint8 packed 64-bit hashes   (kind "hash", Hamming metric)
-     or codes.npy (N,D) float32 codes                 (kind "code", L2 metric)
+     or codes.npy (N,D) float32 codes                 (kind "code", "l2" or "cosine" metric)
     index.faiss   the FAISS index built from the vectors
 
 Every write replaces the whole directory atomically (encoder.atomic.atomic_dir), so an
@@ -16,6 +16,13 @@ or decode mode are refused with a message naming both.
 
 Binary index choice: ``IndexBinaryFlat`` (exact) up to ``HNSW_MIN`` hashes, ``IndexBinaryHNSW``
 beyond (approximate; speed and recall vs exact at 1M are measured in bench/phash_bench.py).
+
+Float codes: :mod:`encoder.ann` chooses the FAISS index by size and memory budget (``Flat``
+exact up to 100k codes, ``IVF`` beyond, ``OPQ+IVF+PQ`` under a memory budget, or any factory
+string), tunes ``nprobe``/``efSearch`` to recall@5 >= 0.95 against exact (meta ``search_params``
+and ``tuned_recall``), and :meth:`Index.load` can memory-map codes and index (``mmap=True``).
+Adding codes to a trained IVF/PQ index reuses its training; it is retrained only when the
+automatic choice changes with the new size.
 
 Example:
     >>> import numpy as np
@@ -35,6 +42,7 @@ from typing import Any, Sequence
 import faiss
 import numpy as np
 
+from encoder import ann
 from encoder.atomic import atomic_dir, save_npy, write_json
 
 FORMAT_VERSION = 1
@@ -65,12 +73,12 @@ def _read_json(file: Path, want: type):
     return obj
 
 
-def _read_vectors(file: Path, dtype) -> np.ndarray:
+def _read_vectors(file: Path, dtype, mmap: bool = False) -> np.ndarray:
     """A 2-D .npy of ``dtype``; pickled or object data is refused, never loaded."""
     if not file.is_file():
         raise FileNotFoundError(f"index file missing: {file}")
     try:
-        v = np.load(file, allow_pickle=False)
+        v = np.load(file, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as e:
         raise CorruptIndexError(f"{file}: not a plain .npy array ({e})") from None
     if not isinstance(v, np.ndarray) or v.ndim != 2 or v.dtype != dtype:
@@ -79,11 +87,11 @@ def _read_vectors(file: Path, dtype) -> np.ndarray:
     return v
 
 
-def _read_faiss(file: Path, binary: bool):
+def _read_faiss(file: Path, binary: bool, mmap: bool = False):
     if not file.is_file():
         raise FileNotFoundError(f"index file missing: {file}")
     try:
-        return faiss.read_index_binary(str(file)) if binary else faiss.read_index(str(file))
+        return faiss.read_index_binary(str(file)) if binary else ann.read(str(file), mmap)
     except RuntimeError as e:  # FAISS's C++ errors: keep the reason, drop its source location
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         reason = ("file ends early (truncated?)" if "read error" in msg
@@ -108,14 +116,8 @@ def build_faiss(vectors: np.ndarray, kind: str, faiss_type: str = "auto"):
             index.add(np.ascontiguousarray(vectors, dtype=np.uint8))
         return index, faiss_type
     if kind == "code":
-        if faiss_type == "auto":
-            faiss_type = "Flat"
-        index = faiss.index_factory(vectors.shape[1], faiss_type)
-        if not index.is_trained:
-            index.train(np.ascontiguousarray(vectors, dtype=np.float32))
-        if len(vectors):
-            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        return index, faiss_type
+        built = ann.build(vectors, "l2", faiss_type)
+        return built.index, built.factory
     raise ValueError(f"kind={kind!r} must be 'hash' or 'code'")
 
 
@@ -127,11 +129,18 @@ class Index:
     ids: list[str]
     vectors: np.ndarray
     faiss_index: Any = field(default=None, repr=False)
+    source: Path | None = field(default=None, repr=False)  # directory it was memory-mapped from
 
     @classmethod
     def create(cls, method: str, version: str, vectors: np.ndarray, ids: Sequence[str], *,
-               root: str = "", extra: dict | None = None, faiss_type: str = "auto") -> "Index":
-        """New index from (N,8) uint8 hashes or (N,D) float32 codes and N ids."""
+               root: str = "", extra: dict | None = None, faiss_type: str = "auto", metric: str = "l2",
+               memory_budget: int | None = None, search_params: str = "auto") -> "Index":
+        """New index from (N,8) uint8 hashes or (N,D) float32 codes and N ids.
+
+        For codes: ``metric`` ``"l2"``/``"cosine"``, ``faiss_type`` ``"auto"`` or a FAISS factory
+        string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or e.g. ``"nprobe=32"``
+        (see :mod:`encoder.ann`).
+        """
         vectors = np.asarray(vectors)
         kind = "hash" if vectors.dtype == np.uint8 else "code"
         if vectors.ndim != 2:
@@ -140,19 +149,47 @@ class Index:
             raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids")
         if len(set(ids)) != len(ids):
             raise ValueError("ids must be unique")
+        code_meta = {}
         if kind == "code":
             vectors = vectors.astype(np.float32)
+            ann.check_metric(metric)
+            code_meta = {"memory_budget": memory_budget, "search_params_request": search_params}
         meta = {"format": FORMAT_VERSION, "method": method, "version": version, "kind": kind,
-                "metric": "hamming" if kind == "hash" else "l2", "dim": int(vectors.shape[1]) * (8 if kind == "hash" else 1),
-                "faiss_type_request": faiss_type, "root": str(root), **(extra or {})}
+                "metric": "hamming" if kind == "hash" else metric,
+                "dim": int(vectors.shape[1]) * (8 if kind == "hash" else 1),
+                "faiss_type_request": faiss_type, **code_meta, "root": str(root), **(extra or {})}
         idx = cls(meta, list(ids), vectors)
         idx._rebuild()
         return idx
 
-    def _rebuild(self) -> None:
-        self.faiss_index, t = build_faiss(self.vectors, self.meta["kind"], self.meta.get("faiss_type_request", "auto"))
-        self.meta["faiss_type"] = t
+    def _rebuild(self, appended: int | None = None) -> None:
+        """Rebuild the FAISS index after a change; ``appended``: only that many rows were added at the end."""
+        if self.meta["kind"] == "code":
+            self._rebuild_codes(appended)
+        else:
+            self.faiss_index, t = build_faiss(self.vectors, "hash", self.meta.get("faiss_type_request", "auto"))
+            self.meta["faiss_type"] = t
         self.meta["count"] = len(self.ids)
+
+    def _rebuild_codes(self, appended: int | None) -> None:
+        m = self.meta
+        request, metric = m.get("faiss_type_request", "auto"), m["metric"]
+        n, d = self.vectors.shape
+        want = ann.choose_factory(n, d, m.get("memory_budget")) if request == "auto" else request
+        if self.faiss_index is not None and want == m.get("faiss_type"):
+            if self.source is not None:  # a memory-mapped index is read-only: read it whole
+                self.faiss_index, self.source = ann.read(str(self.source / "index.faiss")), None
+            if appended is not None:  # keep the training (IVF lists, PQ codebooks), add the new rows
+                ann.add_chunked(self.faiss_index, self.vectors[n - appended:], metric)
+            else:
+                self.faiss_index = ann.refill(self.faiss_index, self.vectors, metric)
+            params, recall = ann.tune(self.faiss_index, self.vectors, metric, m.get("search_params_request", "auto"))
+        else:
+            built = ann.build(self.vectors, metric, want, memory_budget=m.get("memory_budget"),
+                              search_params=m.get("search_params_request", "auto"))
+            self.faiss_index, params, recall = built.index, built.search_params, built.recall
+            self.source = None
+        m["faiss_type"], m["search_params"], m["tuned_recall"] = want, params, recall
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -181,9 +218,10 @@ class Index:
         if len(new) != len(ids):
             raise ValueError("ids to add must be unique")
         keep = [i for i, x in enumerate(self.ids) if x not in new]
+        replaced = len(keep) < len(self.ids)
         self.vectors = np.concatenate([self.vectors[keep], vectors])
         self.ids = [self.ids[i] for i in keep] + list(ids)
-        self._rebuild()
+        self._rebuild(None if replaced else len(vectors))
 
     def remove(self, ids: Sequence[str]) -> list[str]:
         """Drop rows by id; returns the ids that were not in the index."""
@@ -195,10 +233,12 @@ class Index:
         self._rebuild()
         return missing
 
-    def search(self, queries: np.ndarray, k: int = 5) -> tuple[np.ndarray, list[list[str]]]:
+    def search(self, queries: np.ndarray, k: int = 5, params: str | None = None,
+               ) -> tuple[np.ndarray, list[list[str]]]:
         """Top-k neighbours: (Q,8) uint8 or (Q,D) float32 -> (distances (Q,k') , ids Q lists).
 
-        ``k' = min(k, len(index))``; distances are Hamming bits (int) or squared L2 (float).
+        ``k' = min(k, len(index))``; distances are Hamming bits (int), squared L2 or ``1 - cos``
+        (float). ``params`` overrides the stored search parameters of a code index (``"nprobe=64"``).
         """
         if not isinstance(k, (int, np.integer)) or k <= 0:
             raise ValueError(f"k={k} must be a positive integer")
@@ -208,7 +248,10 @@ class Index:
         kk = min(int(k), len(self))
         if kk == 0 or len(q) == 0:
             return np.zeros((len(q), 0), self._dist_dtype()), [[] for _ in range(len(q))]
-        D, I = self.faiss_index.search(q, kk)
+        if self.meta["kind"] == "code":
+            D, I = ann.search(self.faiss_index, q, kk, self.meta["metric"], params or "")
+        else:
+            D, I = self.faiss_index.search(q, kk)
         return D, [[self.ids[j] for j in row if j >= 0] for row in I]
 
     def _dist_dtype(self):
@@ -231,8 +274,8 @@ class Index:
                 faiss.write_index(self.faiss_index, str(tmp / "index.faiss"))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Index":
-        """Read an index directory.
+    def load(cls, path: str | Path, mmap: bool = False) -> "Index":
+        """Read an index directory; ``mmap=True`` memory-maps a code index (codes.npy and index.faiss).
 
         Raises:
             FileNotFoundError: no index there (no meta.json), or one of its files is missing.
@@ -252,14 +295,17 @@ class Index:
         if not all(isinstance(i, str) for i in ids):
             raise CorruptIndexError(f"{path / 'ids.json'}: expected a list of path strings")
         vf = path / ("hashes.npy" if kind == "hash" else "codes.npy")
-        vectors = _read_vectors(vf, np.uint8 if kind == "hash" else np.float32)
+        mmap = mmap and kind == "code"
+        vectors = _read_vectors(vf, np.uint8 if kind == "hash" else np.float32, mmap)
         if len(vectors) != len(ids):
             raise CorruptIndexError(f"{path}: {len(vectors)} vectors but {len(ids)} ids (corrupt index)")
         bits = vectors.shape[1] * (8 if kind == "hash" else 1)
         if meta.get("dim", bits) != bits:
             raise CorruptIndexError(f"{vf}: vectors of width {bits} but meta.json says dim={meta.get('dim')}")
-        fi = _read_faiss(path / "index.faiss", binary=kind == "hash")
+        fi = _read_faiss(path / "index.faiss", binary=kind == "hash", mmap=mmap)
         if fi.ntotal != len(ids) or fi.d != bits:
             raise CorruptIndexError(f"{path / 'index.faiss'}: FAISS index has {fi.ntotal} rows of width {fi.d} "
                                     f"but the index holds {len(ids)} of width {bits} (corrupt index)")
-        return cls(meta, ids, vectors, fi)
+        if kind == "code":
+            ann.set_params(fi, meta.get("search_params", ""))
+        return cls(meta, ids, vectors, fi, path if mmap else None)

@@ -1,0 +1,143 @@
+"""Encoding a huge folder at scale: Lightning ``predict`` + a writer of per-rank code shards.
+
+Each process (one per GPU/CPU device, any number of nodes with DDP) encodes its share of the
+files and :class:`CodeShardWriter` writes, per rank, a folder ``rank_00003/`` holding::
+
+    codes.npy    (M, D) float32 codes of the readable images of that rank
+    rows.npy     (M,)   int64 their positions in the input file list
+    invalid.npy  (U,)   int64 positions of files the rank could not read
+
+Each rank folder is written atomically (``encoder.atomic.atomic_dir``), plain ``.npy`` only
+(no pickle). :func:`merge_shards` joins the shards in row order and drops the duplicates that
+``DistributedSampler`` adds to give every rank the same number of items.
+
+Example (2 CPU processes; ``search.py index --method ae --devices 2 --strategy ddp`` does this)::
+
+    >>> codes, rows, invalid = predict_codes("model.pt", paths, "runs/shards",   # doctest: +SKIP
+    ...                                      devices=2, strategy="ddp", accelerator="cpu")
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from encoder.atomic import atomic_dir, save_npy
+
+
+def _rank_dir(out: Path, rank: int) -> Path:
+    return out / f"rank_{rank:05d}"
+
+
+class CodeShardWriter(BasePredictionWriter):
+    """Writes the codes each rank predicted (``predict_step`` dicts with codes/index/valid)."""
+
+    def __init__(self, output_dir: str | os.PathLike):
+        super().__init__(write_interval="epoch")
+        self.output_dir = Path(output_dir)
+
+    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Sequence[Any],
+                           batch_indices: Sequence[Any] | None) -> None:
+        write_shard(self.output_dir, trainer.global_rank, list(_flatten(predictions)))
+        trainer.strategy.barrier("code-shards-written")  # rank 0 merges only once every shard exists
+
+
+def _flatten(predictions):
+    for p in predictions:
+        if isinstance(p, dict):
+            yield p
+        else:  # several dataloaders: a list per loader
+            yield from _flatten(p)
+
+
+def write_shard(output_dir: str | os.PathLike, rank: int, batches: Sequence[dict[str, torch.Tensor]]) -> Path:
+    """Write one rank's batches ``{"codes": (B,D), "index": (B,), "valid": (B,)}`` atomically."""
+    if batches:
+        codes = torch.cat([b["codes"] for b in batches]).float().numpy()
+        rows = torch.cat([b["index"] for b in batches]).long().numpy()
+        valid = torch.cat([b["valid"] for b in batches]).bool().numpy()
+    else:
+        codes, rows, valid = np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
+    target = _rank_dir(Path(output_dir), rank)
+    with atomic_dir(target) as tmp:
+        save_npy(tmp / "codes.npy", codes[valid])
+        save_npy(tmp / "rows.npy", rows[valid])
+        save_npy(tmp / "invalid.npy", rows[~valid])
+    return target
+
+
+def merge_shards(output_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Join all rank shards: ``(codes (M,D) float32, rows (M,) int64 ascending, invalid rows)``.
+
+    A row seen twice (sampler padding) is kept once. Raises ValueError naming a shard whose
+    files disagree, FileNotFoundError when there is none.
+    """
+    out = Path(output_dir)
+    dirs = sorted(out.glob("rank_*")) if out.is_dir() else []
+    dirs = [d for d in dirs if d.is_dir() and not d.name.startswith(".")]
+    if not dirs:
+        raise FileNotFoundError(f"no code shards (rank_*/codes.npy) in {out}")
+    codes, rows, invalid = [], [], []
+    for d in dirs:
+        try:
+            c = np.load(d / "codes.npy", allow_pickle=False)
+            r = np.load(d / "rows.npy", allow_pickle=False)
+            u = np.load(d / "invalid.npy", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"code shard {d} is unreadable: {e}") from None
+        if c.ndim != 2 or r.ndim != 1 or len(c) != len(r):
+            raise ValueError(f"code shard {d}: {c.shape} codes but {r.shape} rows")
+        if len(c):
+            codes.append(c.astype(np.float32, copy=False))
+            rows.append(r.astype(np.int64, copy=False))
+        invalid.append(u.astype(np.int64, copy=False))
+    dims = {c.shape[1] for c in codes}
+    if len(dims) > 1:
+        raise ValueError(f"code shards in {out} have different code widths {sorted(dims)}")
+    all_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    all_codes = np.concatenate(codes) if codes else np.zeros((0, 0), np.float32)
+    uniq, first = np.unique(all_rows, return_index=True)  # sorted rows, one each
+    bad = np.unique(np.concatenate(invalid)) if invalid else np.zeros(0, np.int64)
+    return all_codes[first], uniq, bad
+
+
+def predict_codes(checkpoint: str | os.PathLike, paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike, *,
+                  devices: int | str = 1, strategy: str = "auto", accelerator: str = "auto", num_nodes: int = 1,
+                  batch_size: int = 256, num_workers: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Encode ``paths`` with Lightning ``predict`` + :class:`CodeShardWriter`, then merge the shards.
+
+    Returns ``(codes, rows, invalid_rows)`` on global rank 0 and ``None`` on the other ranks
+    (they only encode). With ``strategy="ddp"`` Lightning starts the other processes by
+    re-running the current command, so call this from a script's ``main``.
+    """
+    from encoder.codes import load_model
+    from encoder.lit import AutoencoderModule, PathDataset
+
+    model = load_model(checkpoint)
+    cfg = model.config
+    out = Path(output_dir)
+    for stale in out.glob("rank_*") if out.is_dir() else []:  # every process clears before any writes
+        shutil.rmtree(stale, ignore_errors=True)
+    module = AutoencoderModule(code_dim=cfg["code_dim"], width=cfg["width"], image_size=cfg["image_size"],
+                               channels_last=False)
+    module.model.load_state_dict(model.state_dict())
+    loader = torch.utils.data.DataLoader(PathDataset(list(paths), cfg["image_size"]), batch_size=batch_size,
+                                         num_workers=num_workers, shuffle=False)
+    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+                         callbacks=[CodeShardWriter(output_dir)], logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, enable_progress_bar=len(paths) > 1000,
+                         default_root_dir=str(output_dir))
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    if trainer.global_rank != 0:
+        return None
+    codes, rows, invalid = merge_shards(output_dir)
+    seen = len(rows) + len(np.setdiff1d(invalid, rows))
+    if seen != len(paths):
+        raise ValueError(f"code shards in {out} cover {seen} of {len(paths)} files (a rank failed?)")
+    return codes, rows, invalid
