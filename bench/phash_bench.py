@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import os
 import sys
 import tempfile
@@ -29,9 +28,10 @@ import imagehash  # noqa: E402
 import numpy as np  # noqa: E402
 import skimage  # noqa: E402
 import sklearn  # noqa: E402
-from PIL import Image, ImageEnhance, ImageFilter  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from encoder.data import open_image  # noqa: E402
+from encoder.neardup import TRANSFORMS  # noqa: E402
 from encoder.phash import hamming, hash_paths, hash_to_hex, phash_images  # noqa: E402
 
 SK = Path(skimage.__file__).parent / "data"
@@ -77,25 +77,6 @@ def bench_throughput(quick: bool) -> None:
         print(f"{'imagehash.phash':22s} {len(files) / t_ref:8.1f} {1.0:11.2f} {len(files):>10d} {0:9.2f} {0:4d}")
         for r in rows:
             print(f"{r[0]:22s} {r[1]:8.1f} {r[2]:11.2f} {r[3]:>10d} {r[4]:9.2f} {r[5]:4d}")
-
-
-TRANSFORMS = {
-    "jpeg_q30": lambda im: Image.open(_jpeg(im, 30)),
-    "resize_50": lambda im: im.resize((im.width // 2, im.height // 2)),
-    "crop_90": lambda im: im.crop((im.width // 20, im.height // 20, im.width - im.width // 20, im.height - im.height // 20)),
-    "bright_+20": lambda im: ImageEnhance.Brightness(im).enhance(1.2),
-    "blur": lambda im: im.filter(ImageFilter.GaussianBlur(2)),
-    "hflip": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-    "rotate_5": lambda im: im.rotate(5, resample=Image.Resampling.BILINEAR),
-    "grey": lambda im: im.convert("L").convert("RGB"),
-}
-
-
-def _jpeg(im, q):
-    b = io.BytesIO()
-    im.save(b, "JPEG", quality=q)
-    b.seek(0)
-    return b
 
 
 def distractors(quick: bool) -> list[Image.Image]:

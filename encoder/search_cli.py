@@ -11,6 +11,7 @@ import argparse
 import csv
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -91,6 +92,8 @@ def _encode_distributed(enc, paths, a, errors):
     if res is None:
         return None, None
     codes, rows, invalid = res
+    if not a.shard_dir:  # the default shard folder is scratch once merged
+        shutil.rmtree(shard_dir, ignore_errors=True)
     for r in np.setdiff1d(invalid, rows):  # the reason lives in the rank's worker: read it again
         try:
             load_gray(paths[r], enc.image_size)
