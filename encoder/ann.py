@@ -5,8 +5,10 @@ Which index (``factory="auto"``), after FAISS's "Guidelines to choose an index":
 * ``n <= FLAT_MAX`` codes: ``Flat``, exact. At 100k 128-d codes an exact batched query costs
   1-2.5 ms on 2 cores (bench/search_bench.py), fast enough for a command line.
 * more: ``IVF{nlist},Flat`` with ``nlist = 4*sqrt(n)`` (the low end of FAISS's 4..16*sqrt(n)),
-  trained on ``TRAIN_PER_LIST * nlist`` codes (FAISS wants >= 39 per centroid). IVF builds in
-  seconds where HNSW takes minutes on 2 cores, and its lists can be memory-mapped.
+  trained on ``TRAIN_PER_LIST * nlist`` codes (FAISS wants >= 39 per centroid). IVF builds
+  faster than HNSW on 2 cores and its lists can be memory-mapped. When the codes have no
+  cluster structure and the tuned ``nprobe`` would scan over a quarter of the lists, IVF is no
+  faster than exact search, so ``Flat`` is kept instead.
 * ``memory_budget`` (bytes) smaller than the uncompressed codes: ``OPQ{m},IVF{nlist},PQ{m}``
   with the most bytes per code ``m`` (of 64/32/16/8, dividing d) that fits the budget.
 * any FAISS factory string (``"HNSW32"``, ``"IVF1024,PQ16"``, ...) overrides the choice.
@@ -129,9 +131,9 @@ def knob(index) -> tuple[str, list[int]]:
     """The search-time speed/recall knob of an index and the values to try, ("", []) if none."""
     ivf = _ivf(index)
     if ivf is not None:
-        values, p = [], 1
+        values, p = [], 1  # 1, 2, 3, 4, 6, 8, 12, 16, ... (steps of 1.5x and 2x)
         while p < ivf.nlist:
-            values.append(p)
+            values += [p] + ([p * 3 // 2] if p >= 2 and p * 3 // 2 < ivf.nlist else [])
             p *= 2
         return "nprobe", values + [ivf.nlist]
     if _hnsw(index) is not None:
@@ -202,7 +204,21 @@ def build(codes: np.ndarray, metric: str = "l2", factory: str = "auto", *,
         index.train(prepare(train_sample(codes, size, seed), metric))
     add_chunked(index, codes, metric)
     params, recall = tune(index, codes, metric, search_params, target_recall, seed=seed)
+    ivf = _ivf(index)
+    if factory == "auto" and ivf is not None and search_params == "auto" and _probes(params) * 4 > ivf.nlist:
+        # codes without cluster structure (e.g. i.i.d. noise): IVF must scan over a quarter of its
+        # lists to reach the target, which is no faster than exact search, so use exact search
+        flat = new_index(d, "Flat", metric)
+        add_chunked(flat, codes, metric)
+        return Built(flat, "Flat", "", 1.0)
     return Built(index, chosen, params, recall)
+
+
+def _probes(params: str) -> int:
+    for part in params.split(","):
+        if part.startswith("nprobe="):
+            return int(part.split("=", 1)[1])
+    return 0
 
 
 def refill(index, codes: np.ndarray, metric: str) -> Any:

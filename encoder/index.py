@@ -185,9 +185,9 @@ class Index:
                 self.faiss_index = ann.refill(self.faiss_index, self.vectors, metric)
             params, recall = ann.tune(self.faiss_index, self.vectors, metric, m.get("search_params_request", "auto"))
         else:
-            built = ann.build(self.vectors, metric, want, memory_budget=m.get("memory_budget"),
+            built = ann.build(self.vectors, metric, request, memory_budget=m.get("memory_budget"),
                               search_params=m.get("search_params_request", "auto"))
-            self.faiss_index, params, recall = built.index, built.search_params, built.recall
+            self.faiss_index, want, params, recall = built.index, built.factory, built.search_params, built.recall
             self.source = None
         m["faiss_type"], m["search_params"], m["tuned_recall"] = want, params, recall
 
