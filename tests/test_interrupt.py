@@ -237,3 +237,18 @@ def test_sigkill_half_way_through_checkpoint_keeps_previous(tmp_path):
     (left,) = stray(tmp_path, "encoder.pt")
     with pytest.raises(RuntimeError, match="zip archive"):
         torch.load(left, weights_only=True)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    """The temp names come from mkstemp/mkdtemp (0600/0700); the results must not stay private."""
+    old = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "a.json", "{}")
+        with atomic.atomic_dir(tmp_path / "idx") as d:
+            (d / "f").write_text("x")
+            atomic.save_npy(d / "codes.npy", np.zeros(2, np.float32))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "idx").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "idx" / "codes.npy").stat().st_mode & 0o777 == 0o644
