@@ -176,7 +176,9 @@ class Index:
         request, metric = m.get("faiss_type_request", "auto"), m["metric"]
         n, d = self.vectors.shape
         want = ann.choose_factory(n, d, m.get("memory_budget")) if request == "auto" else request
-        if self.faiss_index is not None and want == m.get("faiss_type"):
+        have = m.get("faiss_type", "")
+        if self.faiss_index is not None and (want == have or request == "auto" and ann.still_fits(have, want)):
+            want = have
             if self.source is not None:  # a memory-mapped index is read-only: read it whole
                 self.faiss_index, self.source = ann.read(str(self.source / "index.faiss")), None
             if appended is not None:  # keep the training (IVF lists, PQ codebooks), add the new rows
@@ -249,7 +251,8 @@ class Index:
         if kk == 0 or len(q) == 0:
             return np.zeros((len(q), 0), self._dist_dtype()), [[] for _ in range(len(q))]
         if self.meta["kind"] == "code":
-            D, I = ann.search(self.faiss_index, q, kk, self.meta["metric"], params or "")
+            params = self.meta.get("search_params", "") if params is None else params
+            D, I = ann.search(self.faiss_index, q, kk, self.meta["metric"], params, self.vectors)
         else:
             D, I = self.faiss_index.search(q, kk)
         return D, [[self.ids[j] for j in row if j >= 0] for row in I]
