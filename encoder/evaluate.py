@@ -236,21 +236,36 @@ def evaluate_folder(folder: str | os.PathLike, enc=None, methods: Sequence[str] 
 
 
 def evaluate_neardup(folder: str | os.PathLike, enc=None, methods: Sequence[str] = ("ae", "phash"), *,
-                     n_queries: int = 100, seed: int = 0, metric: str = "l2", candidates: int = 50,
-                     transforms: dict | None = None, image_size: int | None = None) -> dict:
-    """recall@1/@5 of finding the original of each transformed copy, per transform and method."""
+                     queries: str | os.PathLike | None = None, n_queries: int = 100, seed: int = 0,
+                     metric: str = "l2", candidates: int = 50, transforms: dict | None = None,
+                     image_size: int | None = None) -> dict:
+    """recall@1/@5 of finding the original of each transformed copy, per transform and method.
+
+    The originals are a seeded sample of ``n_queries`` images of ``folder``, or, with
+    ``queries``, every image of that folder (then added to the gallery, ``folder`` being the
+    distractors).
+    """
     from encoder.neardup import TRANSFORMS
 
     transforms = transforms or TRANSFORMS
     feat_methods, hybrid = _methods(methods, enc)
     size = enc.image_size if enc is not None else (image_size or 64)
     scan = image_paths(folder)
-    images, kept, skipped = _decode(scan.paths, size)
-    skipped = list(scan.skipped) + skipped
+    paths, skipped = list(scan.paths), list(scan.skipped)
+    if queries is not None:
+        qscan = image_paths(queries)
+        paths += [p for p in qscan.paths if p not in set(paths)]
+        skipped += qscan.skipped
+    images, kept, bad = _decode(paths, size)
+    skipped += bad
     if len(kept) < 2:
         raise ValueError(f"{folder}: need at least 2 readable images, found {len(kept)}")
-    n_q = min(n_queries, len(kept))
-    originals = np.sort(np.random.default_rng(seed).permutation(len(kept))[:n_q])
+    if queries is not None:
+        wanted = set(qscan.paths)
+        originals = np.array([i for i, p in enumerate(kept) if p in wanted], np.int64)
+    else:
+        originals = np.sort(np.random.default_rng(seed).permutation(len(kept))[:min(n_queries, len(kept))])
+    n_q = len(originals)
     pil = []
     for r in originals:
         try:

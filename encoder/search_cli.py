@@ -271,10 +271,10 @@ def cmd_dedup(a) -> int:
 def cmd_evaluate(a) -> int:
     from encoder import evaluate
 
-    enc = _encoder(a.checkpoint) if "ae" in a.methods or a.neardup else None
+    enc = _encoder(a.checkpoint) if {"ae", "hybrid"} & set(a.methods) else None
     if a.neardup:
-        report = evaluate.evaluate_neardup(a.folder, enc, methods=a.methods, n_queries=a.n_queries, seed=a.seed,
-                                           candidates=a.candidates)
+        report = evaluate.evaluate_neardup(a.folder, enc, methods=a.methods, queries=a.queries, n_queries=a.n_queries,
+                                           seed=a.seed, metric=a.metric, candidates=a.candidates)
         text = evaluate.format_neardup(report)
     else:
         report = evaluate.evaluate_folder(a.folder, enc, methods=a.methods, queries=a.queries, n_queries=a.n_queries,
@@ -335,7 +335,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("folder", help="images in class subfolders (class = top-level subfolder)")
     s.add_argument("--methods", nargs="+", default=["ae", "phash", "raw", "pca"],
                    choices=["ae", "phash", "dhash", "ahash", "raw", "pca", "hybrid"])
-    s.add_argument("--queries", help="a folder of query images (default: a seeded split of FOLDER)")
+    s.add_argument("--queries", help="a folder of query images (default: a seeded split of FOLDER); with "
+                   "--neardup, the originals to transform (FOLDER then holds distractors)")
     s.add_argument("--n-queries", type=int, default=500)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--metric", choices=("l2", "cosine"), default="l2")

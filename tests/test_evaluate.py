@@ -89,5 +89,11 @@ def test_evaluate_command_json_queries_folder_and_neardup(tmp_path, capsys):
                                                "rotate_5", "grey"}
     assert res["raw"]["transforms"]["jpeg_q30"]["R@5"] == 1.0 and res["raw"]["transforms"]["grey"]["R@1"] == 1.0
     assert all(v["R@1"] <= v["R@5"] for r in res.values() for v in r["transforms"].values())
+    # --queries names the originals; the folder is then the distractors
+    assert search.main(["evaluate", str(gallery), "--neardup", "--queries", str(queries), "--methods", "phash",
+                        "--json"]) == 0
+    nd = json.loads(capsys.readouterr().out)
+    assert nd["n_queries"] == 6 and nd["n_gallery"] == 24
+    assert nd["results"][0]["transforms"]["blur"]["R@5"] == 1.0
     assert search.main(["evaluate", str(gallery), "--methods", "ae"]) == 2  # no checkpoint
     assert "checkpoint" in capsys.readouterr().err
