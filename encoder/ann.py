@@ -21,6 +21,9 @@ Search parameters (``nprobe`` for IVF, ``efSearch`` for HNSW) are tuned after bu
 smallest value whose recall@5 against exact search reaches ``target_recall`` (0.95) on a sample
 of the stored codes used as queries (each query's own row left out). The chosen string
 (e.g. ``"nprobe=16"``) and the measured recall are kept with the index and can be overridden.
+PQ codes rank only approximately, so for them the tuning may add ``rerank=R``: ``R*k``
+candidates re-ordered by exact distance from the stored codes (codes.npy, memory-mapped, so
+RAM still holds only the compressed index).
 
 Example:
     >>> import numpy as np
@@ -214,7 +217,8 @@ def new_index(d: int, factory: str, metric: str):
 
 def _fast_training(index) -> None:
     """Skip the slow polysemous code ordering (it only helps Hamming pre-filtering, unused here)
-    and cap OPQ at 20 iterations: 12k codes trained in 7 s instead of 146 s on 2 cores."""
+    and cap OPQ at 20 iterations (of 50). Measured on 12k 32-d codes, 2 busy cores:
+    IVF307,PQ8 trains in 7 s instead of 70 s; OPQ8,IVF307,PQ8 builds in 42 s instead of 146 s."""
     top = faiss.downcast_index(index)
     if isinstance(top, faiss.IndexPreTransform):
         for i in range(top.chain.size()):
