@@ -151,6 +151,9 @@ def cmd_add(a) -> int:
         ids = [_id_for(p, root) for p in kept]
         idx.add(codes, ids)
     else:
+        if a.checkpoint:
+            raise IndexMismatchError(f"{a.index} is a {idx.meta['method']} hash index; --checkpoint applies to "
+                                     "ae indexes")
         draft = idx.meta.get("decode") == "draft"
         scan, hashes, kept, flat = _hash_inputs(a.images, idx.meta["method"], draft, a.workers)
         idx.check_compatible(idx.meta["method"], HASH_VERSION[idx.meta["method"]])

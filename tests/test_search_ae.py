@@ -135,8 +135,9 @@ def test_errors(setup, tmp_path, capsys):
     hidx = tmp_path / "hidx"
     search.main(["index", str(folder / "down"), "-o", str(hidx)])
     capsys.readouterr()
-    assert search.main(["query", str(hidx), q, "--checkpoint", str(ckpt)]) == 2  # a hash index has no model
-    assert "ae indexes" in capsys.readouterr().err
+    for cmd in ("query", "add"):  # a hash index has no model
+        assert search.main([cmd, str(hidx), q, "--checkpoint", str(ckpt)]) == 2
+        assert "ae indexes" in capsys.readouterr().err
 
 
 def test_cosine_metric_and_search_params_override(setup, tmp_path, capsys):
