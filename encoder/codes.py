@@ -1,0 +1,194 @@
+"""Load a trained encoder and turn images into codes (and codes back into images).
+
+A checkpoint is either a Lightning ``.ckpt`` written by ``train.py fit`` or the small
+encoder file written by :func:`save_encoder` / ``train.py export`` (``{"config", "state_dict"}``).
+Both are read with ``torch.load(weights_only=True)``: tensors and plain values only, never
+arbitrary pickled objects. Anything else is refused with :class:`CheckpointError` naming the file.
+
+The **fingerprint** (16 hex digits) hashes the architecture, its config, every weight and the
+preprocessing definition (:data:`encoder.data.GRAY_PREPROCESS_VERSION`); an index records it
+and refuses codes of any other model.
+
+Example:
+    >>> enc = load_encoder("runs/train/checkpoints/last.ckpt")        # doctest: +SKIP
+    >>> codes, kept = encode_paths(enc, ["a.jpg", "b.png"])          # doctest: +SKIP
+    >>> codes.shape, codes.dtype                                     # doctest: +SKIP
+    ((2, 128), dtype('float32'))
+    >>> enc.decode(codes).shape                                      # doctest: +SKIP
+    (2, 64, 64)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from encoder.atomic import save_torch
+from encoder.autoencoder import ARCH, ConvAutoencoder
+from encoder.data import GRAY_PREPROCESS_VERSION
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, foreign, or of another architecture."""
+
+
+def best_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Encoder:
+    """A loaded autoencoder ready for inference (eval mode, no gradients)."""
+
+    model: ConvAutoencoder
+    fingerprint: str
+    path: str
+    device: torch.device
+
+    @property
+    def code_dim(self) -> int:
+        return self.model.code_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    @torch.inference_mode()
+    def encode(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """``(N,S,S)`` float32 in [0,1] (or uint8) -> ``(N, code_dim)`` float32."""
+        images = np.asarray(images)
+        s = self.image_size
+        if images.ndim != 3 or images.shape[1:] != (s, s):
+            raise ValueError(f"expected images of shape (N, {s}, {s}), got {images.shape}")
+        out = np.empty((len(images), self.code_dim), np.float32)
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size]))
+            x = (x.float() / 255.0 if x.dtype == torch.uint8 else x.float()).unsqueeze(1)
+            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+            out[i:i + batch_size] = self.model.encode(x).float().cpu().numpy()
+        return out
+
+    @torch.inference_mode()
+    def decode(self, codes: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """``(N, code_dim)`` -> ``(N,S,S)`` float32 in [0,1]."""
+        codes = np.asarray(codes, np.float32)
+        if codes.ndim != 2 or codes.shape[1] != self.code_dim:
+            raise ValueError(f"expected codes of shape (N, {self.code_dim}), got {codes.shape}")
+        out = np.empty((len(codes), self.image_size, self.image_size), np.float32)
+        for i in range(0, len(codes), batch_size):
+            z = torch.from_numpy(codes[i:i + batch_size]).to(self.device)
+            out[i:i + batch_size] = self.model.decode(z).squeeze(1).float().cpu().numpy()
+        return out
+
+
+def fingerprint(model: ConvAutoencoder) -> str:
+    """16 hex digits identifying architecture + config + weights + preprocessing."""
+    h = hashlib.sha256()
+    h.update(json.dumps(model.config, sort_keys=True).encode())
+    h.update(GRAY_PREPROCESS_VERSION.encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _read(path: Path) -> dict:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"expected a checkpoint file (.ckpt or .pt), got a folder: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+            AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: not a torch checkpoint of plain tensors "
+                              f"({first[:200]})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(obj).__name__}")
+    return obj
+
+
+def _config_and_weights(obj: dict, path: Path) -> tuple[dict, dict]:
+    if "config" in obj and "state_dict" in obj:                      # encoder file (save_encoder)
+        return dict(obj["config"]), obj["state_dict"]
+    if "state_dict" in obj and "hyper_parameters" in obj:            # Lightning checkpoint
+        hp = obj["hyper_parameters"]
+        cfg = {"arch": hp.get("arch", ARCH), "code_dim": hp.get("code_dim", 128),
+               "width": hp.get("width", 16), "image_size": hp.get("image_size", 64)}
+        sd = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
+        if not sd:
+            raise CheckpointError(f"checkpoint {path}: a Lightning checkpoint but not of this toolkit's "
+                                  f"AutoencoderModule (no 'model.*' weights)")
+        return cfg, sd
+    raise CheckpointError(f"checkpoint {path}: expected a Lightning checkpoint (state_dict + hyper_parameters) "
+                          f"or an encoder file (config + state_dict), got keys {sorted(obj)[:8]}")
+
+
+def load_model(path: str | os.PathLike) -> ConvAutoencoder:
+    """The :class:`ConvAutoencoder` stored in ``path`` (eval mode, on CPU)."""
+    path = Path(path)
+    cfg, sd = _config_and_weights(_read(path), path)
+    if cfg.get("arch") != ARCH:
+        raise CheckpointError(f"checkpoint {path}: architecture {cfg.get('arch')!r}, this toolkit reads {ARCH!r}")
+    try:
+        model = ConvAutoencoder(int(cfg["code_dim"]), int(cfg["width"]), int(cfg["image_size"]))
+        model.load_state_dict(sd, strict=True)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        msg = str(e).strip().splitlines()
+        raise CheckpointError(f"checkpoint {path}: weights do not fit {ARCH} with config {cfg} "
+                              f"({(msg[0] if msg else type(e).__name__)[:300]})") from None
+    return model.eval()
+
+
+def load_encoder(path: str | os.PathLike, device: str | torch.device | None = None) -> Encoder:
+    """Load a checkpoint for inference; ``device`` defaults to CUDA when present, else CPU."""
+    model = load_model(path)
+    dev = torch.device(device) if device is not None else best_device()
+    fp = fingerprint(model)
+    model = model.to(dev).to(memory_format=torch.channels_last)
+    return Encoder(model, fp, str(path), dev)
+
+
+def save_encoder(model: ConvAutoencoder, path: str | os.PathLike) -> None:
+    """Write the small, pickle-free encoder file (config + weights), atomically."""
+    save_torch(path, {"config": model.config,
+                      "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}})
+
+
+def encode_paths(enc: Encoder, paths: Sequence[str | os.PathLike], batch_size: int = 256,
+                 errors: list | None = None, progress: bool = False, workers: int = 0,
+                 ) -> tuple[np.ndarray, list[Path]]:
+    """Decode and encode image files in batches.
+
+    Returns ``(codes (M, code_dim) float32, kept paths)``; unreadable files are appended to
+    ``errors`` as ``(path, reason)`` and left out.
+    """
+    from encoder.lit import decode_folder
+
+    paths = [Path(p) for p in paths]
+    codes, kept = [], []
+    step = max(batch_size, 4096)
+    from tqdm import tqdm
+    bar = tqdm(total=len(paths), desc="encoding", unit="img", disable=not progress, file=sys.stderr)
+    for i in range(0, len(paths), step):
+        chunk = paths[i:i + step]
+        images, rows, skipped = decode_folder(chunk, enc.image_size, workers, progress=False)
+        if errors is not None:
+            errors.extend(skipped)
+        if len(images):
+            codes.append(enc.encode(images, batch_size))
+            kept += [chunk[r] for r in rows]
+        bar.update(len(chunk))
+    bar.close()
+    out = np.concatenate(codes) if codes else np.zeros((0, enc.code_dim), np.float32)
+    return out, kept

@@ -1,0 +1,166 @@
+"""Reconstruction: images -> codes -> images, quality (PSNR, SSIM) and grids.
+
+Arrays are ``(N, S, S)`` float32 grey in [0, 1].
+
+Example:
+    >>> from encoder.codes import load_encoder                     # doctest: +SKIP
+    >>> enc = load_encoder("runs/train/checkpoints/last.ckpt")     # doctest: +SKIP
+    >>> result = reconstruct_paths(enc, ["a.png"], "runs/recon")   # doctest: +SKIP
+    >>> result["mean_psnr"]                                        # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from encoder.atomic import save_npy, write_bytes, write_json, write_text
+
+
+def psnr_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image PSNR (dB) of ``(N,S,S)`` arrays in [0,1]; identical images give ``inf``."""
+    mse = ((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2).reshape(len(a), -1).mean(1)
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10(1.0 / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, win: int = 11) -> np.ndarray:
+    """Per-image SSIM (Wang et al. 2004: Gaussian window 11/1.5, K1=0.01, K2=0.03, data range 1).
+
+    Matches ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1)`` (checked in tests).
+    """
+    x = torch.as_tensor(np.asarray(a, np.float64)).unsqueeze(1)
+    y = torch.as_tensor(np.asarray(b, np.float64)).unsqueeze(1)
+    r = win // 2
+    g = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    g = (g / g.sum())
+    kh, kv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
+
+    def blur(t):
+        return F.conv2d(F.conv2d(t, kh), kv)   # valid region only, as skimage crops the border
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1).numpy()
+
+
+def grid_image(rows: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
+    """Tile rows of ``(N,S,S)`` images into one uint8 picture (white padding)."""
+    n = max(len(r) for r in rows)
+    s = rows[0].shape[1]
+    out = np.full((len(rows) * (s + pad) + pad, n * (s + pad) + pad), 255, np.uint8)
+    for i, r in enumerate(rows):
+        for j, im in enumerate(r):
+            y, x = pad + i * (s + pad), pad + j * (s + pad)
+            out[y:y + s, x:x + s] = np.clip(np.asarray(im) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def save_grid(originals: np.ndarray, recons: np.ndarray, out: str | os.PathLike, scale: int = 2) -> None:
+    """PNG with originals on the top row and reconstructions below (atomic write)."""
+    from PIL import Image
+
+    im = Image.fromarray(grid_image([originals, recons]))
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(out, buf.getvalue())
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def reconstruct_paths(enc, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                      root: str | os.PathLike | None = None, grid_n: int = 16, batch_size: int = 256,
+                      errors: list | None = None, save_images: bool = False) -> dict:
+    """Encode ``paths``, decode the codes, write results under ``out``; return the summary.
+
+    Writes ``codes.npy`` (float32, row order of ``ids.json``), ``ids.json``, ``grid.png``
+    (first ``grid_n`` originals over their reconstructions), ``metrics.csv`` (per image PSNR
+    and SSIM), ``summary.json``; with ``save_images`` also ``images/<id>.png`` per reconstruction.
+    """
+    from encoder.codes import encode_paths
+    from encoder.lit import decode_folder
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    errors = [] if errors is None else errors
+    images, rows, skipped = decode_folder([Path(p) for p in paths], enc.image_size, progress=len(paths) > 500)
+    errors.extend(skipped)
+    kept = [Path(paths[r]) for r in rows]
+    if not kept:
+        raise ValueError(f"none of the {len(paths)} input images could be read")
+    x = images.astype(np.float32) / 255.0
+    codes = enc.encode(x, batch_size)
+    recon = enc.decode(codes, batch_size)
+    p, s = psnr_np(x, recon), ssim(x, recon)
+    base = Path(root) if root else Path(os.path.commonpath([str(k.absolute().parent) for k in kept]))
+    ids = []
+    for k in kept:
+        try:
+            ids.append(k.absolute().relative_to(base.absolute()).as_posix())
+        except ValueError:
+            ids.append(k.as_posix())
+    save_npy(out / "codes.npy", codes)
+    write_json(out / "ids.json", ids)
+    save_grid(x[:grid_n], recon[:grid_n], out / "grid.png")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "psnr_db", "ssim"])
+    for i, pp, ss in zip(ids, p, s):
+        w.writerow([i, f"{pp:.3f}", f"{ss:.4f}"])
+    write_text(out / "metrics.csv", buf.getvalue())
+    if save_images:
+        decode_to_files(recon, ids, out / "images")
+    summary = {"count": len(ids), "skipped": len(errors), "mean_psnr": _finite(float(np.mean(p))),
+               "median_psnr": _finite(float(np.median(p))), "mean_ssim": float(np.mean(s)),
+               "checkpoint": enc.path, "fingerprint": enc.fingerprint, "code_dim": enc.code_dim,
+               "outputs": {k: str(out / k) for k in ("codes.npy", "ids.json", "grid.png", "metrics.csv")}}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def decode_to_files(images: np.ndarray, names: Sequence[str], out: str | os.PathLike) -> list[Path]:
+    """Save ``(N,S,S)`` images in [0,1] as PNGs named after ``names`` (``.png`` appended)."""
+    from PIL import Image
+
+    written = []
+    for im, name in zip(images, names):
+        dest = Path(out) / (Path(name).as_posix() + ".png")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(im * 255 + 0.5, 0, 255).astype(np.uint8), "L").save(buf, "PNG")
+        write_bytes(dest, buf.getvalue())
+        written.append(dest)
+    return written
+
+
+def load_codes(path: str | os.PathLike, code_dim: int | None = None) -> np.ndarray:
+    """Read a ``.npy`` of float codes (never pickles); checks it is 2-D (N, code_dim)."""
+    path = Path(path)
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"codes file not found: {path}") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"cannot read codes file {path}: expected a .npy array of float codes ({e})") from None
+    if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.floating):
+        raise ValueError(f"codes file {path}: expected a 2-D float array (N, code_dim), "
+                         f"got shape {codes.shape} dtype {codes.dtype}")
+    if code_dim is not None and codes.shape[1] != code_dim:
+        raise ValueError(f"codes file {path} holds {codes.shape[1]}-d codes but the checkpoint's "
+                         f"code size is {code_dim}")
+    return codes.astype(np.float32)

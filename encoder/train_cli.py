@@ -1,0 +1,199 @@
+"""Command line of train.py: LightningCLI for training, plus data/reconstruction/export tools.
+
+    python train.py fit --config configs/fashion_mnist.yaml      # LightningCLI (fit/validate)
+    python train.py fit --config configs/smoke.yaml --print_config
+    python train.py fit --config configs/default.yaml --data.root photos/ --trainer.max_epochs 5
+    python train.py fit --config configs/default.yaml --ckpt_path runs/train/.../last.ckpt  # resume
+    python train.py prepare-fashion-mnist --out data/fashion-mnist
+    python train.py reconstruct --checkpoint CKPT IMAGES... -o runs/recon
+    python train.py decode --checkpoint CKPT runs/recon/codes.npy -o runs/decoded
+    python train.py export --checkpoint CKPT -o runs/encoder.onnx   (or encoder.pt)
+
+Checkpoints are written atomically (write, fsync, rename) and read with weights_only=True.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from encoder.atomic import save_torch
+from encoder.lit import AutoencoderModule, ImageFolderDataModule, ReconstructionGrid
+
+TOOLS = ("prepare-fashion-mnist", "reconstruct", "decode", "export")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file, fsynced, then renamed; loaded weights-only."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_torch(path, checkpoint)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        from encoder.codes import CheckpointError, _read
+
+        try:
+            return _read(Path(path))
+        except CheckpointError as e:
+            raise SystemExit(f"error: {e}") from None
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``last.ckpt`` is refreshed at every validation, improved or not
+    (Lightning's own writes ``last`` only when a best checkpoint is written), so resuming
+    always continues from the latest epoch."""
+
+    def _refresh_last(self, trainer) -> None:
+        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
+                and self._last_global_step_saved != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)      # best (top-k) first, then last
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+
+class TrainCLI(LightningCLI):
+    """LightningCLI with the toolkit's callbacks configurable under their own keys."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min",
+                             "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
+                             "checkpoint.filename": "best"})
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.patience": 5,
+                             "early_stopping.mode": "min"})
+        parser.add_lightning_class_args(ReconstructionGrid, "recon_grid")
+        parser.link_arguments("data.image_size", "model.image_size")
+        parser.link_arguments("data", "model.num_classes", compute_fn=lambda dm: dm.num_classes,
+                              apply_on="instantiate")
+
+    def instantiate_trainer(self, **kwargs):
+        plugins = self.config_init[self.subcommand]["trainer"].get("plugins") if self.subcommand else None
+        if not plugins:
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        return super().instantiate_trainer(**kwargs)
+
+
+def run_lightning(args: list[str] | None = None) -> TrainCLI:
+    torch.set_float32_matmul_precision("high")
+    return TrainCLI(AutoencoderModule, ImageFolderDataModule, seed_everything_default=0,
+                    save_config_kwargs={"overwrite": True}, args=args,
+                    parser_kwargs={"default_env": False})
+
+
+# ----------------------------------------------------------------------------- tools
+
+def _tools_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py", description="Data, reconstruction and export tools "
+                                "(training itself: `train.py fit --config configs/<name>.yaml`).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("prepare-fashion-mnist", help="export Fashion-MNIST as an image folder with class subfolders")
+    s.add_argument("--out", default="data/fashion-mnist")
+    s.add_argument("--source", default=None, help="folder with the IDX files (default: the Debian package)")
+    s.add_argument("--limit", type=int, default=None, help="only the first N images of each split")
+    s = sub.add_parser("reconstruct", help="encode images, decode the codes: grid, PSNR/SSIM, codes.npy")
+    s.add_argument("images", nargs="+", help="image files or folders")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("-o", "--output", default="runs/recon")
+    s.add_argument("--grid", type=int, default=16, help="images in the grid (default 16)")
+    s.add_argument("--save-images", action="store_true", help="also write each reconstruction as a PNG")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s = sub.add_parser("decode", help="decode a codes .npy file back into images")
+    s.add_argument("codes")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--ids", default=None, help="ids.json naming the rows (default: ids.json beside the codes)")
+    s.add_argument("-o", "--output", default="runs/decoded")
+    s = sub.add_parser("export", help="export the encoder for inference without Lightning (.onnx or .pt)")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("-o", "--output", default="runs/encoder.onnx")
+    return p
+
+
+def run_tool(argv: list[str]) -> int:
+    a = _tools_parser().parse_args(argv)
+    from encoder.codes import CheckpointError
+
+    try:
+        return {"prepare-fashion-mnist": _prepare, "reconstruct": _reconstruct, "decode": _decode,
+                "export": _export}[a.cmd](a)
+    except (CheckpointError, FileNotFoundError, NotADirectoryError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _prepare(a) -> int:
+    from encoder.fashion_mnist import export
+
+    out = export(a.out, a.source, a.limit)
+    print(f"Fashion-MNIST image folder ready: {out}/train (class subfolders), {out}/test")
+    return 0
+
+
+def _reconstruct(a) -> int:
+    from encoder.codes import load_encoder
+    from encoder.data import image_paths, report_skipped
+    from encoder.recon import reconstruct_paths
+
+    enc = load_encoder(a.checkpoint)
+    scan = image_paths(a.images)
+    errors = list(scan.skipped)
+    summary = reconstruct_paths(enc, scan.paths, a.output, root=scan.root, grid_n=a.grid,
+                                errors=errors, save_images=a.save_images)
+    report_skipped(errors)
+    if a.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"reconstructed {summary['count']} images ({summary['skipped']} skipped): "
+              f"mean PSNR {summary['mean_psnr']:.2f} dB, mean SSIM {summary['mean_ssim']:.4f}\n"
+              f"grid {a.output}/grid.png, per-image {a.output}/metrics.csv, codes {a.output}/codes.npy")
+    return 0
+
+
+def _decode(a) -> int:
+    from encoder.codes import load_encoder
+    from encoder.recon import decode_to_files, load_codes
+
+    enc = load_encoder(a.checkpoint)
+    codes = load_codes(a.codes, enc.code_dim)
+    ids_path = Path(a.ids) if a.ids else Path(a.codes).with_name("ids.json")
+    if ids_path.exists():
+        ids = json.loads(ids_path.read_text())
+        if not isinstance(ids, list) or len(ids) != len(codes):
+            raise ValueError(f"{ids_path} must list {len(codes)} names (one per code row)")
+    else:
+        ids = [f"{i:06d}" for i in range(len(codes))]
+    written = decode_to_files(enc.decode(codes), ids, a.output)
+    print(f"decoded {len(written)} codes -> {a.output}")
+    return 0
+
+
+def _export(a) -> int:
+    from encoder.export import export_encoder
+
+    info = export_encoder(a.checkpoint, a.output)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in TOOLS:
+        return run_tool(args)
+    run_lightning(argv)     # None: LightningCLI reads sys.argv itself
+    return 0
