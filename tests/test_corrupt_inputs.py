@@ -141,3 +141,188 @@ def test_pickled_vectors_are_refused_never_unpickled(built, tmp_path, capsys, ho
     assert search.main(["query", str(bad), str(imgs / "img0.png")]) == 2
     assert vector_file in capsys.readouterr().err
     assert not marker.exists(), "the payload was unpickled"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def ckpt_corruptions():
+    """(name, make(path, good_ckpt_path, marker), words the message must contain)."""
+    import torch
+
+    def garbage(p, good, marker):
+        p.write_bytes(np.random.default_rng(1).bytes(2000))
+
+    def truncated(p, good, marker):
+        data = good.read_bytes()
+        p.write_bytes(data[: len(data) // 2])
+
+    def torch_pickle(p, good, marker):  # a real torch file whose payload is an arbitrary object
+        obj = torch.load(good, weights_only=True)
+        obj["config"] = Payload(marker)
+        torch.save(obj, p)
+
+    def raw_pickle(p, good, marker):
+        p.write_bytes(pickle.dumps({"config": Payload(marker), "state_dict": {}}))
+
+    def other_arch(p, good, marker):
+        obj = torch.load(good, weights_only=True)
+        torch.save({**obj, "config": {**obj["config"], "arch": "resnet18"}}, p)
+
+    def wrong_shapes(p, good, marker):  # config says 16-d codes, weights are of an 8-d model
+        from encoder.autoencoder import ConvAutoencoder
+        obj = torch.load(good, weights_only=True)
+        torch.save({**obj, "state_dict": ConvAutoencoder(code_dim=8, width=4).state_dict()}, p)
+
+    def foreign_lightning(p, good, marker):
+        torch.save({"state_dict": {"backbone.fc.weight": torch.ones(2, 2)}, "hyper_parameters": {}}, p)
+
+    def foreign_dict(p, good, marker):
+        torch.save({"weights": torch.ones(3)}, p)
+
+    def a_tensor(p, good, marker):
+        torch.save(torch.ones(3), p)
+
+    def a_folder(p, good, marker):
+        p.mkdir()
+
+    return [
+        ("garbage bytes", garbage, "cannot load checkpoint"),
+        ("zero bytes", lambda p, g, m: p.write_bytes(b""), "cannot load checkpoint"),
+        ("truncated", truncated, "cannot load checkpoint"),
+        ("torch file holding a pickled object", torch_pickle, "cannot load checkpoint"),
+        ("raw pickle", raw_pickle, "cannot load checkpoint"),
+        ("another architecture", other_arch, "resnet18"),
+        ("weights of another code size", wrong_shapes, "do not fit"),
+        ("Lightning checkpoint of another module", foreign_lightning, "not of this toolkit"),
+        ("foreign dict", foreign_dict, "expected a Lightning checkpoint"),
+        ("a bare tensor", a_tensor, "expected a dict"),
+        ("a folder", a_folder, "folder"),
+    ]
+
+
+CKPT_CASES = ckpt_corruptions()
+
+
+@pytest.fixture(scope="module")
+def encoder_file(tmp_path_factory) -> Path:
+    import torch
+    from encoder.autoencoder import ConvAutoencoder
+    from encoder.codes import save_encoder
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("enc") / "encoder.pt"
+    save_encoder(ConvAutoencoder(code_dim=16, width=4), path)
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch warns before refusing the raw pickle
+@pytest.mark.parametrize("name,make,says", CKPT_CASES, ids=[c[0] for c in CKPT_CASES])
+def test_corrupt_or_foreign_checkpoint_is_refused(encoder_file, built, tmp_path, capsys, name, make, says):
+    from encoder.codes import CheckpointError, load_encoder
+    import train
+
+    bad, marker = tmp_path / "model.ckpt", tmp_path / "UNPICKLED"
+    make(bad, encoder_file, marker)
+    with pytest.raises(CheckpointError) as e:
+        load_encoder(bad, device="cpu")
+    assert str(bad) in str(e.value) and says in str(e.value), str(e.value)
+    _, imgs = built
+    assert train.main(["reconstruct", "--checkpoint", str(bad), str(imgs), "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(bad) in err, err
+    assert not marker.exists(), "the payload was unpickled"
+
+
+def test_codes_of_another_code_size_are_refused(encoder_file, tmp_path, capsys):
+    import train
+
+    codes = tmp_path / "codes.npy"
+    np.save(codes, np.zeros((2, 8), np.float32))  # 8-d codes, the checkpoint makes 16-d ones
+    assert train.main(["decode", str(codes), "--checkpoint", str(encoder_file), "-o", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert str(codes) in err and "8-d" in err and "16" in err, err
+
+
+@pytest.mark.parametrize("how", ["raw pickle renamed", "object array .npy"])
+def test_pickled_codes_file_is_refused_never_unpickled(encoder_file, tmp_path, capsys, how):
+    import train
+
+    codes, marker = tmp_path / "codes.npy", tmp_path / "UNPICKLED"
+    if how == "raw pickle renamed":
+        codes.write_bytes(pickle.dumps(Payload(marker)))
+    else:
+        np.save(codes, np.array([Payload(marker)] * 2, dtype=object), allow_pickle=True)
+    assert train.main(["decode", str(codes), "--checkpoint", str(encoder_file), "-o", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(codes) in err, err
+    assert not marker.exists(), "the payload was unpickled"
+
+
+@pytest.fixture(scope="module")
+def ae_built(built, encoder_file, tmp_path_factory) -> Path:
+    idx = tmp_path_factory.mktemp("ae") / "idx"
+    assert search.main(["index", str(built[1]), "--method", "ae", "--checkpoint", str(encoder_file), "-o", str(idx)]) == 0
+    return idx
+
+
+def test_ae_index_refuses_a_model_of_another_code_size(ae_built, built, tmp_path, capsys):
+    import torch
+    from encoder.autoencoder import ConvAutoencoder
+    from encoder.codes import save_encoder
+
+    torch.manual_seed(1)
+    other = tmp_path / "other_size.pt"
+    save_encoder(ConvAutoencoder(code_dim=8, width=4), other)
+    for cmd in ("query", "add"):
+        capsys.readouterr()
+        argv = [cmd, str(ae_built), str(built[1] / "img0.png"), "--checkpoint", str(other)]
+        assert search.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert str(other) in err and "fingerprint" in err, err
+    assert len(Index.load(ae_built)) == 3  # add wrote nothing
+
+
+AE_CORRUPTIONS = [
+    ("truncated codes.npy", truncate("codes.npy"), "codes.npy", ".npy"),
+    ("float64 codes.npy", lambda d: np.save(d / "codes.npy", np.zeros((3, 16))), "codes.npy", "float32"),
+    ("codes.npy of another width", lambda d: np.save(d / "codes.npy", np.zeros((3, 8), np.float32)), "codes.npy",
+     "dim=16"),
+    ("truncated index.faiss", truncate("index.faiss"), "index.faiss", "FAISS"),
+    ("binary index.faiss in a code index",
+     lambda d: __import__("faiss").write_index_binary(__import__("faiss").IndexBinaryFlat(64), str(d / "index.faiss")),
+     "index.faiss", "FAISS"),
+]
+
+
+@pytest.mark.parametrize("name,corrupt,names,says", AE_CORRUPTIONS, ids=[c[0] for c in AE_CORRUPTIONS])
+def test_corrupt_ae_index_is_refused(ae_built, built, encoder_file, tmp_path, capsys, name, corrupt, names, says):
+    bad = tmp_path / "idx"
+    shutil.copytree(ae_built, bad)
+    corrupt(bad)
+    with pytest.raises(CorruptIndexError) as e:
+        Index.load(bad)
+    assert str(bad / names) in str(e.value) and says in str(e.value), str(e.value)
+    capsys.readouterr()
+    assert search.main(["query", str(bad), str(built[1] / "img0.png"), "--checkpoint", str(encoder_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(bad / names) in err, err
+
+
+def test_ae_index_whose_recorded_checkpoint_was_corrupted(ae_built, built, tmp_path, capsys):
+    """The index remembers its checkpoint; if that file is later broken, query names it."""
+    bad = tmp_path / "idx"
+    shutil.copytree(ae_built, bad)
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"PK\x03\x04 not really a zip")
+    edit_json("meta.json", lambda m: {**m, "checkpoint": str(ckpt)})(bad)
+    assert search.main(["query", str(bad), str(built[1] / "img0.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(ckpt) in err, err
+
+
+def test_hash_only_options_refuse_an_ae_index(ae_built, built, capsys):
+    assert search.main(["dedup", str(ae_built)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(ae_built) in err and "hash index" in err, err
+    assert search.main(["query", str(ae_built), str(built[1] / "img0.png"), "--mirror"]) == 2
+    assert "--mirror" in capsys.readouterr().err

@@ -252,3 +252,44 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "idx").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "idx" / "codes.npy").stat().st_mode & 0o777 == 0o644
+
+
+# A training run whose checkpoint write for epoch 1 is killed half way (SIGKILL).
+TRAIN_KILLED_SAVING_EPOCH_1 = """
+import os, signal, sys, torch
+real_save = torch.save
+def save(obj, f, *args, **kwargs):
+    real_save(obj, f, *args, **kwargs)
+    if isinstance(obj, dict) and obj.get("epoch") == 1:
+        os.truncate(f, os.path.getsize(f) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save
+sys.argv = ["train.py", *sys.argv[1:]]
+from encoder.train_cli import main
+main()
+"""
+
+
+def test_sigkill_while_saving_a_training_checkpoint_keeps_the_previous_one(tmp_path):
+    import torch
+
+    from encoder.codes import load_encoder
+
+    photos(tmp_path / "imgs", range(12))
+    run_dir = tmp_path / "run"
+    args = ["fit", "--config", "configs/smoke.yaml", "--data.root", str(tmp_path / "imgs"),
+            "--trainer.default_root_dir", str(run_dir), "--trainer.logger.init_args.save_dir", str(run_dir),
+            "--trainer.max_epochs", "2", "--early_stopping.patience", "5", "--trainer.enable_progress_bar", "false"]
+    p = python(TRAIN_KILLED_SAVING_EPOCH_1, *args)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    (last,) = run_dir.rglob("last.ckpt")
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0  # epoch 0's, whole
+    assert load_encoder(last, device="cpu").code_dim == 128
+    left = [f for f in last.parent.iterdir() if f.name.endswith(".tmp")]
+    assert left, "the kill should have left the half-written temp file"
+    # and training resumes from it
+    p = python("import sys; sys.argv = ['train.py', *sys.argv[1:]]\nfrom encoder.train_cli import main\nmain()",
+               *args, "--ckpt_path", str(last))
+    assert p.returncode == 0, p.stderr[-3000:]
+    newest = max(run_dir.rglob("last.ckpt"), key=lambda f: f.stat().st_mtime)
+    assert torch.load(newest, map_location="cpu", weights_only=True)["epoch"] == 1

@@ -7,6 +7,7 @@ and asserts on those counts. ``pytest -s tests/test_reliability.py`` prints the 
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import search
 from corpus import Corpus, make_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,3 +191,85 @@ def test_dedup_and_remove(corpus, phash_index, tmp_path):
     assert crashed(p) == 0 and f"not in index: {corpus.bad[0]}" in p.stderr, p.stderr
     assert sorted(ids) == sorted(set(corpus.good) - {"dup/p0_small.png"})
     ROWS.append(Row("search.py remove", 2, 1, 1, crashed(p)))
+
+
+# ----------------------------------------------------------------------------- autoencoder
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A smoke-sized fit on the mixed folder, one image per batch so the step counts are image counts."""
+    run_dir = tmp_path_factory.mktemp("train")
+    p = run("train.py", "fit", "--config", "configs/smoke.yaml", "--data.root", str(corpus.root),
+            "--data.batch_size", "1", "--trainer.default_root_dir", str(run_dir),
+            "--trainer.logger.init_args.save_dir", str(run_dir), "--trainer.enable_progress_bar", "false")
+    return run_dir, p
+
+
+def test_train_fit_folder(corpus, trained):
+    import torch
+
+    run_dir, p = trained
+    ckpts = sorted(run_dir.rglob("last.ckpt"))
+    used = 0
+    if ckpts:
+        loops = torch.load(ckpts[0], map_location="cpu", weights_only=True)["loops"]["fit_loop"]
+        # every good image went to the training or the validation split: one batch each
+        used = sum(loops[f"epoch_loop.{k}batch_progress"]["total"]["completed"] for k in ("", "val_loop."))
+    expect_all(record("train.py fit <folder>", p, corpus, used), corpus, p)
+
+
+def test_reconstruct_folder_with_trained_model(corpus, trained, tmp_path):
+    run_dir, _ = trained
+    (ckpt,) = sorted(run_dir.rglob("last.ckpt"))
+    out = tmp_path / "recon"
+    p = run("train.py", "reconstruct", "--checkpoint", str(ckpt), str(corpus.root), "-o", str(out), "--json")
+    summary = json.loads(p.stdout) if p.returncode == 0 else {}
+    rows = list(csv.DictReader((out / "metrics.csv").open())) if p.returncode == 0 else []
+    done = {r["id"] for r in rows if float(r["psnr_db"]) > 5}
+    assert summary.get("count") == len(corpus.good) and summary.get("skipped", 0) >= len(corpus.bad)
+    assert np.load(out / "codes.npy", allow_pickle=False).shape[0] == len(corpus.good)
+    expect_all(record("train.py reconstruct <folder>", p, corpus, len(done & set(corpus.good))), corpus, p)
+
+
+@pytest.fixture(scope="module")
+def ae_index(corpus, trained, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    (ckpt,) = sorted(trained[0].rglob("last.ckpt"))
+    idx = tmp_path_factory.mktemp("ae") / "idx"
+    return idx, ckpt, run("search.py", "index", str(corpus.root), "--method", "ae", "--checkpoint", str(ckpt),
+                          "-o", str(idx))
+
+
+def test_ae_index_folder(corpus, ae_index):
+    idx, _, p = ae_index
+    ids = json.loads((idx / "ids.json").read_text()) if p.returncode == 0 else []
+    assert sorted(ids) == sorted(corpus.good)
+    codes = np.load(idx / "codes.npy", allow_pickle=False)
+    assert codes.shape[0] == len(corpus.good) and np.isfinite(codes).all()
+    expect_all(record("search.py index --method ae", p, corpus, len(set(ids) & set(corpus.good))), corpus, p)
+
+
+def test_ae_query_folder_finds_each_good_image_itself(corpus, ae_index):
+    idx, ckpt, _ = ae_index
+    p = run("search.py", "query", str(idx), str(corpus.root), "-k", "3", "--json", "--checkpoint", str(ckpt))
+    results = json.loads(p.stdout) if p.returncode == 0 else []
+    ok = 0
+    for res in results:
+        me = Path(res["query"]).relative_to(corpus.root).as_posix()
+        nb = res["neighbours"]
+        mine = [n["distance"] for n in nb if n["id"] == me]
+        # its own stored code comes back at (near) zero distance, with nothing closer
+        ok += len(nb) == 3 and len(mine) == 1 and mine[0] < 1e-3 and mine[0] <= nb[0]["distance"] + 1e-6
+    assert len(results) == len(corpus.good)
+    expect_all(record("search.py query --method ae", p, corpus, ok), corpus, p)
+
+
+def test_ae_add_folder(corpus, ae_index, tmp_path):
+    _, ckpt, _ = ae_index
+    idx = tmp_path / "idx"
+    first = [str(corpus.root / g) for g in ("photos/p1.jpg", "odd/cmyk.jpg", "odd/alpha.png")]
+    # the starting index is built in-process (saves a torch start-up); the add under test is a CLI run
+    assert search.main(["index", *first, "--method", "ae", "--checkpoint", str(ckpt), "-o", str(idx)]) == 0
+    p = run("search.py", "add", str(idx), str(corpus.root))
+    ids = json.loads((idx / "ids.json").read_text())
+    assert sorted(ids) == sorted(corpus.good) and len(np.load(idx / "codes.npy")) == len(ids)
+    expect_all(record("search.py add --method ae", p, corpus, len(set(ids) & set(corpus.good))), corpus, p)
