@@ -188,6 +188,17 @@ def test_atomic_dir_swap_is_complete_at_every_instant(tmp_path):
         assert any(contents == [w] * 50 for w in want), f"{when}: {contents[:3]}... ({len(contents)} files)"
 
 
+
+def test_atomic_dir_without_rename_exchange(tmp_path, monkeypatch):
+    """Where renameat2 is missing (non-Linux, old kernels, some file systems): two renames, same result."""
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    d = tmp_path / "idx"
+    for text in ("old", "new"):
+        with atomic.atomic_dir(d) as t:
+            (t / "f").write_text(text)
+    assert (d / "f").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
 KILL_HALF_WAY = """
 import os, signal, sys
 import numpy as np
