@@ -8,11 +8,11 @@ Steps, each one of the toolkit's command lines (run as subprocesses, exactly as 
 1. ``train.py prepare-fashion-mnist``: Fashion-MNIST as an image folder (class subfolders).
 2. ``train.py fit --config configs/fashion_mnist.yaml``: a short real training run.
 3. ``search.py index`` twice: learned codes (``--method ae``) and perceptual hashes (``phash``).
-4. ``search.py query`` of a few test images against both indexes: top-5 grids (the ae grid also
-   shows each neighbour decoded from its stored code).
+4. ``search.py query`` of a few test images against both indexes: top-5 grids
+   (``query_ae_NNNN.png`` also shows each neighbour decoded from its stored code).
 5. ``search.py evaluate``: P@1/P@5/mAP@5 of ae, phash, raw pixels and PCA-128 (test queries
    against the training folder).
-6. ``train.py reconstruct``: originals over reconstructions, PSNR/SSIM.
+6. ``train.py reconstruct`` of the test folder: originals over reconstructions, PSNR/SSIM.
 7. ``quantize.py``: a sample photo palette-compressed at K = 16, 64, 256.
 
 Everything lands in ``--out``: figures, the JSON of each step, and ``summary.json`` +
@@ -108,21 +108,19 @@ def main(argv: list[str] | None = None) -> int:
 
     queries = [sorted((test_dir / c).glob("*.png"))[0] for c in sorted(os.listdir(test_dir))
                if (test_dir / c).is_dir() and any((test_dir / c).glob("*.png"))][: a.queries]
-    query_results = []
-    for i, q in enumerate(queries):
-        r_ae = run(f"query ae {i}", "search.py", "query", out / "index_ae", q, "-k", 5, "--json",
-                   "--checkpoint", ckpt, "--show-recon", "--plot", out / f"query_ae_{i}.png", capture_json=True)
-        r_ph = run(f"query phash {i}", "search.py", "query", out / "index_phash", q, "-k", 5, "--json",
-                   "--plot", out / f"query_phash_{i}.png", capture_json=True)
-        query_results.append({"query": str(q.relative_to(test_dir)), "ae": r_ae, "phash": r_ph})
+    r_ae = run("query ae", "search.py", "query", out / "index_ae", *queries, "-k", 5, "--json", "--checkpoint", ckpt,
+               "--show-recon", "--plot", out / "query_ae.png", capture_json=True)
+    r_ph = run("query phash", "search.py", "query", out / "index_phash", *queries, "-k", 5, "--json",
+               "--plot", out / "query_phash.png", capture_json=True)
+    query_results = [{"query": str(q.relative_to(test_dir)), "ae": a_, "phash": p_}
+                     for q, a_, p_ in zip(queries, r_ae, r_ph)]
 
     n_eval = 500 if a.quick else 2000
     ev = run("evaluate", "search.py", "evaluate", train_dir, "--queries", test_dir, "--n-queries", n_eval,
              "--methods", "ae", "phash", "raw", "pca", "--checkpoint", ckpt, "--json",
              "-o", out / "evaluate.json", capture_json=True)
 
-    test_imgs = sorted(test_dir.rglob("*.png"))[:: max(1, len(list(test_dir.rglob("*.png"))) // 1000)]
-    rec = run("reconstruct", "train.py", "reconstruct", "--checkpoint", ckpt, *test_imgs, "-o", out / "recon",
+    rec = run("reconstruct", "train.py", "reconstruct", "--checkpoint", ckpt, test_dir, "-o", out / "recon",
               "--json", capture_json=True)
 
     photo = sample_photo()

@@ -89,7 +89,7 @@ def reconstruct_paths(enc, paths: Sequence[str | os.PathLike], out: str | os.Pat
     """Encode ``paths``, decode the codes, write results under ``out``; return the summary.
 
     Writes ``codes.npy`` (float32, row order of ``ids.json``), ``ids.json``, ``grid.png``
-    (first ``grid_n`` originals over their reconstructions), ``metrics.csv`` (per image PSNR
+    (``grid_n`` originals spread over the set, over their reconstructions), ``metrics.csv`` (per image PSNR
     and SSIM), ``summary.json``; with ``save_images`` also ``images/<id>.png`` per reconstruction.
     """
     from encoder.codes import encode_paths
@@ -116,7 +116,8 @@ def reconstruct_paths(enc, paths: Sequence[str | os.PathLike], out: str | os.Pat
             ids.append(k.as_posix())
     save_npy(out / "codes.npy", codes)
     write_json(out / "ids.json", ids)
-    save_grid(x[:grid_n], recon[:grid_n], out / "grid.png")
+    show = np.unique(np.linspace(0, len(x) - 1, min(grid_n, len(x))).round().astype(int))  # spread over the set
+    save_grid(x[show], recon[show], out / "grid.png")
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["id", "psnr_db", "ssim"])

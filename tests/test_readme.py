@@ -1,0 +1,95 @@
+"""The README's promises: its two commands, and its quick start run on small data (so it cannot rot)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_autoencoder import _write_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_two_commands_and_ci():
+    block = README.split("## Two commands", 1)[1].split("```", 2)[1]
+    cmds = [line.split("#")[0].strip() for line in block.splitlines()[1:] if line.split("#")[0].strip()]
+    assert cmds == ["make demo", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, re.M)
+    mk = (ROOT / "Makefile").read_text()
+    assert "encoder.demo" in mk and "-m pytest" in mk
+
+
+def test_readme_lists_every_module():
+    for p in sorted((ROOT / "encoder").glob("*.py")):
+        if p.name != "__init__.py":
+            assert f"encoder/{p.name}" in README, f"README's file list misses encoder/{p.name}"
+
+
+def tiny_fashion(src: Path, n_train: int = 200, n_test: int = 60) -> Path:
+    """IDX files shaped like Fashion-MNIST: 10 classes, each a distinct bar pattern plus noise."""
+    src.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        imgs = rng.integers(0, 40, (n, 28, 28))
+        for i, c in enumerate(labels):
+            imgs[i, 2 + 2 * c: 6 + 2 * c, 4:24] = 230       # a bar whose height encodes the class
+        _write_idx(src / f"{prefix}-images-idx3-ubyte.gz", imgs)
+        _write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return src
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("demo")
+    src = tiny_fashion(tmp / "idx")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "encoder.demo", "--quick", "--source", str(src),
+                        "--data", str(tmp / "fm"), "--out", str(tmp / "out"), "--queries", "2"],
+                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return tmp / "out"
+
+
+def test_quick_start_main_job(demo):
+    s = json.loads((demo / "summary.json").read_text())
+    assert s["reconstruction"]["count"] == 60 and s["reconstruction"]["mean_psnr"] > 10
+    methods = {r["method"]: r for r in s["retrieval"]["results"]}
+    assert {"ae", "phash", "raw", "pca"} <= set(methods)
+    assert all(0 <= m["P@5"] <= 1 for m in methods.values())
+    assert methods["raw"]["P@5"] > 0.5          # the classes are easy: a sanity check of the labels
+    assert [r["k"] for r in s["quantize"]] == [16, 64, 256]
+    assert all(r["bytes_after"] < r["bytes_before"] for r in s["quantize"])
+    for f in ("query_ae_0000.png", "query_phash_0001.png", "recon/grid.png", "summary.md", "evaluate.json"):
+        assert (demo / f).exists(), f
+    assert list((demo / "quantize").glob("*.png"))
+    assert "| ae |" in (demo / "summary.md").read_text()
+    top5 = s["queries"][0]["ae"]["neighbours"]
+    assert len(top5) == 5
+
+
+def test_readme_python_api(demo, tmp_path, monkeypatch):
+    """Run the README's Python block against the demo's outputs."""
+    code = README.split("```python", 1)[1].split("```", 1)[0]
+    ckpt = next(demo.rglob("best.ckpt"))
+    imgs = sorted((demo.parent / "fm" / "test").rglob("*.png"))[:2]
+    from PIL import Image
+
+    Image.open(imgs[0]).convert("RGB").save(tmp_path / "photo.jpg")
+    code = (code.replace("runs/demo/train/fashion_mnist/version_0/checkpoints/best.ckpt", str(ckpt))
+                .replace("runs/demo/index_ae", str(demo / "index_ae"))
+                .replace('"a.png", "b.jpg"', f'"{imgs[0]}", "{imgs[1]}"'))
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert ns["codes"].shape == (2, 128) and ns["images"].shape == (2, 64, 64)
+    assert len(ns["ids"][0]) == 5
+    assert (tmp_path / "photo_k64.png").stat().st_size > 0
