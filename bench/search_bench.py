@@ -52,9 +52,12 @@ def code_shaped(n: int, d: int, seed: int, n_clusters: int = 1000, rank: int = 2
 
 
 def tiled_real(path: str, n: int, seed: int) -> np.ndarray:
-    """Real codes repeated to n rows with small noise (1% of their spread), so neighbours stay real."""
+    """Real codes: a random n of them, or, past their count, repeated with small noise (1% of spread)."""
     base = np.load(path, allow_pickle=False).astype(np.float32)
     r = np.random.default_rng(seed)
+    if n <= len(base) // 2:  # database and queries drawn from disjoint halves
+        half = len(base) // 2
+        return base[r.permutation(half)[:n] + (0 if seed == 1 else half)]
     rows = r.integers(0, len(base), n)
     return base[rows] + 0.01 * base.std(0) * r.standard_normal((n, base.shape[1]), dtype=np.float32)
 

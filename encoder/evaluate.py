@@ -11,9 +11,11 @@ top-5 gallery images of each query are found by exact search and scored:
 
 Methods, all on the same decoded 64x64 grey images (encoder.data.load_gray):
 
-* ``ae``: the autoencoder's codes (L2, or cosine with ``metric="cosine"``);
-* ``raw``: the 4,096 pixels in [0,1], L2;
-* ``pca``: PCA with 128 components fitted on the gallery (randomized SVD, torch), L2;
+* ``ae``: the autoencoder's codes;
+* ``raw``: the 4,096 pixels in [0,1];
+* ``pca``: PCA with 128 components fitted on the gallery (randomized SVD, torch);
+
+  all three ranked by ``metric`` (L2, or cosine: the same for all, so the comparison is fair);
 * ``phash``/``dhash``/``ahash``: 64-bit hashes of the original files, Hamming;
 * ``hybrid``: two ways to combine hash and code - ``phash>ae`` re-ranks the top ``candidates``
   (50) by Hamming with code distance; ``ae>phash`` re-ranks the top codes by Hamming.
@@ -93,7 +95,7 @@ def knn(method: str, gallery: np.ndarray, queries: np.ndarray, k: int, metric: s
         index = faiss.IndexBinaryFlat(gallery.shape[1] * 8)
         index.add(np.ascontiguousarray(gallery))
         return index.search(np.ascontiguousarray(queries), min(k, len(gallery)))[1]
-    return ann.exact_knn(queries, gallery, k, metric if method == "ae" else "l2")[1]
+    return ann.exact_knn(queries, gallery, k, metric)[1]
 
 
 def rerank(shortlist: np.ndarray, gallery: np.ndarray, queries: np.ndarray, hashes: bool, metric: str = "l2",
