@@ -149,6 +149,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.val_rows, self.train_rows = order[:n_val], order[n_val:]
         if len(self.train_rows) == 0:
             raise ValueError(f"only {len(self.ids)} readable images in {self.root}: too few to train")
+        if rank_zero:
+            print(f"{self.root}: {len(self.train_rows)} training + {len(self.val_rows)} validation images"
+                  f"{f', {len(self.class_names)} classes' if self.class_names else ''}"
+                  f"{f', {len(self.skipped)} files skipped' if self.skipped else ''}", file=sys.stderr)
 
     def _dataset(self, rows: torch.Tensor) -> TensorDataset:
         return TensorDataset(self.images[rows], self.labels[rows])

@@ -76,8 +76,9 @@ class TrainCLI(LightningCLI):
                              "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
                              "checkpoint.filename": "best"})
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        # checked after validation (not at train-epoch end), where val/loss always exists, resume included
         parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.patience": 5,
-                             "early_stopping.mode": "min"})
+                             "early_stopping.mode": "min", "early_stopping.check_on_train_epoch_end": False})
         parser.add_lightning_class_args(ReconstructionGrid, "recon_grid")
         parser.link_arguments("data.image_size", "model.image_size")
         parser.link_arguments("data", "model.num_classes", compute_fn=lambda dm: dm.num_classes,
