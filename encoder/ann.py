@@ -49,6 +49,11 @@ METRICS = ("l2", "cosine")
 FLAT_MAX = 100_000
 TRAIN_PER_LIST = 50  # training codes per IVF list (FAISS warns below 39)
 PQ_MIN_TRAIN = 256 * 39  # a PQ codebook has 256 centroids per sub-quantizer
+TUNE_QUERIES = 500
+# Tuning queries are stored codes, which flatters recall a little even with their own row left
+# out; on 30k real Fashion-MNIST codes the estimate ran 0.005-0.01 above the recall of truly new
+# queries, so the tuning aims this much above the target.
+TUNE_MARGIN = 0.01
 HNSW_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 ADD_CHUNK = 65_536
 
@@ -192,12 +197,18 @@ def set_params(index, params: str) -> None:
                              f"{str(e).strip().splitlines()[-1][-120:]}") from None
 
 
-def train_sample(codes: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """Random rows (sorted, so a memory-mapped array is read in order): (n,D) -> (min(n,size),D)."""
+def tuning_rows(n: int, n_queries: int = TUNE_QUERIES, seed: int = 0) -> np.ndarray:
+    """The stored rows used as queries when tuning (sorted): (min(n, n_queries),) int64."""
+    return np.sort(np.random.default_rng(seed + 1).choice(n, min(n_queries, n), replace=False))
+
+
+def train_sample(codes: np.ndarray, size: int, seed: int = 0, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Random rows, none of ``exclude`` (sorted, so a memory-mapped array is read in order): -> (<=size, D)."""
     n = len(codes)
-    if size >= n:
-        return np.asarray(codes)
-    rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    pool = np.arange(n) if exclude is None else np.setdiff1d(np.arange(n), exclude)
+    if size >= len(pool):
+        return np.asarray(codes[pool]) if exclude is not None else np.asarray(codes)
+    rows = np.sort(np.random.default_rng(seed).choice(pool, size, replace=False))
     return np.asarray(codes[rows])
 
 
@@ -259,7 +270,9 @@ def build(codes: np.ndarray, metric: str = "l2", factory: str = "auto", *,
         size = TRAIN_PER_LIST * ivf.nlist if ivf is not None else PQ_MIN_TRAIN * 4
         if "PQ" in chosen:
             size = max(size, PQ_MIN_TRAIN * 4)
-        index.train(prepare(train_sample(codes, size, seed), metric))
+        # codes used to tune are kept out of training, as new queries are (centroids fitted to a
+        # query make it look easier than it is)
+        index.train(prepare(train_sample(codes, size, seed, exclude=tuning_rows(n, seed=seed)), metric))
     add_chunked(index, codes, metric)
     params, recall = tune(index, codes, metric, search_params, target_recall, seed=seed)
     ivf = _ivf(index)
@@ -363,11 +376,12 @@ def search(index, queries: np.ndarray, k: int, metric: str, params: str = "",
 
 
 def tune(index, codes: np.ndarray, metric: str, search_params: str = "auto", target_recall: float = 0.95,
-         k: int = 5, n_queries: int = 500, seed: int = 0) -> tuple[str, float | None]:
+         k: int = 5, n_queries: int = TUNE_QUERIES, seed: int = 0) -> tuple[str, float | None]:
     """Pick and apply search parameters; returns (params, measured recall@k vs exact or None).
 
-    Queries are ``n_queries`` stored codes; each query's own row is left out of both result
-    lists, so the measure is about finding *other* images, as a real query does.
+    Queries are ``n_queries`` stored codes (:func:`tuning_rows`); each query's own row is left
+    out of both result lists, so the measure is about finding *other* images, as a real query
+    does. The smallest setting reaching ``target_recall + TUNE_MARGIN`` is chosen.
     """
     if not 0 < target_recall <= 1:
         raise ValueError(f"target_recall={target_recall} must be in (0, 1]")
@@ -377,8 +391,9 @@ def tune(index, codes: np.ndarray, metric: str, search_params: str = "auto", tar
         set_params(index, search_params)
     if n <= k + 1 or (not name and search_params == "auto" and _is_exact(index)):
         return ("" if search_params == "auto" else search_params), (1.0 if _is_exact(index) else None)
-    rows = np.sort(np.random.default_rng(seed + 1).choice(n, min(n_queries, n), replace=False))
+    rows = tuning_rows(n, n_queries, seed)
     q = np.asarray(codes[rows])
+    goal = min(1.0, target_recall + TUNE_MARGIN)
     De, Ie = exact_knn(q, codes, k + 1, metric)
     De = _drop_self(De, Ie, rows, k)
 
@@ -395,7 +410,7 @@ def tune(index, codes: np.ndarray, metric: str, search_params: str = "auto", tar
         for v in values or [None]:
             params = ",".join(p for p in (f"{name}={v}" if name else "", f"rerank={r}" if r > 1 else "") if p)
             recall = measure(params)
-            if recall >= target_recall:
+            if recall >= goal:
                 set_params(index, params)
                 return params, recall
     set_params(index, params)
