@@ -20,17 +20,26 @@ Methods, all on the same decoded 64x64 grey images (encoder.data.load_gray):
 * ``hybrid``: two ways to combine hash and code - ``phash>ae`` re-ranks the top ``candidates``
   (50) by Hamming with code distance; ``ae>phash`` re-ranks the top codes by Hamming.
 
+Measured (Fashion-MNIST test, 9,500 gallery / 500 queries, seed 0; autoencoder of
+configs/fashion_mnist.yaml stopped after 3 epochs): P@1 / P@5 / mAP@5 with L2 - ae .802/.769/.729,
+pca .808/.772/.732, raw .798/.778/.737, phash .654/.648/.581; with cosine - ae .824/.789/.750,
+pca .824/.789/.750, raw .818/.787/.752. Hybrid does not win here: phash50>ae .756/.751/.703,
+ae50>phash .772/.764/.707 (L2), so search.py offers no hybrid query mode.
+
 **Near-duplicates** (:func:`evaluate_neardup`): every image of the folder is in the gallery; a
 seeded sample of them is transformed with each transform of :mod:`encoder.neardup`, and the
 transformed copy is the query. recall@1/@5 = fraction of queries whose original is ranked first
-/ in the top 5.
+/ in the top 5. Measured on the 18 scikit-image/scikit-learn photos against 2,308 distractors
+(crops/tiles of them, lfw faces, Fashion-MNIST), same model: mean R@1/R@5 ae .90/.92, phash
+.82/.85, pca .89/.92, raw .83/.89; ae is better on crop/rotate/flip, phash on brightness;
+phash50>ae .85/.85 and ae50>phash .85/.87 again do not beat ae alone.
 
 Example:
     >>> import numpy as np
     >>> rows = np.array([[0, 1], [2, 0]])
     >>> m = retrieval_metrics(rows, ["a", "b"], ["a", "a", "b"], k=2)
     >>> m["P@1"], m["P@2"]
-    (1.0, 0.5)
+    (1.0, 0.75)
 """
 from __future__ import annotations
 
