@@ -55,9 +55,10 @@ def tiled_real(path: str, n: int, seed: int) -> np.ndarray:
     """Real codes: a random n of them, or, past their count, repeated with small noise (1% of spread)."""
     base = np.load(path, allow_pickle=False).astype(np.float32)
     r = np.random.default_rng(seed)
-    if n <= len(base) // 2:  # database and queries drawn from disjoint halves
-        half = len(base) // 2
-        return base[r.permutation(half)[:n] + (0 if seed == 1 else half)]
+    if n <= len(base) // 2:  # database and queries from disjoint random halves (a file's order may be by class)
+        half = np.random.default_rng(0).permutation(len(base))
+        part = half[:len(base) // 2] if seed == 1 else half[len(base) // 2:]
+        return base[np.sort(r.permutation(part)[:n])]
     rows = r.integers(0, len(base), n)
     return base[rows] + 0.01 * base.std(0) * r.standard_normal((n, base.shape[1]), dtype=np.float32)
 
