@@ -6,9 +6,11 @@ Which index (``factory="auto"``), after FAISS's "Guidelines to choose an index":
   1-2.5 ms on 2 cores (bench/search_bench.py), fast enough for a command line.
 * more: ``IVF{nlist},Flat`` with ``nlist = 4*sqrt(n)`` (the low end of FAISS's 4..16*sqrt(n)),
   trained on ``TRAIN_PER_LIST * nlist`` codes (FAISS wants >= 39 per centroid). IVF builds
-  faster than HNSW on 2 cores and its lists can be memory-mapped. When the codes have no
-  cluster structure and the tuned ``nprobe`` would scan over a quarter of the lists, IVF is no
-  faster than exact search, so ``Flat`` is kept instead.
+  faster than HNSW on 2 cores and its lists can be memory-mapped. Measured at 1M clustered
+  128-d codes (bench/search_bench.py, 2 busy cores): IVF4000 with the tuned nprobe=3 answers in
+  0.09 ms/query batched with recall@5 0.98 on held-out queries, exact search in 17-25 ms.
+  When the codes have no cluster structure and the tuned ``nprobe`` would scan over a quarter
+  of the lists, IVF is no faster than exact search, so ``Flat`` is kept instead.
 * ``memory_budget`` (bytes) smaller than the uncompressed codes: ``OPQ{m},IVF{nlist},PQ{m}``
   with the most bytes per code ``m`` (of 64/32/16/8, dividing d) that fits the budget.
 * any FAISS factory string (``"HNSW32"``, ``"IVF1024,PQ16"``, ...) overrides the choice.
