@@ -54,7 +54,7 @@ def plot_query(query: str | Path, paths: Sequence[str | Path], distances: Sequen
         axes[0, i].set_title(f"#{i} d={dtxt}\n{name[-24:]}", fontsize=8)
     if recons is not None:
         for i, r in enumerate(recons, start=1):
-            axes[1, i].imshow(r, cmap="gray" if np.ndim(r) == 2 else None)
+            axes[1, i].imshow(r, cmap="gray" if np.ndim(r) == 2 else None, vmin=0, vmax=1)  # true grey levels, no auto-contrast
             axes[1, i].set_title("decoded code", fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
