@@ -14,7 +14,6 @@ differences the issue's targets are stated in (AE PSNR - PCA PSNR, AE P@5 - PCA 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path

@@ -148,7 +148,7 @@ def _methods(ev: dict) -> dict:
 
 
 def render_summary(s: dict) -> str:
-    lines = [f"# Demo summary", "",
+    lines = ["# Demo summary", "",
              f"Fashion-MNIST image folder `{s['data']}`, {s['epochs']} training epoch(s), checkpoint `{s['checkpoint']}`.",
              "", "## Reconstruction (test images, 64x64 grey, 128-d codes)",
              f"- {s['reconstruction']['count']} images: mean PSNR {s['reconstruction']['mean_psnr']:.2f} dB, "

@@ -57,8 +57,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 def _find_source(source: str | os.PathLike | None) -> Path:
     candidates = [Path(source)] if source else [DEBIAN_DIR]
     for d in candidates:
-        if all((d / (n + ext)).exists() or (d / n).exists()
-               for pair in FILES.values() for n in pair for ext in (".gz",)):
+        if all((d / (n + ".gz")).exists() or (d / n).exists() for pair in FILES.values() for n in pair):
             return d
     if source:
         raise FileNotFoundError(f"Fashion-MNIST IDX files not found in {source}")

@@ -92,7 +92,6 @@ def reconstruct_paths(enc, paths: Sequence[str | os.PathLike], out: str | os.Pat
     (``grid_n`` originals spread over the set, over their reconstructions), ``metrics.csv`` (per image PSNR
     and SSIM), ``summary.json``; with ``save_images`` also ``images/<id>.png`` per reconstruction.
     """
-    from encoder.codes import encode_paths
     from encoder.lit import decode_folder
 
     out = Path(out)
