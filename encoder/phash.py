@@ -8,10 +8,13 @@ decoded image the bits are identical to imagehash's (pinned in tests/test_phash.
 A hash is 8 bytes, ``np.packbits`` of the 64 bits in row-major order (first bit = MSB of
 byte 0), so ``hash_to_hex`` gives the same hex string as ``str(imagehash.phash(im))``.
 
-Decode mode: ``draft=True`` lets the JPEG decoder scale down by up to 1/8 before hashing
-(2x-10x faster on big photos). The pixels differ slightly, so a few bits can flip (measured
-in bench/phash_bench.py); the mode is recorded in the index meta and an index never mixes
-the two.
+Decode modes. Full decode (the default) decodes colour JPEGs to their luma channel only
+(``open_image(luma_only=True)``: no chroma planes, no colour conversion), which is what
+``convert('L')`` computes up to rounding; the hashes equaled imagehash's on every JPEG of the
+bench and tests. ``draft=True`` also lets the JPEG decoder scale down by up to 1/8 before
+hashing (2x-10x faster on big photos). Those pixels differ slightly, so a few bits can flip
+(measured in bench/phash_bench.py); the mode is recorded in the index meta and an index never
+mixes the two.
 
 Example:
     >>> from PIL import Image
@@ -111,7 +114,7 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _load_small(args: tuple[str, str, bool, bool]):
     path, method, draft, mirror = args
     try:
-        im = open_image(path, draft_size=(64, 64) if draft else None)
+        im = open_image(path, draft_size=(64, 64) if draft else None, luma_only=True)
         if mirror:
             im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         px = small_gray(im, method)

@@ -76,3 +76,27 @@ def test_bad_arguments():
         phash_images([Image.new("L", (8, 8))], "xhash")
     with pytest.raises(ValueError, match="workers=0"):
         hash_paths([], workers=0)
+
+
+def test_full_decode_of_jpegs_matches_imagehash(tmp_path):
+    # hash_paths decodes colour JPEGs to luma only (no chroma, no colour conversion); the
+    # pixels are within rounding of Pillow's convert('L'), and the hashes equal imagehash's
+    # on these photos (bench/phash_bench.py counts identical hashes on 113 JPEGs).
+    import sklearn
+
+    sk = Path(sklearn.__file__).parent / "datasets" / "images"
+    srcs = [DATA / n for n in PHOTOS] + [sk / "china.jpg", sk / "flower.jpg"]
+    for i, src in enumerate(srcs):
+        Image.open(src).convert("RGB").save(tmp_path / f"{i:02d}.jpg", quality=90)
+    paths = sorted(tmp_path.iterdir())
+    ours, kept, _ = hash_paths(paths, workers=1)
+    assert len(kept) == len(paths)
+    assert [hash_to_hex(h) for h in ours] == [str(imagehash.phash(Image.open(p))) for p in paths]
+    luma = open_image(paths[-1], luma_only=True)
+    rgb_l = open_image(paths[-1]).convert("L")
+    assert luma.mode == "L" and luma.size == rgb_l.size
+    diff = np.abs(np.asarray(luma, int) - np.asarray(rgb_l, int))
+    # they differ where the decoded RGB clips (saturated colours): rare, and by rounding elsewhere
+    assert diff.mean() < 0.1 and (diff > 1).mean() < 0.01
+    # PNGs and grey JPEGs are decoded as before
+    assert open_image(DATA / "coffee.png", luma_only=True).mode == "RGB"
