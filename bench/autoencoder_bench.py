@@ -14,6 +14,7 @@ differences the issue's targets are stated in (AE PSNR - PCA PSNR, AE P@5 - PCA 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from encoder.fashion_mnist import load_arrays  # noqa: E402
 from encoder.recon import psnr_np  # noqa: E402
+from encoder.lit import AutoencoderModule  # noqa: E402
+
+DEFAULT_CONTRASTIVE = inspect.signature(AutoencoderModule).parameters["contrastive_weight"].default
 
 
 def upsample(images: np.ndarray, size: int = 64) -> np.ndarray:
@@ -61,15 +65,14 @@ def pca(train: np.ndarray, k: int = 128) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_ae(xtr: np.ndarray, ytr: np.ndarray, epochs: int, supervised_weight: float, width: int,
-             batch_size: int, lr: float) -> tuple[object, float, float]:
+             batch_size: int, lr: float, contrastive_weight: float) -> tuple[object, float, float]:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
-    from encoder.lit import AutoencoderModule
-
     pl.seed_everything(0, verbose=False)
     module = AutoencoderModule(width=width, supervised_weight=supervised_weight,
-                               num_classes=int(ytr.max()) + 1 if supervised_weight else 0, lr=lr)
+                               num_classes=int(ytr.max()) + 1 if supervised_weight else 0, lr=lr,
+                               contrastive_weight=contrastive_weight)
     # the same PCA initialisation AutoencoderModule.on_fit_start does with a DataModule
     module.model.init_linear_from_data(torch.from_numpy(xtr[:20000]).unsqueeze(1).float() / 255)
     loader = DataLoader(TensorDataset(torch.from_numpy(xtr), torch.from_numpy(ytr.astype(np.int64))),
@@ -100,8 +103,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", help="evaluate this checkpoint instead of training the unsupervised model")
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--supervised-epochs", type=int, default=4, help="0 skips the supervised model")
-    ap.add_argument("--supervised-weight", type=float, default=0.5)
+    ap.add_argument("--supervised-epochs", type=int, default=6, help="0 skips the supervised model")
+    ap.add_argument("--supervised-weight", type=float, default=1.0)
+    ap.add_argument("--contrastive-weight", type=float, default=DEFAULT_CONTRASTIVE,
+                    help="weight of the self-supervised NT-Xent term (0 = plain autoencoder)")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -143,10 +148,10 @@ def main() -> int:
         label = f"AE ({Path(a.checkpoint).name})"
     else:
         model, speeds["train img/s (unsupervised)"], secs = train_ae(xtr, ytr, a.epochs, 0.0, a.width,
-                                                                    a.batch_size, a.lr)
+                                                                    a.batch_size, a.lr, a.contrastive_weight)
         print(f"trained unsupervised AE: {a.epochs} epochs in {secs:.0f} s")
         enc = encoder_from_model(model)
-        label = f"AE unsupervised ({a.epochs} ep)"
+        label = f"AE unsupervised ({a.epochs} ep{', ntx' if a.contrastive_weight else ''})"
     if not a.supervised_only:
         speeds["encode img/s"] = encode_speed(enc, xte)
         ztr, zte = enc.encode(xtr), enc.encode(xte)
@@ -155,7 +160,8 @@ def main() -> int:
 
     if a.supervised_epochs:
         model, speeds["train img/s (supervised)"], secs = train_ae(xtr, ytr, a.supervised_epochs,
-                                                                  a.supervised_weight, a.width, a.batch_size, a.lr)
+                                                                  a.supervised_weight, a.width, a.batch_size, a.lr,
+                                                                  a.contrastive_weight)
         print(f"trained supervised AE (weight {a.supervised_weight}): {a.supervised_epochs} epochs in {secs:.0f} s")
         enc_s = encoder_from_model(model)
         ztr, zte = enc_s.encode(xtr), enc_s.encode(xte)

@@ -8,7 +8,11 @@ The torch modules live in :mod:`encoder.autoencoder`; this file only adds traini
   costs no decoding. Unreadable files are reported by name and skipped. When every image sits
   in a class subfolder (``root/<class>/...``) the subfolder names are the labels.
 * :class:`AutoencoderModule` trains with MSE (what PSNR measures), AdamW and a warm-up +
-  cosine schedule; ``supervised_weight > 0`` adds a classification head on the code (cross-entropy
+  cosine schedule. ``contrastive_weight > 0`` adds a self-supervised term that needs no labels:
+  each image and a randomly shifted copy of it must have the most similar codes in the batch
+  (NT-Xent, as in SimCLR, on the code itself), so that codes group by content rather than by
+  exact pixel position, which is what top-5 retrieval asks of them.
+  ``supervised_weight > 0`` adds a classification head on the code (cross-entropy
   weighted against the reconstruction loss) so that codes group by class.
   ``predict_step`` returns ``{"codes", "index", "valid"}`` for the code-shard writer.
 * :class:`ReconstructionGrid` writes originals over reconstructions each validation epoch.
@@ -212,6 +216,30 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
+def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Shift each image of ``(N,1,S,S)`` by its own random offset in ``[-max_shift, max_shift]``
+    pixels on each axis, filling with zeros (uses the torch RNG, so runs are seeded)."""
+    if max_shift <= 0:
+        return x
+    n, c, h, w = x.shape
+    xp = F.pad(x, (max_shift, max_shift, max_shift, max_shift))
+    oy = torch.randint(0, 2 * max_shift + 1, (n,), device=x.device)
+    ox = torch.randint(0, 2 * max_shift + 1, (n,), device=x.device)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return xp[batch, chans, rows, cols]
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric NT-Xent (SimCLR): row i of ``a`` must be most similar (cosine) to row i of ``b``."""
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    sim = a @ b.T / temperature
+    target = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target))
+
+
 LINEAR_PATH = {f"model.{part}.linear.{w}" for part in ("encoder", "decoder") for w in ("weight", "bias")}
 
 
@@ -231,12 +259,28 @@ class AutoencoderModule(pl.LightningModule):
             is set to PCA and the conv path learns the rest (see ConvAutoencoder.init_linear_from_data).
         linear_lr_scale: learning-rate factor for the linear (PCA) path, so training refines it
             slowly instead of undoing the initialisation.
+        contrastive_weight: weight of the self-supervised NT-Xent term on the code (0 = plain
+            autoencoder). Small on purpose: it reorders neighbours without costing much PSNR
+            (figures in bench/autoencoder_bench.py).
+        shift: largest random shift in pixels (each axis) of the second view for that term.
+        temperature: NT-Xent temperature.
+        contrastive_fraction: share of each batch that gets a second view (the term costs one
+            more encoder pass over that share).
     """
 
     def __init__(self, code_dim: int = 128, width: int = 16, image_size: int = 64, lr: float = 3e-3,
                  weight_decay: float = 1e-4, supervised_weight: float = 0.0, num_classes: int = 0,
-                 channels_last: bool = True, pca_init: bool = True, linear_lr_scale: float = 0.02):
+                 channels_last: bool = True, pca_init: bool = True, linear_lr_scale: float = 0.02,
+                 contrastive_weight: float = 0.001, shift: int = 3, temperature: float = 0.2,
+                 contrastive_fraction: float = 0.5):
         super().__init__()
+        if contrastive_weight < 0 or supervised_weight < 0:
+            raise ValueError(f"contrastive_weight and supervised_weight must be >= 0, "
+                             f"got {contrastive_weight}, {supervised_weight}")
+        if not 0 < contrastive_fraction <= 1:
+            raise ValueError(f"contrastive_fraction must be in (0, 1], got {contrastive_fraction}")
+        if temperature <= 0 or shift < 0:
+            raise ValueError(f"temperature must be > 0 and shift >= 0, got {temperature}, {shift}")
         self.save_hyperparameters()
         self.model = ConvAutoencoder(code_dim, width, image_size)
         if supervised_weight > 0 and num_classes < 2:
@@ -269,10 +313,20 @@ class AutoencoderModule(pl.LightningModule):
         mse = F.mse_loss(raw, x)
         loss = mse
         log = {f"{stage}/mse": mse, f"{stage}/psnr": psnr(recon, x).mean()}
+        hp = self.hparams
+        if stage == "train" and hp.contrastive_weight > 0:
+            k = max(2, int(len(x) * hp.contrastive_fraction))
+            if len(x) >= 2:
+                view = random_shift(x[:k], hp.shift).contiguous(
+                    memory_format=torch.channels_last if hp.channels_last else torch.contiguous_format)
+                centre = code.mean(0).detach()
+                nt = nt_xent(code[:k] - centre, self.model.encode(view) - centre, hp.temperature)
+                loss = loss + hp.contrastive_weight * nt
+                log[f"{stage}/ntxent"] = nt
         if self.head is not None and (labels >= 0).any():
             logits = self.head(code)
             ce = F.cross_entropy(logits, labels, ignore_index=-1)
-            loss = mse + self.hparams.supervised_weight * ce
+            loss = loss + self.hparams.supervised_weight * ce
             log[f"{stage}/ce"] = ce
             log[f"{stage}/acc"] = (logits.argmax(1) == labels).float().mean()
         log[f"{stage}/loss"] = loss

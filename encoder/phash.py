@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image

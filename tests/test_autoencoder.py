@@ -100,6 +100,56 @@ def test_training_step_reduces_loss():
     assert losses[-1] < 0.7 * losses[0]
 
 
+def test_random_shift_moves_each_image_by_its_own_offset():
+    from encoder.lit import random_shift
+
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 64, 64)
+    x[:, :, 30, 30] = 1.0                         # one bright pixel per image
+    y = random_shift(x, 3)
+    assert y.shape == x.shape
+    pos = [divmod(int(i), 64) for i in y.flatten(1).argmax(1)]
+    assert all(y[i].sum() == 1 for i in range(64))          # moved, not lost or duplicated
+    assert all(27 <= r <= 33 and 27 <= c <= 33 for r, c in pos)
+    assert len(set(pos)) > 20                                 # offsets differ per image
+    assert torch.equal(random_shift(x, 0), x)
+    edge = torch.ones(8, 1, 64, 64)
+    assert (random_shift(edge, 3) == 0).any()                 # filled with zeros, not wrapped
+
+
+def test_nt_xent_prefers_matching_pairs():
+    from encoder.lit import nt_xent
+
+    torch.manual_seed(0)
+    a = torch.randn(32, 16)
+    matched = nt_xent(a, a + 0.05 * torch.randn(32, 16), 0.2)
+    shuffled = nt_xent(a, a[torch.randperm(32)], 0.2)
+    assert matched < 1.0 < shuffled
+
+
+def test_contrastive_term_trains_and_logs():
+    torch.manual_seed(0)
+    module = AutoencoderModule(width=4, contrastive_weight=0.01, channels_last=False, pca_init=False)
+    logged = {}
+    module.log_dict = lambda d, **kw: logged.update(d)
+    x = (torch.rand(8, 64, 64) * 255).to(torch.uint8)
+    loss = module._step((x, torch.full((8,), -1)), "train")
+    assert "train/ntxent" in logged and float(logged["train/ntxent"].detach()) > 0
+    assert torch.isclose(loss, logged["train/mse"] + 0.01 * logged["train/ntxent"])
+    loss.backward()
+    assert module.model.encoder.fc.weight.grad.abs().sum() > 0
+    module._step((x, torch.full((8,), -1)), "val")
+    assert "val/ntxent" not in logged                          # validation loss stays reconstruction
+    off = AutoencoderModule(width=4, contrastive_weight=0.0, channels_last=False)
+    logged.clear()
+    off.log_dict = lambda d, **kw: logged.update(d)
+    off._step((x, torch.full((8,), -1)), "train")
+    assert "train/ntxent" not in logged
+    for bad in (dict(contrastive_weight=-1), dict(contrastive_fraction=0), dict(temperature=0), dict(shift=-1)):
+        with pytest.raises(ValueError):
+            AutoencoderModule(**bad)
+
+
 # ----------------------------------------------------------------------------- data
 
 def test_folder_labels():
