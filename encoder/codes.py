@@ -170,22 +170,27 @@ def encode_paths(enc: Encoder, paths: Sequence[str | os.PathLike], batch_size: i
     Returns ``(codes (M, code_dim) float32, kept paths)``; unreadable files are appended to
     ``errors`` as ``(path, reason)`` and left out.
     """
-    from encoder.lit import decode_folder
+    from contextlib import nullcontext
+
+    from tqdm import tqdm
+
+    from encoder.lit import decode_folder, decoding_pool
 
     paths = [Path(p) for p in paths]
     codes, kept = [], []
     step = max(batch_size, 4096)
-    from tqdm import tqdm
     bar = tqdm(total=len(paths), desc="encoding", unit="img", disable=not progress, file=sys.stderr)
-    for i in range(0, len(paths), step):
-        chunk = paths[i:i + step]
-        images, rows, skipped = decode_folder(chunk, enc.image_size, workers, progress=False)
-        if errors is not None:
-            errors.extend(skipped)
-        if len(images):
-            codes.append(enc.encode(images, batch_size))
-            kept += [chunk[r] for r in rows]
-        bar.update(len(chunk))
+    many = len(paths) >= 2000 and (workers or min(4, os.cpu_count() or 1)) > 1
+    with decoding_pool(workers) if many else nullcontext() as pool:     # one pool for all chunks
+        for i in range(0, len(paths), step):
+            chunk = paths[i:i + step]
+            images, rows, skipped = decode_folder(chunk, enc.image_size, workers, progress=False, pool=pool)
+            if errors is not None:
+                errors.extend(skipped)
+            if len(images):
+                codes.append(enc.encode(images, batch_size))
+                kept += [chunk[r] for r in rows]
+            bar.update(len(chunk))
     bar.close()
     out = np.concatenate(codes) if codes else np.zeros((0, enc.code_dim), np.float32)
     return out, kept

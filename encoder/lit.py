@@ -48,12 +48,20 @@ def _decode_u8(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
         return None, f"cannot read: {e}"
 
 
+def decoding_pool(workers: int = 0):
+    """A process pool for :func:`decode_folder` (``workers=0``: up to 4 by CPU count)."""
+    workers = workers or min(4, os.cpu_count() or 1)
+    return get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers)
+
+
 def decode_folder(paths: list[Path], size: int = 64, workers: int = 0, progress: bool = True,
-                  ) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
+                  pool=None) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
     """Decode ``paths`` to a ``(M, size, size)`` uint8 array.
 
     Returns ``(images, kept_rows, skipped)``: ``kept_rows`` are the positions in ``paths`` of the
-    M images decoded; ``skipped`` lists ``(path, reason)`` for the others.
+    M images decoded; ``skipped`` lists ``(path, reason)`` for the others. ``pool`` (from
+    :func:`decoding_pool`) is used when given, so that a caller decoding many chunks starts
+    its processes once; otherwise 2,000 or more paths get a pool of their own.
     """
     from tqdm import tqdm
 
@@ -61,9 +69,11 @@ def decode_folder(paths: list[Path], size: int = 64, workers: int = 0, progress:
     workers = workers or min(4, os.cpu_count() or 1)
     bar = dict(total=len(jobs), desc="decoding", unit="img", disable=not progress or len(jobs) < 500,
                file=sys.stderr)
-    if workers > 1 and len(jobs) >= 2000:
-        with get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers) as pool:
-            results = list(tqdm(pool.imap(_decode_u8, jobs, chunksize=256), **bar))
+    if pool is not None:
+        results = list(tqdm(pool.imap(_decode_u8, jobs, chunksize=256), **bar))
+    elif workers > 1 and len(jobs) >= 2000:
+        with decoding_pool(workers) as own:
+            results = list(tqdm(own.imap(_decode_u8, jobs, chunksize=256), **bar))
     else:
         results = [_decode_u8(j) for j in tqdm(jobs, **bar)]
     images, kept, skipped = [], [], []

@@ -306,6 +306,23 @@ def test_encode_paths_reports_bad(tmp_path, folder):
     np.testing.assert_allclose(single[0], codes[0], rtol=1e-4, atol=1e-5)
 
 
+def test_encode_paths_many_files_in_chunks(tmp_path, folder):
+    # >= 2,000 paths: decoded by one process pool across 4,096-image chunks, in order
+    save_encoder(ConvAutoencoder(width=4), tmp_path / "m.pt")
+    enc = load_encoder(tmp_path / "m.pt")
+    pngs = sorted(folder.rglob("*.png"))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    paths = [pngs[i % len(pngs)] for i in range(4200)]
+    paths[4150] = tmp_path / "bad.png"
+    errors = []
+    codes, kept = encode_paths(enc, paths, errors=errors, workers=2)
+    assert codes.shape == (4199, 128) and kept == paths[:4150] + paths[4151:]
+    assert [e[0] for e in errors] == [tmp_path / "bad.png"]
+    few, _ = encode_paths(enc, pngs)
+    np.testing.assert_allclose(codes[: len(pngs)], few, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(codes[4160], few[4161 % len(pngs)], rtol=1e-4, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- tools
 
 def test_reconstruct_and_decode(trained, folder, tmp_path):
