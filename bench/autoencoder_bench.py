@@ -65,11 +65,11 @@ def pca(train: np.ndarray, k: int = 128) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_ae(xtr: np.ndarray, ytr: np.ndarray, epochs: int, supervised_weight: float, width: int,
-             batch_size: int, lr: float, contrastive_weight: float) -> tuple[object, float, float]:
+             batch_size: int, lr: float, contrastive_weight: float, seed: int = 0) -> tuple[object, float, float]:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(seed, verbose=False)
     module = AutoencoderModule(width=width, supervised_weight=supervised_weight,
                                num_classes=int(ytr.max()) + 1 if supervised_weight else 0, lr=lr,
                                contrastive_weight=contrastive_weight)
@@ -111,6 +111,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--supervised-only", action="store_true", help="skip the unsupervised model")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the autoencoder runs (data and PCA are fixed)")
     ap.add_argument("--quick", action="store_true", help="6k train / 2k test images, 1 epoch each")
     a = ap.parse_args()
     if a.quick:
@@ -148,7 +149,7 @@ def main() -> int:
         label = f"AE ({Path(a.checkpoint).name})"
     else:
         model, speeds["train img/s (unsupervised)"], secs = train_ae(xtr, ytr, a.epochs, 0.0, a.width,
-                                                                    a.batch_size, a.lr, a.contrastive_weight)
+                                                                    a.batch_size, a.lr, a.contrastive_weight, a.seed)
         print(f"trained unsupervised AE: {a.epochs} epochs in {secs:.0f} s")
         enc = encoder_from_model(model)
         label = f"AE unsupervised ({a.epochs} ep{', ntx' if a.contrastive_weight else ''})"
@@ -161,7 +162,7 @@ def main() -> int:
     if a.supervised_epochs:
         model, speeds["train img/s (supervised)"], secs = train_ae(xtr, ytr, a.supervised_epochs,
                                                                   a.supervised_weight, a.width, a.batch_size, a.lr,
-                                                                  a.contrastive_weight)
+                                                                  a.contrastive_weight, a.seed)
         print(f"trained supervised AE (weight {a.supervised_weight}): {a.supervised_epochs} epochs in {secs:.0f} s")
         enc_s = encoder_from_model(model)
         ztr, zte = enc_s.encode(xtr), enc_s.encode(xte)
