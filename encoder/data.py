@@ -108,9 +108,11 @@ def open_image(
                 raise ImageLoadError(
                     p, f"{w}x{h} = {w * h:,} pixels exceeds max_pixels={max_pixels:,} "
                     "(possible decompression bomb; raise max_pixels to allow it)")
-            if im.format == "JPEG" and (draft_size is not None or (luma_only and im.mode == "RGB")):
-                mode = "L" if luma_only and im.mode in ("L", "RGB") else (im.mode if im.mode in ("L", "RGB") else "RGB")
-                im.draft(mode, draft_size or im.size)
+            if im.format == "JPEG":
+                if luma_only and im.mode == "RGB":
+                    im.draft("L", draft_size or im.size)
+                elif draft_size is not None:
+                    im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", draft_size)
             im.load()
             im = ImageOps.exif_transpose(im)
     except ImageLoadError:
