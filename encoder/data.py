@@ -114,7 +114,7 @@ def open_image(
                 elif draft_size is not None:
                     im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", draft_size)
             im.load()
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # no copy of the pixels
     except ImageLoadError:
         raise
     except UnidentifiedImageError as e:

@@ -8,13 +8,17 @@ decoded image the bits are identical to imagehash's (pinned in tests/test_phash.
 A hash is 8 bytes, ``np.packbits`` of the 64 bits in row-major order (first bit = MSB of
 byte 0), so ``hash_to_hex`` gives the same hex string as ``str(imagehash.phash(im))``.
 
-Decode modes. Full decode (the default) decodes colour JPEGs to their luma channel only
-(``open_image(luma_only=True)``: no chroma planes, no colour conversion), which is what
-``convert('L')`` computes up to rounding; the hashes equaled imagehash's on every JPEG of the
-bench and tests. ``draft=True`` also lets the JPEG decoder scale down by up to 1/8 before
-hashing (2x-10x faster on big photos). Those pixels differ slightly, so a few bits can flip
-(measured in bench/phash_bench.py); the mode is recorded in the index meta and an index never
+Decode modes. Full decode (the default) decodes as imagehash does (RGB, then
+``convert('L')``), so the hashes are imagehash's, bit for bit. ``draft=True`` is the fast
+mode: colour JPEGs are decoded to their luma channel only (``open_image(luma_only=True)``:
+no chroma planes, no colour conversion; equal to ``convert('L')`` up to rounding) and the
+decoder may scale down by up to 1/8 (2x-10x faster on big photos). Those pixels differ
+slightly, so a few bits can flip (measured in bench/phash_bench.py: with luma alone, 3 of
+226 hashes differed, by 1-2 bits); the mode is recorded in the index meta and an index never
 mixes the two.
+
+The 32x32 LANCZOS resize, Pillow's costliest step after the decode, runs as int8 matrix
+products (:mod:`encoder.resample`, same pixels as Pillow) when ``fast_resize`` is on.
 
 Example:
     >>> from PIL import Image
@@ -25,7 +29,10 @@ Example:
 """
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +40,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from encoder import resample
 from encoder.data import ImageLoadError, open_image, to_gray
 
 METHODS = ("phash", "dhash", "ahash")
@@ -62,11 +70,19 @@ def _check_method(method: str) -> None:
         raise ValueError(f"method={method!r} must be one of {METHODS}")
 
 
-def small_gray(im: Image.Image, method: str = "phash") -> np.ndarray:
-    """Grey, resized pixels a hash is computed from: (32,32)|(8,9)|(8,8) float64 in [0,255]."""
+def small_gray(im: Image.Image, method: str = "phash", *, fast_resize: bool = False) -> np.ndarray:
+    """Grey, resized pixels a hash is computed from: (32,32)|(8,9)|(8,8) float64 in [0,255].
+
+    ``fast_resize`` takes the same LANCZOS resize as int8 matrix products
+    (:func:`encoder.resample.lanczos_resize`: bit-identical to Pillow's, 2-5x faster on
+    photos; it imports torch).
+    """
     _check_method(method)
     g = to_gray(im)
-    return np.asarray(g.resize(_SIZES[method], Image.Resampling.LANCZOS), dtype=np.float64)
+    size = _SIZES[method]
+    if fast_resize and g.mode == "L":
+        return resample.lanczos_resize(np.asarray(g), size).astype(np.float64)
+    return np.asarray(g.resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
 
 
 def hash_pixels(pixels: np.ndarray, method: str = "phash") -> np.ndarray:
@@ -111,18 +127,42 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unpackbits(x, axis=-1).sum(axis=-1)
 
 
-def _load_small(args: tuple[str, str, bool, bool]):
-    path, method, draft, mirror = args
+def _load_small(args: tuple[str, str, bool, bool, bool]):
+    path, method, draft, mirror, fast = args
     try:
-        im = open_image(path, draft_size=(64, 64) if draft else None, luma_only=True)
+        im = open_image(path, draft_size=(64, 64) if draft else None, luma_only=draft)
         if mirror:
             im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        px = small_gray(im, method)
+        px = small_gray(im, method, fast_resize=fast)
         return path, px, None
     except ImageLoadError as e:
         return path, None, e.reason
     except OSError as e:
         return path, None, f"cannot read: {e}"
+
+
+# Pillow keeps up to this many freed 16 MB image blocks for the next decode instead of giving
+# them back to the OS: fresh pages cost a page fault each (35% of an RGB decode of a 12 MP JPEG,
+# and 15% of hashing the bench folder in one process, measured here).
+PILLOW_BLOCKS = 8
+
+
+@contextmanager
+def _pillow_block_cache():
+    old = Image.core.get_blocks_max()
+    Image.core.set_blocks_max(max(old, PILLOW_BLOCKS))
+    try:
+        yield
+    finally:
+        Image.core.set_blocks_max(old)  # also frees the cached blocks beyond the old limit
+
+
+def _init_worker() -> None:
+    """Decoding-process initializer: one torch thread each (the processes already fill the
+    cores) and Pillow's block cache."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    Image.core.set_blocks_max(PILLOW_BLOCKS)
 
 
 def hash_paths(
@@ -135,6 +175,7 @@ def hash_paths(
     progress: bool = False,
     mirror: bool = False,
     batch_size: int = 1024,
+    fast_resize: bool | None = None,
 ) -> tuple[np.ndarray, list[Path], np.ndarray]:
     """Hash image files, skipping broken ones.
 
@@ -146,6 +187,9 @@ def hash_paths(
         errors: list that receives ``(path, reason)`` of files that could not be read.
         progress: show a tqdm bar.
         mirror: hash the horizontally flipped image instead.
+        fast_resize: resize with :mod:`encoder.resample` (same pixels as Pillow, 2-5x
+            faster, needs torch). Default: when torch is already imported, or for 1,000
+            files or more (where torch's one-time import, about 1-2 s, pays off).
 
     Returns:
         ``(hashes (N,8) uint8, kept_paths, flat (N,) bool)`` for the N readable files, in order.
@@ -160,7 +204,11 @@ def hash_paths(
         raise ValueError(f"workers={workers} must be >= 1")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
-    jobs = [(str(p), method, draft, mirror) for p in paths]
+    if fast_resize is None:
+        fast_resize = "torch" in sys.modules or len(paths) >= 1000
+    if fast_resize:
+        importlib.import_module("torch")  # imported once here, inherited by forked workers
+    jobs = [(str(p), method, draft, mirror, fast_resize) for p in paths]
     if workers is None:
         workers = (os.cpu_count() or 1) if len(jobs) > 64 else 1
     bar = None
@@ -190,10 +238,11 @@ def hash_paths(
                 flush()
 
     if workers > 1:
-        with get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
+        with get_context("spawn" if os.name == "nt" else "fork").Pool(workers, initializer=_init_worker) as pool:
             consume(pool.imap(_load_small, jobs, chunksize=16))
     else:
-        consume(map(_load_small, jobs))
+        with _pillow_block_cache():
+            consume(map(_load_small, jobs))
     flush()
     if bar is not None:
         bar.close()

@@ -79,9 +79,8 @@ def test_bad_arguments():
 
 
 def test_full_decode_of_jpegs_matches_imagehash(tmp_path):
-    # hash_paths decodes colour JPEGs to luma only (no chroma, no colour conversion); the
-    # pixels are within rounding of Pillow's convert('L'), and the hashes equal imagehash's
-    # on these photos (bench/phash_bench.py counts identical hashes on 113 JPEGs).
+    # full decode gives imagehash's hashes, with Pillow's resize and with the int8 one; the
+    # draft mode's luma-only decode is within rounding of Pillow's convert('L')
     import sklearn
 
     sk = Path(sklearn.__file__).parent / "datasets" / "images"
@@ -89,9 +88,11 @@ def test_full_decode_of_jpegs_matches_imagehash(tmp_path):
     for i, src in enumerate(srcs):
         Image.open(src).convert("RGB").save(tmp_path / f"{i:02d}.jpg", quality=90)
     paths = sorted(tmp_path.iterdir())
-    ours, kept, _ = hash_paths(paths, workers=1)
-    assert len(kept) == len(paths)
-    assert [hash_to_hex(h) for h in ours] == [str(imagehash.phash(Image.open(p))) for p in paths]
+    ref = [str(imagehash.phash(Image.open(p))) for p in paths]
+    for fast, workers in [(False, 1), (True, 1), (True, 2)]:
+        ours, kept, _ = hash_paths(paths, workers=workers, fast_resize=fast)
+        assert len(kept) == len(paths)
+        assert [hash_to_hex(h) for h in ours] == ref
     luma = open_image(paths[-1], luma_only=True)
     rgb_l = open_image(paths[-1]).convert("L")
     assert luma.mode == "L" and luma.size == rgb_l.size
