@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from functools import lru_cache
 
@@ -112,17 +113,22 @@ def _dense(in_size: int, out_size: int) -> tuple[np.ndarray, int]:
 
 _PLANS: OrderedDict = OrderedDict()  # (in_size, out_size) -> _plan(...), least recently used first
 _MAX_PLANS = 128
+_PLANS_LOCK = threading.Lock()
 
 
 def _plan(in_size: int, out_size: int):
     """:func:`_build_plan`, cached (the last ``_MAX_PLANS`` sizes)."""
     key = (in_size, out_size)
-    if key in _PLANS:
-        _PLANS.move_to_end(key)
-        return _PLANS[key]
-    plan = _PLANS[key] = _build_plan(in_size, out_size)
-    if len(_PLANS) > _MAX_PLANS:
-        _PLANS.popitem(last=False)
+    with _PLANS_LOCK:
+        plan = _PLANS.get(key)
+        if plan is not None:
+            _PLANS.move_to_end(key)
+            return plan
+    plan = _build_plan(in_size, out_size)
+    with _PLANS_LOCK:
+        _PLANS[key] = plan
+        while len(_PLANS) > _MAX_PLANS:
+            _PLANS.popitem(last=False)
     return plan
 
 
