@@ -159,10 +159,20 @@ def _pillow_block_cache():
 
 def _init_worker() -> None:
     """Decoding-process initializer: one torch thread each (the processes already fill the
-    cores) and Pillow's block cache."""
+    cores), Pillow's block cache, and (glibc) freed memory kept for reuse rather than returned
+    to the OS, so the big per-image arrays do not page-fault afresh each time (measured: 25-50k
+    faults per pass over the bench folder -> ~0, and steadier times)."""
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     Image.core.set_blocks_max(PILLOW_BLOCKS)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 28)  # M_MMAP_THRESHOLD: heap, not fresh mmaps, up to 256 MB
+        libc.mallopt(-1, 1 << 29)  # M_TRIM_THRESHOLD: keep up to 512 MB of freed heap
+    except (OSError, AttributeError):  # not glibc: only the faults are saved, nothing breaks
+        pass
 
 
 def hash_paths(
