@@ -52,6 +52,8 @@ HASH_VERSION = {
 }
 # Grey 32x32 std below this (in 0..255 levels) = flat image: its hash carries no information.
 FLAT_STD = 2.0
+# Below this many pixels Pillow's resize is already fast (256x256: 0.28 ms vs 0.15-0.24 ms).
+FAST_RESIZE_MIN_PIXELS = 1 << 16
 _SIZES = {"phash": (32, 32), "dhash": (9, 8), "ahash": (8, 8)}
 
 
@@ -75,12 +77,13 @@ def small_gray(im: Image.Image, method: str = "phash", *, fast_resize: bool = Fa
 
     ``fast_resize`` takes the same LANCZOS resize as int8 matrix products
     (:func:`encoder.resample.lanczos_resize`: bit-identical to Pillow's, 2-5x faster on
-    photos; it imports torch).
+    photos; it imports torch) for images of ``FAST_RESIZE_MIN_PIXELS`` or more; Pillow's
+    own call is cheaper on small ones (28x28 Fashion-MNIST: its fixed cost dominates).
     """
     _check_method(method)
     g = to_gray(im)
     size = _SIZES[method]
-    if fast_resize and g.mode == "L":
+    if fast_resize and g.mode == "L" and g.width * g.height >= FAST_RESIZE_MIN_PIXELS:
         return resample.lanczos_resize(np.asarray(g), size).astype(np.float64)
     return np.asarray(g.resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
 
