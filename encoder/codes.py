@@ -174,13 +174,13 @@ def encode_paths(enc: Encoder, paths: Sequence[str | os.PathLike], batch_size: i
 
     from tqdm import tqdm
 
-    from encoder.lit import decode_folder, decoding_pool
+    from encoder.lit import decode_folder, decoding_pool, decoding_workers
 
     paths = [Path(p) for p in paths]
     codes, kept = [], []
     step = max(batch_size, 4096)
     bar = tqdm(total=len(paths), desc="encoding", unit="img", disable=not progress, file=sys.stderr)
-    many = len(paths) >= 2000 and (workers or min(4, os.cpu_count() or 1)) > 1
+    many = len(paths) >= 2000 and decoding_workers(workers) > 1
     with decoding_pool(workers) if many else nullcontext() as pool:     # one pool for all chunks
         for i in range(0, len(paths), step):
             chunk = paths[i:i + step]

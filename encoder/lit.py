@@ -48,9 +48,14 @@ def _decode_u8(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
         return None, f"cannot read: {e}"
 
 
+def decoding_workers(workers: int = 0) -> int:
+    """Decoding processes to use: ``workers``, or (0) up to 4 by CPU count."""
+    return workers or min(4, os.cpu_count() or 1)
+
+
 def decoding_pool(workers: int = 0):
     """A process pool for :func:`decode_folder` (``workers=0``: up to 4 by CPU count)."""
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = decoding_workers(workers)
     return get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers)
 
 
@@ -66,7 +71,7 @@ def decode_folder(paths: list[Path], size: int = 64, workers: int = 0, progress:
     from tqdm import tqdm
 
     jobs = [(str(p), size) for p in paths]
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = decoding_workers(workers)
     bar = dict(total=len(jobs), desc="decoding", unit="img", disable=not progress or len(jobs) < 500,
                file=sys.stderr)
     if pool is not None:
