@@ -90,16 +90,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2, help="threads for the anchors (OpenMP/BLAS)")
-    ap.add_argument("--torch-threads", type=int, default=palette.TORCH_THREADS,
-                    help=f"torch threads inside our k-means (library default {palette.TORCH_THREADS})")
+    ap.add_argument("--our-threads", type=int, default=None,
+                    help="faiss (OpenMP) threads inside our k-means (default: faiss's, all cores)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    palette.TORCH_THREADS = a.torch_threads
+    palette.THREADS = a.our_threads
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     minibatch = a.quick
     ks = (16, 64, 256)
     imgs = {n: load_rgb(p) for n, p in photos(a.quick).items()}
-    print(f"device={palette._device()}  our torch threads={palette.TORCH_THREADS}  cpus={os.cpu_count()}")
+    import faiss
+
+    print(f"device={palette._device()}  our threads={palette.THREADS or faiss.omp_get_max_threads()}  cpus={os.cpu_count()}")
     print(f"full-pixel reference: sklearn {'MiniBatchKMeans (quick)' if minibatch else 'KMeans n_init=1 (Lloyd)'}")
     if shutil.which("pngquant") is None:
         print("pngquant: binary not found (apt install pngquant); its column is skipped")
