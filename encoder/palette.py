@@ -38,8 +38,11 @@ from PIL import Image
 
 K_MIN, K_MAX = 2, 256
 DEFAULT_MAX_POINTS = 1 << 18  # more distinct colours than this: polish on 7-bit cells
-POLISH_ITER = 5  # over-relaxed Lloyd steps on the distinct colours after the fit on 6-bit cells
-COARSE_ITER, COARSE_TOL = 30, 1e-4  # Lloyd on the 6-bit cells: at most, and relative inertia change
+# Measured on the 7 bench photos at K=256 (worst per-photo PSNR vs full-pixel k-means / mean
+# s/MP on 2 cores): polish 3 steps -0.08 dB, 4 steps -0.07 dB / 0.110, 5 steps -0.05 dB / 0.122;
+# stopping the cell-level Lloyd at a 1e-3 relative change instead of 1e-4 cost nothing.
+POLISH_ITER = 4  # over-relaxed Lloyd steps on the distinct colours after the fit on 6-bit cells
+COARSE_ITER, COARSE_TOL = 30, 1e-3  # Lloyd on the 6-bit cells: at most, and relative inertia change
 METHODS = ("kmeans", "random")
 
 
@@ -81,21 +84,20 @@ def unpack(codes: np.ndarray) -> np.ndarray:
 
 
 def _unique_counts(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct values of packed colour ints and their counts (int64)."""
-    if len(codes) < (1 << 20):
-        u, c = np.unique(codes, return_counts=True)
-        return u, c.astype(np.int64)
-    counts = np.bincount(codes, minlength=1 << 24)  # linear in N, beats a sort on large images
-    u = np.flatnonzero(counts)
-    return u, counts[u]
+    """Sorted distinct values of packed colour ints and their counts (int64).
+
+    numpy's sort (SIMD) beats a 2**24-bin bincount up to ~16 MP: measured 6 vs 11 ms at
+    2 MP, and the bincount's fresh 134 MB array added page faults (46 ms in a real run).
+    """
+    u, c = np.unique(codes, return_counts=True)
+    return u, c.astype(np.int64)
 
 
 def distinct_colors(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct colours of ``pixels`` (N, 3) uint8 and their pixel counts.
 
     Returns ``(colors (M, 3) uint8, counts (M,) int64)``, colours sorted by packed value.
-    Uses a sort for small inputs and a 2**24-bin ``np.bincount`` for large ones
-    (linear in N). Example: ``distinct_colors(np.array([[1,2,3],[1,2,3]], np.uint8))``
+    Example: ``distinct_colors(np.array([[1,2,3],[1,2,3]], np.uint8))``
     -> ``([[1,2,3]], [2])``.
     """
     u, c = _unique_counts(pack(pixels))
