@@ -184,3 +184,49 @@ def test_colourful_image_uses_binned_fit():
     p_binned = palette.psnr(img, binned[palette.assign(img, binned)])
     p_exact = palette.psnr(img, exact[palette.assign(img, exact)])
     assert len(binned) == 16 and abs(p_binned - p_exact) < 0.1
+
+
+def test_torch_kernel_for_cuda_equals_brute_force():
+    """The CUDA path's kernel (run here on CPU tensors): exact labels and distances."""
+    import torch
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 256, (5000, 3)).astype(np.float32)
+    c = rng.integers(0, 256, (40, 3)).astype(np.float32)
+    c[5] = c[3]  # an exact tie: the lower index wins
+    i, d = palette._sqdist_argmin(torch.from_numpy(x), torch.from_numpy(c), chunk=1024)
+    ref = ((x[:, None].astype(np.int64) - c[None].astype(np.int64)) ** 2).sum(2)
+    assert np.array_equal(i.numpy(), ref.argmin(1)) and np.array_equal(d.numpy(), ref.min(1))
+
+
+def test_varpart_splits_the_widest_cluster_at_its_mean():
+    x = np.array([[0.0, 0, 0], [2, 0, 0], [100, 0, 0], [102, 0, 0], [100, 50, 0]])
+    w = np.array([1.0, 1, 1, 1, 2])
+    two = palette._varpart(x, w, 2)
+    assert sorted(map(tuple, two.round(6))) == [(1.0, 0.0, 0.0), (100.5, 25.0, 0.0)]
+    three = palette._varpart(x, w, 3)  # then the right cluster, along its widest axis (y)
+    assert sorted(map(tuple, three.round(6))) == [(1.0, 0.0, 0.0), (100.0, 50.0, 0.0), (101.0, 0.0, 0.0)]
+    # a single colour cannot be split: fewer seeds than asked
+    assert palette._varpart(np.array([[5.0, 5, 5]]), np.array([3.0]), 4).tolist() == [[5.0, 5.0, 5.0]]
+
+
+@pytest.mark.parametrize("k", [16, 64])
+def test_palette_as_good_as_full_pixel_kmeans(photo, k):
+    """The quality bar of the bench, on a small photo: PSNR >= full-pixel k-means - 0.1 dB."""
+    from sklearn.cluster import KMeans
+
+    px = photo.reshape(-1, 3).astype(np.float32)
+    km = KMeans(k, n_init=1, random_state=0).fit(px)
+    ref = np.clip(np.rint(km.cluster_centers_), 0, 255).astype(np.uint8)[km.labels_].reshape(photo.shape)
+    ours = palette.quantize(photo, k).image()
+    assert palette.psnr(photo, ours) >= palette.psnr(photo, ref) - 0.1
+
+
+def test_overrelaxed_lloyd_never_ends_worse_than_its_start():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 30, (3000, 3)) + 128
+    w = rng.integers(1, 5, 3000).astype(np.float64)
+    c0 = x[:32]
+    start = palette._nearest(x, c0)[1] @ w
+    c, _ = palette._lloyd(x, w, c0, 20, 0.0)
+    assert palette._nearest(x, c)[1] @ w < start
