@@ -33,7 +33,11 @@ def parse(argv):
     p.add_argument("--max-bytes", type=int, default=None, help="byte budget for the palette PNG (with --auto)")
     p.add_argument("--segment", action="store_true", help="save label maps (grey mask for K=2)")
     p.add_argument("--scatter", action="store_true", help="save 2-D/3-D pixel scatter plots")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for the k-means searches (default: all cores; 1 on a machine busy with other work)")
     a = p.parse_args(argv)
+    if a.threads is not None and a.threads < 1:
+        p.error(f"--threads must be >= 1, got {a.threads}")
     for k in a.k:
         try:
             palette.check_k(k)
@@ -74,6 +78,7 @@ def process(path: Path, ident: str, a, out: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     a = parse(argv)
+    palette.THREADS = a.threads
     try:
         scan = data.image_paths(a.inputs)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:

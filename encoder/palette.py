@@ -71,8 +71,11 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-# OpenMP threads for faiss's nearest-centre search on CPU (None: faiss's default, all cores).
-# Measured on 2 cores (china.jpg, K=256): 2 threads take a 96k x 256 search from 5.3 to 3.1 ms.
+# OpenMP threads for faiss's nearest-centre searches on CPU (None: faiss's default, all cores).
+# Measured on 2 cores, china.jpg at K=256: 42 ms with 2 threads vs 50 ms with 1 on a quiet
+# machine; with one core busy elsewhere 72 vs 51 ms, with both busy 168 vs 55 ms (each thread
+# waits for the other at every search). So on a machine busy with other work, set 1
+# (``quantize.py --threads 1``); a folder is better spread over processes with 1 each.
 THREADS: int | None = None
 
 

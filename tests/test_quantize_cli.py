@@ -121,3 +121,20 @@ def test_alpha_and_grey_inputs(tmp_path, capsys):
     got = np.asarray(Image.open(out / "alpha_k4.png").convert("RGB"))
     assert (got[0, 0] == [255, 0, 0]).all() and (got[0, -1] == [255, 255, 255]).all()
     assert rows["grey.png"]["colors_after"] == 4
+
+
+def test_threads_option(tmp_path, capsys):
+    import faiss
+
+    src = photo(tmp_path / "a.png", size=(120, 90))
+    before = faiss.omp_get_max_threads()
+    assert quantize.main([str(src), "-k", "8", "--json", "--threads", "1", "-o", str(tmp_path / "one")]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert faiss.omp_get_max_threads() == before  # faiss's own setting is left as it was
+    assert quantize.main([str(src), "-k", "8", "--json", "-o", str(tmp_path / "all")]) == 0
+    assert palette.THREADS is None
+    default = json.loads(capsys.readouterr().out)
+    assert [r["psnr"] for r in one] == [r["psnr"] for r in default]  # the thread count changes no result
+    with pytest.raises(SystemExit) as e:
+        quantize.main([str(src), "--threads", "0", "-o", str(tmp_path)])
+    assert e.value.code == 2 and "--threads must be >= 1, got 0" in capsys.readouterr().err
