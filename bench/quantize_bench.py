@@ -144,6 +144,9 @@ def main(argv=None) -> int:
     worst = min(np.min(np.array([r[0] for r in res["ours"][k]]) - np.array([r[0] for r in res["full"][k]]))
                 for k in ks)
     print(f"worst per-photo ours - full k-means: {worst:+.2f} dB (target >= -0.1)")
+    if 256 in ks:
+        per = [r[1] for r in res["ours"][256]]
+        print(f"ours at K=256: mean {np.mean(per):.3f} s/MP (target < 0.1), per photo {min(per):.3f}-{max(per):.3f}")
 
     print("\nscaling (ours, K=256; chelsea upscaled with Pillow bicubic)")
     base = imgs.get("chelsea", next(iter(imgs.values())))

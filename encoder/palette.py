@@ -386,7 +386,7 @@ def _lloyd(x: np.ndarray, w: np.ndarray, c: np.ndarray, max_iter: int, tol: floa
         if not full.all():
             new[~full] = x[np.argsort(d * w)[::-1][: int((~full).sum())]]
         c = new
-        if prev - inertia <= tol * inertia:
+        if 0.0 <= prev - inertia <= tol * inertia:  # converged (after an overshoot: go on, plain)
             break
         prev = inertia
     return c, inertia
