@@ -59,11 +59,12 @@ def process(path: Path, ident: str, a, out: Path) -> list[dict]:
             print(f"{ident}: no K in [2, 256] meets the target; using K=256", file=sys.stderr)
         ks = [k or 256]
     runs = [("kmeans", k) for k in ks] + ([("random", k) for k in ks] if a.baseline else [])
+    before = len(palette.png_bytes(img))  # the lossless reference, once per image
     for method, k in runs:
         q = palette.quantize(img, k, seed=a.seed, method=method, lab=a.lab, dither=a.dither)
         tag = f"{stem}_k{k}" + ("_random" if method == "random" else "")
         write_bytes(f"{tag}.png", q.png_bytes())
-        row = {"file": ident, "method": method, **palette.evaluate(img, q, source_bytes=path.stat().st_size)}
+        row = {"file": ident, "method": method, **palette.evaluate(img, q, source_bytes=path.stat().st_size, bytes_before=before)}
         rows.append(row)
         results.append(q)
         if a.segment:

@@ -676,13 +676,16 @@ def quantize(
     return q
 
 
-def evaluate(image: np.ndarray, q: Quantized, *, source_bytes: int | None = None) -> dict:
+def evaluate(image: np.ndarray, q: Quantized, *, source_bytes: int | None = None,
+             bytes_before: int | None = None) -> dict:
     """Stats for one result: colours before/after, bytes before/after, ratio, PSNR, CIEDE2000.
 
-    ``bytes_before`` is a lossless RGB PNG of the same pixels; ``source_bytes`` (the
-    input file's size) is reported beside it. ``ratio = bytes_before / bytes_after``.
+    ``bytes_before`` is a lossless RGB PNG of the same pixels (pass it when evaluating
+    several results of one image: it is the slow part, ~0.15 s for a 0.27 MP photo);
+    ``source_bytes`` (the input file's size) is reported beside it.
+    ``ratio = bytes_before / bytes_after``.
     """
-    before = len(png_bytes(image))
+    before = len(png_bytes(image)) if bytes_before is None else int(bytes_before)
     after = len(q.png_bytes())
     return {
         "k": q.k,
@@ -739,9 +742,9 @@ def auto_k(
         raise ValueError(f"max_bytes={max_bytes} must be > 0")
     ks = sorted({check_k(k) for k in ks})
     image = _check_image(image)
-    curve, chosen = [], None
+    curve, chosen, before = [], None, len(png_bytes(image))
     for k in ks:
-        row = evaluate(image, quantize(image, k, seed=seed, lab=lab))
+        row = evaluate(image, quantize(image, k, seed=seed, lab=lab), bytes_before=before)
         curve.append(row)
         if target_psnr is not None and row["psnr"] >= target_psnr:
             chosen = k
