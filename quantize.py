@@ -34,7 +34,7 @@ def parse(argv):
     p.add_argument("--segment", action="store_true", help="save label maps (grey mask for K=2)")
     p.add_argument("--scatter", action="store_true", help="save 2-D/3-D pixel scatter plots")
     p.add_argument("--threads", type=int, default=None,
-                   help="threads for the k-means searches (default: all cores; 1 on a machine busy with other work)")
+                   help="threads for the k-means searches (default: one per core)")
     a = p.parse_args(argv)
     if a.threads is not None and a.threads < 1:
         p.error(f"--threads must be >= 1, got {a.threads}")

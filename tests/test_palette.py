@@ -230,3 +230,30 @@ def test_overrelaxed_lloyd_never_ends_worse_than_its_start():
     start = palette._nearest(x, c0)[1] @ w
     c, _ = palette._lloyd(x, w, c0, 20, 0.0)
     assert palette._nearest(x, c)[1] @ w < start
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_search_equals_brute_force(threads, monkeypatch):
+    monkeypatch.setattr(palette, "THREADS", threads)
+    rng = np.random.default_rng(threads)
+    x = rng.integers(0, 256, (palette._PAR_MIN * 2 + 123, 3)).astype(np.uint8)  # several uneven chunks
+    c = rng.integers(0, 256, (50, 3)).astype(np.uint8)
+    idx, dist = palette._nearest(x, c)
+    ref = ((x[:, None].astype(np.int64) - c[None].astype(np.int64)) ** 2).sum(2)
+    assert np.array_equal(idx, ref.argmin(1)) and np.array_equal(dist, ref.min(1))
+
+
+def _quantize_in_child(img):
+    return palette.quantize(img, 64).palette
+
+
+def test_quantize_in_a_forked_child_after_threads_ran():
+    """The helper threads do not survive a fork: the child makes its own instead of waiting forever."""
+    import multiprocessing
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)  # enough colours for the threaded search
+    here = palette.quantize(img, 64).palette
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        there = pool.apply_async(_quantize_in_child, (img,)).get(timeout=120)
+    assert np.array_equal(here, there)
