@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2, help="threads for the anchors (OpenMP/BLAS)")
     ap.add_argument("--our-threads", type=int, default=None,
-                    help="faiss (OpenMP) threads inside our k-means (default: faiss's, all cores)")
+                    help="threads for the searches inside our k-means (default: one per core)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     palette.THREADS = a.our_threads
@@ -99,9 +99,7 @@ def main(argv=None) -> int:
     minibatch = a.quick
     ks = (16, 64, 256)
     imgs = {n: load_rgb(p) for n, p in photos(a.quick).items()}
-    import faiss
-
-    print(f"device={palette._device()}  our threads={palette.THREADS or faiss.omp_get_max_threads()}  cpus={os.cpu_count()}")
+    print(f"device={palette._device()}  our threads={palette._threads()}  cpus={os.cpu_count()}")
     print(f"full-pixel reference: sklearn {'MiniBatchKMeans (quick)' if minibatch else 'KMeans n_init=1 (Lloyd)'}")
     if shutil.which("pngquant") is None:
         print("pngquant: binary not found (apt install pngquant); its column is skipped")
