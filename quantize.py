@@ -52,14 +52,15 @@ def process(path: Path, ident: str, a, out: Path) -> list[dict]:
     img = data.load_rgb(path)
     stem = out / Path(ident).with_suffix("").as_posix().replace("/", "__")
     ks, rows, results = list(a.k), [], []
+    before = len(palette.png_bytes(img))  # the lossless reference, once per image
     if a.auto:
-        k, curve = palette.auto_k(img, target_psnr=a.target_psnr, max_bytes=a.max_bytes, seed=a.seed, lab=a.lab)
+        k, curve = palette.auto_k(img, target_psnr=a.target_psnr, max_bytes=a.max_bytes, seed=a.seed, lab=a.lab,
+                                  bytes_before=before)
         plots.error_vs_k(curve, f"{stem}_error_vs_k.png", a.target_psnr, k)
         if k is None:
             print(f"{ident}: no K in [2, 256] meets the target; using K=256", file=sys.stderr)
         ks = [k or 256]
     runs = [("kmeans", k) for k in ks] + ([("random", k) for k in ks] if a.baseline else [])
-    before = len(palette.png_bytes(img))  # the lossless reference, once per image
     for method, k in runs:
         q = palette.quantize(img, k, seed=a.seed, method=method, lab=a.lab, dither=a.dither)
         tag = f"{stem}_k{k}" + ("_random" if method == "random" else "")
@@ -79,7 +80,14 @@ def process(path: Path, ident: str, a, out: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     a = parse(argv)
-    palette.THREADS = a.threads
+    threads, palette.THREADS = palette.THREADS, a.threads
+    try:
+        return run(a)
+    finally:
+        palette.THREADS = threads  # main() is also called as a function (tests, the demo)
+
+
+def run(a) -> int:
     try:
         scan = data.image_paths(a.inputs)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:

@@ -775,9 +775,11 @@ def auto_k(
     ks: Sequence[int] = (2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256),
     seed: int = 0,
     lab: bool = False,
+    bytes_before: int | None = None,
 ) -> tuple[int | None, list[dict]]:
     """The smallest K in ``ks`` whose result reaches ``target_psnr`` (dB), or the largest
-    K whose PNG fits in ``max_bytes``. Exactly one target must be given.
+    K whose PNG fits in ``max_bytes``. Exactly one target must be given. ``bytes_before``:
+    the lossless PNG size if the caller has it already (see :func:`evaluate`).
 
     Returns ``(k or None if none qualifies, curve)``, curve = one :func:`evaluate` dict
     per K tried (ascending), for the error-vs-K plot.
@@ -788,7 +790,8 @@ def auto_k(
         raise ValueError(f"max_bytes={max_bytes} must be > 0")
     ks = sorted({check_k(k) for k in ks})
     image = _check_image(image)
-    curve, chosen, before = [], None, len(png_bytes(image))
+    curve, chosen = [], None
+    before = len(png_bytes(image)) if bytes_before is None else int(bytes_before)
     for k in ks:
         row = evaluate(image, quantize(image, k, seed=seed, lab=lab), bytes_before=before)
         curve.append(row)
