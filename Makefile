@@ -24,7 +24,7 @@ test: setup
 	$(PY) -m pytest
 
 demo: setup apt
-	$(PY) -m encoder.demo --out runs/demo
+	$(PY) -m encoder.cli.demo --out runs/demo
 
 bench: setup apt
 	for b in bench/*_bench.py; do $(PY) $$b || exit 1; done

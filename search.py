@@ -8,18 +8,13 @@
     python search.py evaluate data/fashion-mnist/test --checkpoint runs/train/last.ckpt --json
     python search.py index big/ --method ae --checkpoint m.pt -o runs/idx --devices 2 --strategy ddp
 
-The commands live in encoder/search_cli.py; the index in encoder/index.py and encoder/ann.py.
+The command line lives in encoder/cli/search.py; methods, index and evaluation in encoder/search/.
 """
 from __future__ import annotations
 
 import sys
 
-from encoder.search_cli import run
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run(argv, description=__doc__)
-
+from encoder.cli.search import main
 
 if __name__ == "__main__":
     sys.exit(main())

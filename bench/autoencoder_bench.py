@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from encoder.fashion_mnist import load_arrays  # noqa: E402
-from encoder.recon import psnr_np  # noqa: E402
-from encoder.lit import AutoencoderModule  # noqa: E402
+from encoder.ae.fashion_mnist import load_arrays  # noqa: E402
+from encoder.metrics import psnr  # noqa: E402
+from encoder.ae.lit import AutoencoderModule  # noqa: E402
 
 DEFAULT_CONTRASTIVE = inspect.signature(AutoencoderModule).parameters["contrastive_weight"].default
 
@@ -86,7 +86,7 @@ def train_ae(xtr: np.ndarray, ytr: np.ndarray, epochs: int, supervised_weight: f
 
 
 def encoder_from_model(model):
-    from encoder.codes import Encoder, best_device, fingerprint
+    from encoder.ae.inference import Encoder, best_device, fingerprint
 
     dev = best_device()
     return Encoder(model.to(dev).to(memory_format=torch.channels_last), fingerprint(model), "<bench>", dev)
@@ -135,7 +135,7 @@ def main() -> int:
     mean, comps = pca(ftr)
     ctr, cte = (ftr - mean) @ comps.T, (fte - mean) @ comps.T
     rec = np.clip(cte @ comps + mean, 0, 1).reshape(-1, 64, 64)
-    pca_psnr = float(psnr_np(fte.reshape(-1, 64, 64), rec).mean())
+    pca_psnr = float(psnr(fte.reshape(-1, 64, 64), rec, per_image=True).mean())
     rows.append(("PCA-128", pca_psnr, p_at_5(ctr, ytr, cte, yte), p_at_5(ctr, ytr, cte, yte, True)))
     print(f"PCA fitted in {time.perf_counter() - t:.1f} s")
 
@@ -143,7 +143,7 @@ def main() -> int:
     if a.supervised_only:
         pass
     elif a.checkpoint:
-        from encoder.codes import load_encoder
+        from encoder.ae.inference import load_encoder
 
         enc = load_encoder(a.checkpoint)
         label = f"AE ({Path(a.checkpoint).name})"
@@ -156,7 +156,7 @@ def main() -> int:
     if not a.supervised_only:
         speeds["encode img/s"] = encode_speed(enc, xte)
         ztr, zte = enc.encode(xtr), enc.encode(xte)
-        ae_psnr = float(psnr_np(fte.reshape(-1, 64, 64), enc.decode(zte)).mean())
+        ae_psnr = float(psnr(fte.reshape(-1, 64, 64), enc.decode(zte), per_image=True).mean())
         rows.append((label, ae_psnr, p_at_5(ztr, ytr, zte, yte), p_at_5(ztr, ytr, zte, yte, True)))
 
     if a.supervised_epochs:
@@ -166,7 +166,7 @@ def main() -> int:
         print(f"trained supervised AE (weight {a.supervised_weight}): {a.supervised_epochs} epochs in {secs:.0f} s")
         enc_s = encoder_from_model(model)
         ztr, zte = enc_s.encode(xtr), enc_s.encode(xte)
-        sup_psnr = float(psnr_np(fte.reshape(-1, 64, 64), enc_s.decode(zte)).mean())
+        sup_psnr = float(psnr(fte.reshape(-1, 64, 64), enc_s.decode(zte), per_image=True).mean())
         rows.append((f"AE supervised ({a.supervised_epochs} ep)", sup_psnr, p_at_5(ztr, ytr, zte, yte),
                      p_at_5(ztr, ytr, zte, yte, True)))
 

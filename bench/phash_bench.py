@@ -4,8 +4,8 @@
     python bench/phash_bench.py --quick    # < ~2 min
 
 1. Hashing throughput on real JPEG photos (scikit-image/scikit-learn samples written as JPEG,
-   plus upscaled 4000x3000 copies): imagehash.phash vs encoder.phash.hash_paths (full decode,
-   must be bit-identical; with Pillow's resize and with encoder.resample's int8 one) and with
+   plus upscaled 4000x3000 copies): imagehash.phash vs encoder.hashing.hashes.hash_paths (full decode,
+   must be bit-identical; with Pillow's resize and with encoder.hashing.lanczos's int8 one) and with
    JPEG draft decoding (bits that differ are counted).
 2. Near-duplicate recall@1/@5 per transform and hash, plain and mirror-aware, against a
    gallery of the photos + distractors (crops/tiles of the photos, lfw faces, Fashion-MNIST).
@@ -33,8 +33,8 @@ from PIL import Image  # noqa: E402
 
 from encoder import resample  # noqa: E402
 from encoder.data import open_image  # noqa: E402
-from encoder.neardup import TRANSFORMS  # noqa: E402
-from encoder.phash import _pillow_block_cache, hamming, hash_paths, hash_to_hex, phash_images  # noqa: E402
+from encoder.search.neardup import TRANSFORMS  # noqa: E402
+from encoder.hashing.hashes import _pillow_block_cache, hamming, hash_paths, hash_to_hex, phash_images  # noqa: E402
 
 SK = Path(skimage.__file__).parent / "data"
 PHOTOS = [SK / n for n in ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "retina.jpg",

@@ -9,7 +9,7 @@ Two kinds of 128-d codes:
 * code-shaped: what autoencoder codes look like - a mixture of 1,000 clusters in a 24-d
   subspace, with a decaying spectrum and isotropic noise on top.
 
-Every approximate index is built and tuned by encoder.ann (nprobe/efSearch the smallest
+Every approximate index is built and tuned by encoder.search.ann (nprobe/efSearch the smallest
 reaching recall@5 >= 0.95 on stored codes used as queries), then measured on 1,000 *held-out*
 queries from the same distribution: ms per query when all are searched in one batch, and
 recall@5 against exact search (a returned code counts when it is at least as close as the

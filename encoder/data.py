@@ -26,7 +26,9 @@ Example::
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from multiprocessing import get_context
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -342,11 +344,78 @@ def load_each(
 
 def report_skipped(skipped: Sequence[tuple[Path, str]], *, stream=None, limit: int | None = None) -> None:
     """Print one line per skipped file (``skipped <path>: <reason>``) to stderr."""
-    import sys
-
     stream = stream or sys.stderr
     shown = skipped if limit is None else skipped[:limit]
     for p, reason in shown:
         print(f"skipped {p}: {reason}", file=stream)
     if limit is not None and len(skipped) > limit:
         print(f"... and {len(skipped) - limit} more skipped files", file=stream)
+
+
+# ----------------------------------------------------------------------------- decoding many files
+
+def decode_gray_u8(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
+    """``(path, size)`` -> ``((size, size) uint8 grey, None)`` or ``(None, reason)`` (picklable, for pools)."""
+    path, size = args
+    try:
+        return (load_gray(path, size) * 255.0 + 0.5).astype(np.uint8), None
+    except ImageLoadError as e:
+        return None, e.reason
+    except OSError as e:
+        return None, f"cannot read: {e}"
+
+
+def decoding_workers(workers: int = 0) -> int:
+    """Decoding processes to use: ``workers``, or (0) up to 4 by CPU count."""
+    return workers or min(4, os.cpu_count() or 1)
+
+
+def decoding_pool(workers: int = 0):
+    """A process pool for :func:`decode_folder` (``workers=0``: up to 4 by CPU count)."""
+    workers = decoding_workers(workers)
+    return get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers)
+
+
+def decode_folder(paths: list[Path], size: int = 64, workers: int = 0, progress: bool = True,
+                  pool=None) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
+    """Decode ``paths`` to a ``(M, size, size)`` uint8 array.
+
+    Returns ``(images, kept_rows, skipped)``: ``kept_rows`` are the positions in ``paths`` of the
+    M images decoded; ``skipped`` lists ``(path, reason)`` for the others. ``pool`` (from
+    :func:`decoding_pool`) is used when given, so that a caller decoding many chunks starts
+    its processes once; otherwise 2,000 or more paths get a pool of their own.
+    """
+    from tqdm import tqdm  # only where a bar may be shown (its import costs ~0.1 s)
+
+    jobs = [(str(p), size) for p in paths]
+    workers = decoding_workers(workers)
+    bar = dict(total=len(jobs), desc="decoding", unit="img", disable=not progress or len(jobs) < 500,
+               file=sys.stderr)
+    if pool is not None:
+        results = list(tqdm(pool.imap(decode_gray_u8, jobs, chunksize=256), **bar))
+    elif workers > 1 and len(jobs) >= 2000:
+        with decoding_pool(workers) as own:
+            results = list(tqdm(own.imap(decode_gray_u8, jobs, chunksize=256), **bar))
+    else:
+        results = [decode_gray_u8(j) for j in tqdm(jobs, **bar)]
+    images, kept, skipped = [], [], []
+    for i, (arr, reason) in enumerate(results):
+        if arr is None:
+            skipped.append((paths[i], reason))
+        else:
+            images.append(arr)
+            kept.append(i)
+    out = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
+    return out, kept, skipped
+
+
+def folder_labels(ids: list[str]) -> tuple[list[int], list[str]]:
+    """Labels from class subfolders: ``("a/x.png", "b/y.png") -> ([0, 1], ["a", "b"])``.
+
+    Returns ``([], [])`` when some image is not inside a subfolder (unlabelled folder).
+    """
+    if not ids or any("/" not in i for i in ids):
+        return [], []
+    names = sorted({i.split("/", 1)[0] for i in ids})
+    lookup = {n: k for k, n in enumerate(names)}
+    return [lookup[i.split("/", 1)[0]] for i in ids], names

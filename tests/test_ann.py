@@ -1,10 +1,10 @@
-"""encoder.ann and the code branch of encoder.index: choice, tuning vs brute force, cosine, mmap, growth."""
+"""encoder.search.ann and the code branch of encoder.search.index: choice, tuning vs brute force, cosine, mmap, growth."""
 import faiss
 import numpy as np
 import pytest
 
-from encoder import ann
-from encoder.index import Index
+from encoder.search import ann
+from encoder.search.index import Index
 
 
 def clustered(n, d=32, seed=0, n_clusters=40):

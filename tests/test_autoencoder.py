@@ -14,9 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from encoder.autoencoder import ConvAutoencoder
-from encoder.codes import CheckpointError, encode_paths, fingerprint, load_encoder, load_model, save_encoder
-from encoder.lit import AutoencoderModule, ImageFolderDataModule, folder_labels
+from encoder.ae.model import ConvAutoencoder
+from encoder.ae.inference import CheckpointError, encode_paths, fingerprint, load_encoder, load_model, save_encoder
+from encoder.ae.datamodule import ImageFolderDataModule
+from encoder.ae.lit import AutoencoderModule
+from encoder.data import folder_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -101,7 +103,7 @@ def test_training_step_reduces_loss():
 
 
 def test_random_shift_moves_each_image_by_its_own_offset():
-    from encoder.lit import random_shift
+    from encoder.ae.lit import random_shift
 
     torch.manual_seed(0)
     x = torch.zeros(64, 1, 64, 64)
@@ -118,7 +120,7 @@ def test_random_shift_moves_each_image_by_its_own_offset():
 
 
 def test_nt_xent_prefers_matching_pairs():
-    from encoder.lit import nt_xent
+    from encoder.ae.lit import nt_xent
 
     torch.manual_seed(0)
     a = torch.randn(32, 16)
@@ -361,7 +363,7 @@ def test_ssim_matches_skimage():
     rng = np.random.default_rng(1)
     a = rng.random((2, 64, 64))
     b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
-    from encoder.recon import ssim
+    from encoder.metrics import ssim
 
     ours = ssim(a, b)
     for i in range(2):

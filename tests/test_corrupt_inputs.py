@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import search
-from encoder.index import CorruptIndexError, Index
+from encoder.search.index import CorruptIndexError, Index
 
 
 class Payload:
@@ -169,7 +169,7 @@ def ckpt_corruptions():
         torch.save({**obj, "config": {**obj["config"], "arch": "resnet18"}}, p)
 
     def wrong_shapes(p, good, marker):  # config says 16-d codes, weights are of an 8-d model
-        from encoder.autoencoder import ConvAutoencoder
+        from encoder.ae.model import ConvAutoencoder
         obj = torch.load(good, weights_only=True)
         torch.save({**obj, "state_dict": ConvAutoencoder(code_dim=8, width=4).state_dict()}, p)
 
@@ -206,8 +206,8 @@ CKPT_CASES = ckpt_corruptions()
 @pytest.fixture(scope="module")
 def encoder_file(tmp_path_factory) -> Path:
     import torch
-    from encoder.autoencoder import ConvAutoencoder
-    from encoder.codes import save_encoder
+    from encoder.ae.model import ConvAutoencoder
+    from encoder.ae.inference import save_encoder
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("enc") / "encoder.pt"
@@ -218,7 +218,7 @@ def encoder_file(tmp_path_factory) -> Path:
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch warns before refusing the raw pickle
 @pytest.mark.parametrize("name,make,says", CKPT_CASES, ids=[c[0] for c in CKPT_CASES])
 def test_corrupt_or_foreign_checkpoint_is_refused(encoder_file, built, tmp_path, capsys, name, make, says):
-    from encoder.codes import CheckpointError, load_encoder
+    from encoder.ae.inference import CheckpointError, load_encoder
     import train
 
     bad, marker = tmp_path / "model.ckpt", tmp_path / "UNPICKLED"
@@ -267,8 +267,8 @@ def ae_built(built, encoder_file, tmp_path_factory) -> Path:
 
 def test_ae_index_refuses_a_model_of_another_code_size(ae_built, built, tmp_path, capsys):
     import torch
-    from encoder.autoencoder import ConvAutoencoder
-    from encoder.codes import save_encoder
+    from encoder.ae.model import ConvAutoencoder
+    from encoder.ae.inference import save_encoder
 
     torch.manual_seed(1)
     other = tmp_path / "other_size.pt"

@@ -6,7 +6,7 @@ import pytest
 from sklearn.decomposition import PCA
 
 import search
-from encoder.evaluate import class_labels, evaluate_folder, pca_fit, pca_project, rerank, retrieval_metrics
+from encoder.search.evaluate import class_labels, evaluate_folder, pca_fit, pca_project, rerank, retrieval_metrics
 from test_search_ae import class_folder, tiny_checkpoint
 
 
@@ -45,7 +45,7 @@ def test_rerank_orders_shortlist_by_distance():
 
 def test_evaluate_folder_all_methods(tmp_path):
     folder = class_folder(tmp_path / "imgs", per_class=10)
-    from encoder.codes import load_encoder
+    from encoder.ae.inference import load_encoder
     enc = load_encoder(tiny_checkpoint(tmp_path / "m.pt"))
     rep = evaluate_folder(folder, enc, ["ae", "phash", "raw", "pca", "hybrid"], n_queries=9, seed=1, candidates=8)
     got = {r["method"]: r for r in rep["results"]}

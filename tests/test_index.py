@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from encoder.dedup import find_groups
-from encoder.index import Index, IndexMismatchError
-from encoder.phash import hamming
+from encoder.hashing.dedup import find_groups
+from encoder.search.index import Index, IndexMismatchError
+from encoder.hashing.hashes import hamming
 
 
 def _rand(n, seed=0):

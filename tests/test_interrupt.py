@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from encoder import atomic
-from encoder.index import Index
+from encoder.search.index import Index
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -276,7 +276,7 @@ def save(obj, f, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 torch.save = save
 sys.argv = ["train.py", *sys.argv[1:]]
-from encoder.train_cli import main
+from encoder.cli.train import main
 main()
 """
 
@@ -284,7 +284,7 @@ main()
 def test_sigkill_while_saving_a_training_checkpoint_keeps_the_previous_one(tmp_path):
     import torch
 
-    from encoder.codes import load_encoder
+    from encoder.ae.inference import load_encoder
 
     photos(tmp_path / "imgs", range(12))
     run_dir = tmp_path / "run"
@@ -299,7 +299,7 @@ def test_sigkill_while_saving_a_training_checkpoint_keeps_the_previous_one(tmp_p
     left = [f for f in last.parent.iterdir() if f.name.endswith(".tmp")]
     assert left, "the kill should have left the half-written temp file"
     # and training resumes from it
-    p = python("import sys; sys.argv = ['train.py', *sys.argv[1:]]\nfrom encoder.train_cli import main\nmain()",
+    p = python("import sys; sys.argv = ['train.py', *sys.argv[1:]]\nfrom encoder.cli.train import main\nmain()",
                *args, "--ckpt_path", str(last))
     assert p.returncode == 0, p.stderr[-3000:]
     newest = max(run_dir.rglob("last.ckpt"), key=lambda f: f.stat().st_mtime)

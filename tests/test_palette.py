@@ -1,4 +1,4 @@
-"""encoder.palette against references (brute force, scikit-learn, scikit-image) and properties."""
+"""encoder.palette.api against references (brute force, scikit-learn, scikit-image) and properties."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import skimage
 from PIL import Image
 
-from encoder import palette
+from encoder.palette import api as palette
 
 PHOTO = Path(skimage.__file__).parent / "data" / "astronaut.png"
 

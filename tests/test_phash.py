@@ -8,7 +8,7 @@ import skimage
 from PIL import Image
 
 from encoder.data import open_image
-from encoder.phash import (dct_matrix, hamming, hash_paths, hash_to_hex, is_flat, phash_images,
+from encoder.hashing.hashes import (dct_matrix, hamming, hash_paths, hash_to_hex, is_flat, phash_images,
                            small_gray)
 
 DATA = Path(skimage.__file__).parent / "data"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import quantize
-from encoder import palette
+from encoder.palette import api as palette
 from tests.corpus import assert_reported, make_corpus
 
 

@@ -24,13 +24,20 @@ def test_two_commands_and_ci():
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.M)
     mk = (ROOT / "Makefile").read_text()
-    assert "encoder.demo" in mk and "-m pytest" in mk
+    assert "encoder.cli.demo" in mk and "-m pytest" in mk
 
 
 def test_readme_lists_every_module():
+    files = README.split("## Files", 1)[1]
     for p in sorted((ROOT / "encoder").glob("*.py")):
-        if p.name != "__init__.py":
-            assert f"encoder/{p.name}" in README, f"README's file list misses encoder/{p.name}"
+        if not p.name.startswith("_") or p.name == "__init__.py":
+            assert f"`encoder/{p.name}`" in files, f"README's file list misses encoder/{p.name}"
+    for pkg in sorted(d for d in (ROOT / "encoder").iterdir() if (d / "__init__.py").exists()):
+        row = next((line for line in files.splitlines() if line.startswith(f"| `encoder/{pkg.name}/`")), None)
+        assert row is not None, f"README's file list misses encoder/{pkg.name}/"
+        for p in sorted(pkg.glob("*.py")):
+            if not p.name.startswith("_"):
+                assert f"`{p.name}`" in row, f"README's row for encoder/{pkg.name}/ misses {p.name}"
 
 
 def tiny_fashion(src: Path, n_train: int = 200, n_test: int = 60) -> Path:
@@ -52,7 +59,7 @@ def demo(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("demo")
     src = tiny_fashion(tmp / "idx")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "encoder.demo", "--quick", "--source", str(src),
+    p = subprocess.run([sys.executable, "-m", "encoder.cli.demo", "--quick", "--source", str(src),
                         "--data", str(tmp / "fm"), "--out", str(tmp / "out"), "--queries", "2"],
                        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

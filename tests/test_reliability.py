@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from corpus import Corpus, make_corpus
-from encoder.index import Index
+from encoder.search.index import Index
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""encoder.resample: Pillow's LANCZOS resize of grey images, bit for bit."""
+"""encoder.hashing.lanczos: Pillow's LANCZOS resize of grey images, bit for bit."""
 from pathlib import Path
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import skimage
 from PIL import Image
 
-from encoder import resample
-from encoder.resample import coefficients, lanczos_resize
+from encoder.hashing import lanczos as resample
+from encoder.hashing.lanczos import coefficients, lanczos_resize
 
 PHOTO = Path(skimage.__file__).parent / "data" / "astronaut.png"
 

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 import search
-from encoder.autoencoder import ConvAutoencoder
-from encoder.codes import save_encoder
-from encoder.index import Index
+from encoder.ae.model import ConvAutoencoder
+from encoder.ae.inference import save_encoder
+from encoder.search.index import Index
 
 
 def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
@@ -54,14 +54,14 @@ def test_index_query_table_json_plot_recon(setup, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "broken.jpg" in err
     meta = json.loads((idx / "meta.json").read_text())
-    from encoder.codes import load_encoder
+    from encoder.ae.inference import load_encoder
     assert meta["method"] == "ae" and meta["version"] == load_encoder(ckpt).fingerprint
     assert meta["faiss_type"] == "Flat" and meta["metric"] == "l2" and meta["tuned_recall"] == 1.0
     codes = np.load(idx / "codes.npy")
     ids = json.loads((idx / "ids.json").read_text())
     assert codes.shape == (24, 128) and codes.dtype == np.float32 and len(ids) == 24 and ids[0] == "across/00.png"
     # the stored codes are the encoder's codes of those files
-    from encoder.codes import encode_paths
+    from encoder.ae.inference import encode_paths
     ref, _ = encode_paths(load_encoder(ckpt), [folder / ids[5]])
     np.testing.assert_allclose(codes[5], ref[0], rtol=1e-4, atol=1e-5)
 
@@ -106,7 +106,7 @@ def test_add_remove_and_refuse_other_model(setup, tmp_path, capsys):
         assert search.main(cmd + ["--checkpoint", str(other)]) == 2
         err = capsys.readouterr().err
         fp_idx = json.loads((idx / "meta.json").read_text())["version"]
-        from encoder.codes import load_encoder
+        from encoder.ae.inference import load_encoder
         assert fp_idx in err and load_encoder(other).fingerprint in err and "fingerprint" in err
     assert {f.name: f.read_bytes() for f in idx.iterdir()} == snapshot  # nothing written
 

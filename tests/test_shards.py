@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import search
-from encoder.shards import merge_shards, write_shard
+from encoder.ae.shards import merge_shards, write_shard
 from test_search_ae import class_folder, tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 One interface whatever the method: ``--method phash|dhash|ahash`` hashes images into a binary
 index; ``--method ae --checkpoint CKPT`` encodes them with a trained autoencoder into float
-codes (see :mod:`encoder.ann` for the FAISS index choice). An index records the hash
+codes (see :mod:`encoder.search.ann` for the FAISS index choice). An index records the hash
 definition or the model fingerprint; adding or querying with another one is refused.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 
 from encoder.atomic import write_json, write_text
 from encoder.data import GRAY_PREPROCESS_VERSION, ImageLoadError, image_paths, load_gray, report_skipped
-from encoder.dedup import DEFAULT_THRESHOLD, find_groups
-from encoder.index import Index, IndexMismatchError
-from encoder.phash import HASH_VERSION, METHODS, hash_paths
+from encoder.hashing.dedup import DEFAULT_THRESHOLD, find_groups
+from encoder.search.index import Index, IndexMismatchError
+from encoder.hashing.hashes import HASH_VERSION, METHODS, hash_paths
 
 ALL_METHODS = (*METHODS, "ae")
 
@@ -46,7 +46,7 @@ def _hash_inputs(inputs, method, draft, workers, mirror=False):
 
 def _encoder(checkpoint: str | None, idx: Index | None = None):
     """Load the checkpoint (default: the one recorded in the index) and check it fits the index."""
-    from encoder.codes import load_encoder
+    from encoder.ae.inference import load_encoder
 
     if checkpoint is None:
         if idx is None or not idx.meta.get("checkpoint"):
@@ -66,7 +66,7 @@ def _encoder(checkpoint: str | None, idx: Index | None = None):
 
 def _encode_inputs(enc, inputs, a):
     """Encode files/folders: (scan, codes (M,D), kept paths); unreadable files reported by name."""
-    from encoder.codes import encode_paths
+    from encoder.ae.inference import encode_paths
 
     scan = image_paths(inputs)
     errors = list(scan.skipped)
@@ -83,7 +83,7 @@ def _encode_inputs(enc, inputs, a):
 
 def _encode_distributed(enc, paths, a, errors):
     """Lightning predict over ``a.devices`` processes with the code-shard writer; None on ranks > 0."""
-    from encoder.shards import predict_codes
+    from encoder.ae.shards import predict_codes
 
     shard_dir = Path(a.shard_dir) if a.shard_dir else Path(a.output).with_name(Path(a.output).name + ".shards")
     res = predict_codes(enc.path, paths, shard_dir, devices=a.devices, strategy=a.strategy,
@@ -236,7 +236,7 @@ def cmd_query(a) -> int:
                 print(f"  {n['rank']:>3}  {d:>3}  {n['id']}" if isinstance(d, int)
                       else f"  {n['rank']:>3}  {d:>9.4f}  {n['id']}")
     if a.plot and results:
-        from encoder.plots import plot_query
+        from encoder.search.plots import plot_query
         for q, res in enumerate(results):
             out = Path(a.plot) if len(results) == 1 else Path(a.plot).with_name(f"{Path(a.plot).stem}_{q:04d}.png")
             plot_query(res["query"], [n["path"] for n in res["neighbours"]],
@@ -266,13 +266,13 @@ def cmd_dedup(a) -> int:
                 w.writerow([g, i, grp["max_distance"]])
         write_text(a.csv, buf.getvalue())
     if a.plot:
-        from encoder.plots import plot_groups
+        from encoder.search.plots import plot_groups
         plot_groups(groups, idx.meta["root"], a.plot)
     return 0
 
 
 def cmd_evaluate(a) -> int:
-    from encoder import evaluate
+    from encoder.search import evaluate
 
     enc = _encoder(a.checkpoint) if {"ae", "hybrid"} & set(a.methods) else None
     if a.neardup:
@@ -359,9 +359,20 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def run(argv: list[str] | None = None, description: str | None = None) -> int:
+DESCRIPTION = """Similarity search over an image folder: perceptual hashes or autoencoder codes + a FAISS index.
+
+    search.py index photos/ --method phash -o runs/idx
+    search.py index photos/ --method ae --checkpoint CKPT -o runs/ae_idx
+    search.py query runs/ae_idx query.jpg -k 5 --plot runs/q.png --show-recon
+    search.py add runs/idx more/ ; search.py remove runs/idx old.jpg
+    search.py dedup runs/idx --threshold 10 --csv runs/dups.csv --plot runs/dups.png
+    search.py evaluate data/fashion-mnist/train --queries data/fashion-mnist/test --checkpoint CKPT
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
     """Parse and run one command; errors about inputs print ``error: ...`` and return 2."""
-    p = build_parser(description)
+    p = build_parser(DESCRIPTION)
     a = p.parse_args(argv)
     if getattr(a, "k", 1) <= 0:
         p.error(f"k={a.k} must be a positive integer")
@@ -376,4 +387,4 @@ def run(argv: list[str] | None = None, description: str | None = None) -> int:
         return 2
 
 
-__all__ = ["build_parser", "run", "COMMANDS"]
+__all__ = ["build_parser", "main", "COMMANDS"]

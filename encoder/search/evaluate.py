@@ -27,7 +27,7 @@ pca .824/.789/.750, raw .818/.787/.752. Hybrid does not win here: phash50>ae .75
 ae50>phash .772/.764/.707 (L2), so search.py offers no hybrid query mode.
 
 **Near-duplicates** (:func:`evaluate_neardup`): every image of the folder is in the gallery; a
-seeded sample of them is transformed with each transform of :mod:`encoder.neardup`, and the
+seeded sample of them is transformed with each transform of :mod:`encoder.search.neardup`, and the
 transformed copy is the query. recall@1/@5 = fraction of queries whose original is ranked first
 / in the top 5. Measured on the 18 scikit-image/scikit-learn photos against 2,308 distractors
 (crops/tiles of them, lfw faces, Fashion-MNIST), same model: mean R@1/R@5 ae .90/.92, phash
@@ -51,9 +51,9 @@ from typing import Sequence
 import faiss
 import numpy as np
 
-from encoder import ann
-from encoder.data import ImageLoadError, image_paths, open_image, resize_gray, to_gray, to_rgb
-from encoder.phash import METHODS as HASH_METHODS, hamming, hash_paths, phash_images
+from encoder.search import ann
+from encoder.data import ImageLoadError, decode_folder, image_paths, open_image, resize_gray, to_gray, to_rgb
+from encoder.hashing.hashes import METHODS as HASH_METHODS, hamming, hash_paths, phash_images
 
 FEATURE_METHODS = ("ae", "raw", "pca", *HASH_METHODS)
 PCA_COMPONENTS = 128
@@ -123,8 +123,6 @@ def rerank(shortlist: np.ndarray, gallery: np.ndarray, queries: np.ndarray, hash
 
 
 def _decode(paths: list[Path], size: int, workers: int = 0):
-    from encoder.lit import decode_folder
-
     images, rows, skipped = decode_folder(paths, size, workers, progress=len(paths) > 2000)
     return images, [paths[r] for r in rows], skipped
 
@@ -202,7 +200,7 @@ def evaluate_folder(folder: str | os.PathLike, enc=None, methods: Sequence[str] 
                     metric: str = "l2", candidates: int = 50, k: int = 5, image_size: int | None = None) -> dict:
     """P@1/P@k/mAP@k per method on a labelled folder; returns a JSON-ready report.
 
-    ``enc`` is an :class:`encoder.codes.Encoder` (needed for ``ae`` and ``hybrid``).
+    ``enc`` is an :class:`encoder.ae.inference.Encoder` (needed for ``ae`` and ``hybrid``).
     """
     ann.check_metric(metric)
     feat_methods, hybrid = _methods(methods, enc)
@@ -256,7 +254,7 @@ def evaluate_neardup(folder: str | os.PathLike, enc=None, methods: Sequence[str]
     ``queries``, every image of that folder (then added to the gallery, ``folder`` being the
     distractors).
     """
-    from encoder.neardup import TRANSFORMS
+    from encoder.search.neardup import TRANSFORMS
 
     transforms = transforms or TRANSFORMS
     feat_methods, hybrid = _methods(methods, enc)

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from encoder.atomic import atomic_path  # noqa: E402
-from encoder.palette import Quantized, distinct_colors, segmentation  # noqa: E402
+from encoder.palette.api import Quantized, distinct_colors, segmentation  # noqa: E402
 
 
 def _save(fig, path: str | os.PathLike) -> None:

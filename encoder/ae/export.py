@@ -1,7 +1,7 @@
 """Export the encoder for inference without Lightning.
 
 * ``.pt``: the pickle-free encoder file (config + weights), read by
-  :func:`encoder.codes.load_encoder` (needs only torch and this package).
+  :func:`encoder.ae.inference.load_encoder` (needs only torch and this package).
 * ``.onnx``: the encoder graph (input ``images`` (N,1,S,S) float32 in [0,1], output ``codes``
   (N,D)), with a dynamic batch axis. When onnxruntime is installed the export is checked:
   codes from ONNX Runtime and from torch must agree (max abs difference reported).
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from encoder.atomic import write_bytes
-from encoder.codes import fingerprint, load_model, save_encoder
+from encoder.ae.inference import fingerprint, load_model, save_encoder
 
 ONNX_TOLERANCE = 1e-4
 

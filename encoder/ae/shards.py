@@ -116,8 +116,9 @@ def predict_codes(checkpoint: str | os.PathLike, paths: Sequence[str | os.PathLi
     (they only encode). With ``strategy="ddp"`` Lightning starts the other processes by
     re-running the current command, so call this from a script's ``main``.
     """
-    from encoder.codes import load_model
-    from encoder.lit import AutoencoderModule, PathDataset
+    from encoder.ae.inference import load_model
+    from encoder.ae.datamodule import PathDataset
+    from encoder.ae.lit import AutoencoderModule
 
     model = load_model(checkpoint)
     cfg = model.config

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from encoder.atomic import save_torch
-from encoder.autoencoder import ARCH, ConvAutoencoder
-from encoder.data import GRAY_PREPROCESS_VERSION
+from encoder.ae.model import ARCH, ConvAutoencoder
+from encoder.data import GRAY_PREPROCESS_VERSION, decode_folder, decoding_pool, decoding_workers
 
 
 class CheckpointError(ValueError):
@@ -173,8 +173,6 @@ def encode_paths(enc: Encoder, paths: Sequence[str | os.PathLike], batch_size: i
     from contextlib import nullcontext
 
     from tqdm import tqdm
-
-    from encoder.lit import decode_folder, decoding_pool, decoding_workers
 
     paths = [Path(p) for p in paths]
     codes, kept = [], []

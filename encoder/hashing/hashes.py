@@ -18,7 +18,7 @@ slightly, so a few bits can flip (measured in bench/phash_bench.py: with luma al
 mixes the two.
 
 The 32x32 LANCZOS resize, Pillow's costliest step after the decode, runs as int8 matrix
-products (:mod:`encoder.resample`, same pixels as Pillow) when ``fast_resize`` is on.
+products (:mod:`encoder.hashing.lanczos`, same pixels as Pillow) when ``fast_resize`` is on.
 
 Example:
     >>> from PIL import Image
@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from encoder import resample
+from encoder.hashing import lanczos as resample
 from encoder.data import ImageLoadError, open_image, to_gray
 
 METHODS = ("phash", "dhash", "ahash")
@@ -76,7 +76,7 @@ def small_gray(im: Image.Image, method: str = "phash", *, fast_resize: bool = Fa
     """Grey, resized pixels a hash is computed from: (32,32)|(8,9)|(8,8) float64 in [0,255].
 
     ``fast_resize`` takes the same LANCZOS resize as int8 matrix products
-    (:func:`encoder.resample.lanczos_resize`: bit-identical to Pillow's, 2-5x faster on
+    (:func:`encoder.hashing.lanczos.lanczos_resize`: bit-identical to Pillow's, 2-5x faster on
     photos; it imports torch) for images of ``FAST_RESIZE_MIN_PIXELS`` or more; Pillow's
     own call is cheaper on small ones (28x28 Fashion-MNIST: its fixed cost dominates).
     """
@@ -200,7 +200,7 @@ def hash_paths(
         errors: list that receives ``(path, reason)`` of files that could not be read.
         progress: show a tqdm bar.
         mirror: hash the horizontally flipped image instead.
-        fast_resize: resize with :mod:`encoder.resample` (same pixels as Pillow, 2-5x
+        fast_resize: resize with :mod:`encoder.hashing.lanczos` (same pixels as Pillow, 2-5x
             faster, needs torch). Default: when torch is already imported, or for 1,000
             files or more (where torch's one-time import, about 1-2 s, pays off).
 

@@ -17,7 +17,7 @@ or decode mode are refused with a message naming both.
 Binary index choice: ``IndexBinaryFlat`` (exact) up to ``HNSW_MIN`` hashes, ``IndexBinaryHNSW``
 beyond (approximate; speed and recall vs exact at 1M are measured in bench/phash_bench.py).
 
-Float codes: :mod:`encoder.ann` chooses the FAISS index by size and memory budget (``Flat``
+Float codes: :mod:`encoder.search.ann` chooses the FAISS index by size and memory budget (``Flat``
 exact up to 100k codes, ``IVF`` beyond, ``OPQ+IVF+PQ`` under a memory budget, or any factory
 string), tunes ``nprobe``/``efSearch`` to recall@5 >= 0.95 against exact (meta ``search_params``
 and ``tuned_recall``), and :meth:`Index.load` can memory-map codes and index (``mmap=True``).
@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import faiss
 import numpy as np
 
-from encoder import ann
+from encoder.search import ann
 from encoder.atomic import atomic_dir, save_npy, write_json
 
 FORMAT_VERSION = 1
@@ -139,7 +139,7 @@ class Index:
 
         For codes: ``metric`` ``"l2"``/``"cosine"``, ``faiss_type`` ``"auto"`` or a FAISS factory
         string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or e.g. ``"nprobe=32"``
-        (see :mod:`encoder.ann`).
+        (see :mod:`encoder.search.ann`).
         """
         vectors = np.asarray(vectors)
         kind = "hash" if vectors.dtype == np.uint8 else "code"

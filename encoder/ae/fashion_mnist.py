@@ -12,7 +12,7 @@ when complete, so an interrupted export never looks finished; a finished export 
 detected by its ``DONE`` marker and not redone.
 
 Example:
-    >>> from encoder.fashion_mnist import export
+    >>> from encoder.ae.fashion_mnist import export
     >>> export("data/fashion-mnist")          # doctest: +SKIP
     PosixPath('data/fashion-mnist')
 """

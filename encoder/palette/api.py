@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from encoder.metrics import psnr
+
 K_MIN, K_MAX = 2, 256
 DEFAULT_MAX_POINTS = 1 << 18  # more distinct colours than this: polish on 7-bit cells
 # Measured on the 7 bench photos at K=256 (worst per-photo PSNR vs full-pixel k-means / mean
@@ -208,15 +210,6 @@ def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     SH = 1.0 + 0.015 * Cpm * T
     RT = -np.sin(np.radians(2.0 * dtheta)) * RC
     return np.sqrt((dLp / SL) ** 2 + (dCp / SC) ** 2 + (dHp / SH) ** 2 + RT * (dCp / SC) * (dHp / SH))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images of the same shape (``inf`` when identical)."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
 
 
 def mean_ciede2000(image: np.ndarray, palette: np.ndarray, labels: np.ndarray) -> float:

@@ -25,7 +25,8 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from encoder.atomic import save_torch
-from encoder.lit import AutoencoderModule, ImageFolderDataModule, ReconstructionGrid
+from encoder.ae.datamodule import ImageFolderDataModule
+from encoder.ae.lit import AutoencoderModule, ReconstructionGrid
 
 TOOLS = ("prepare-fashion-mnist", "reconstruct", "decode", "export")
 
@@ -38,7 +39,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         save_torch(path, checkpoint)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
-        from encoder.codes import CheckpointError, _read
+        from encoder.ae.inference import CheckpointError, _read
 
         try:
             return _read(Path(path))
@@ -128,7 +129,7 @@ def _tools_parser() -> argparse.ArgumentParser:
 
 def run_tool(argv: list[str]) -> int:
     a = _tools_parser().parse_args(argv)
-    from encoder.codes import CheckpointError
+    from encoder.ae.inference import CheckpointError
 
     try:
         return {"prepare-fashion-mnist": _prepare, "reconstruct": _reconstruct, "decode": _decode,
@@ -139,7 +140,7 @@ def run_tool(argv: list[str]) -> int:
 
 
 def _prepare(a) -> int:
-    from encoder.fashion_mnist import export
+    from encoder.ae.fashion_mnist import export
 
     out = export(a.out, a.source, a.limit)
     print(f"Fashion-MNIST image folder ready: {out}/train (class subfolders), {out}/test")
@@ -147,9 +148,9 @@ def _prepare(a) -> int:
 
 
 def _reconstruct(a) -> int:
-    from encoder.codes import load_encoder
+    from encoder.ae.inference import load_encoder
     from encoder.data import image_paths, report_skipped
-    from encoder.recon import reconstruct_paths
+    from encoder.ae.recon import reconstruct_paths
 
     enc = load_encoder(a.checkpoint)
     scan = image_paths(a.images)
@@ -167,8 +168,8 @@ def _reconstruct(a) -> int:
 
 
 def _decode(a) -> int:
-    from encoder.codes import load_encoder
-    from encoder.recon import decode_to_files, load_codes
+    from encoder.ae.inference import load_encoder
+    from encoder.ae.recon import decode_to_files, load_codes
 
     enc = load_encoder(a.checkpoint)
     codes = load_codes(a.codes, enc.code_dim)
@@ -185,7 +186,7 @@ def _decode(a) -> int:
 
 
 def _export(a) -> int:
-    from encoder.export import export_encoder
+    from encoder.ae.export import export_encoder
 
     info = export_encoder(a.checkpoint, a.output)
     print(json.dumps(info, indent=2))

@@ -1,6 +1,6 @@
 """Pillow's LANCZOS resize of 8-bit grey images, bit for bit, as integer matrix products.
 
-``imagehash`` (and so :mod:`encoder.phash`) shrinks every image to 32x32 with Pillow's
+``imagehash`` (and so :mod:`encoder.hashing.hashes`) shrinks every image to 32x32 with Pillow's
 LANCZOS filter. Pillow runs that filter as a scalar C loop in 22-bit fixed point: a
 horizontal pass (each output column a weighted sum of about 6 * W/32 input columns,
 rounded and clipped to 0..255), then a vertical pass the same way. On photos that costs

@@ -1,7 +1,7 @@
 """The main job end to end on the built-in default (``make demo``).
 
-    python -m encoder.demo --out runs/demo            # what `make demo` runs (641 s measured on one core)
-    python -m encoder.demo --quick --out runs/quick   # a 1-2 minute version on 2,000 images
+    python -m encoder.cli.demo --out runs/demo            # what `make demo` runs (641 s measured on one core)
+    python -m encoder.cli.demo --quick --out runs/quick   # a 1-2 minute version on 2,000 images
 
 Steps, each one of the toolkit's command lines (run as subprocesses, exactly as a user types them):
 
@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sample_photo() -> Path:

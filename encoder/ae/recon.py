@@ -3,7 +3,7 @@
 Arrays are ``(N, S, S)`` float32 grey in [0, 1].
 
 Example:
-    >>> from encoder.codes import load_encoder                     # doctest: +SKIP
+    >>> from encoder.ae.inference import load_encoder                     # doctest: +SKIP
     >>> enc = load_encoder("runs/train/checkpoints/last.ckpt")     # doctest: +SKIP
     >>> result = reconstruct_paths(enc, ["a.png"], "runs/recon")   # doctest: +SKIP
     >>> result["mean_psnr"]                                        # doctest: +SKIP
@@ -18,40 +18,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from encoder.atomic import save_npy, write_bytes, write_json, write_text
-
-
-def psnr_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image PSNR (dB) of ``(N,S,S)`` arrays in [0,1]; identical images give ``inf``."""
-    mse = ((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2).reshape(len(a), -1).mean(1)
-    with np.errstate(divide="ignore"):
-        return 10 * np.log10(1.0 / mse)
-
-
-def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, win: int = 11) -> np.ndarray:
-    """Per-image SSIM (Wang et al. 2004: Gaussian window 11/1.5, K1=0.01, K2=0.03, data range 1).
-
-    Matches ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, data_range=1)`` (checked in tests).
-    """
-    x = torch.as_tensor(np.asarray(a, np.float64)).unsqueeze(1)
-    y = torch.as_tensor(np.asarray(b, np.float64)).unsqueeze(1)
-    r = win // 2
-    g = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
-    g = (g / g.sum())
-    kh, kv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
-
-    def blur(t):
-        return F.conv2d(F.conv2d(t, kh), kv)   # valid region only, as skimage crops the border
-
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1).numpy()
+from encoder.data import decode_folder
+from encoder.metrics import psnr, ssim
 
 
 def grid_image(rows: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
@@ -68,8 +39,6 @@ def grid_image(rows: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
 
 def save_grid(originals: np.ndarray, recons: np.ndarray, out: str | os.PathLike, scale: int = 2) -> None:
     """PNG with originals on the top row and reconstructions below (atomic write)."""
-    from PIL import Image
-
     im = Image.fromarray(grid_image([originals, recons]))
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
@@ -92,8 +61,6 @@ def reconstruct_paths(enc, paths: Sequence[str | os.PathLike], out: str | os.Pat
     (``grid_n`` originals spread over the set, over their reconstructions), ``metrics.csv`` (per image PSNR
     and SSIM), ``summary.json``; with ``save_images`` also ``images/<id>.png`` per reconstruction.
     """
-    from encoder.lit import decode_folder
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     errors = [] if errors is None else errors
@@ -105,7 +72,7 @@ def reconstruct_paths(enc, paths: Sequence[str | os.PathLike], out: str | os.Pat
     x = images.astype(np.float32) / 255.0
     codes = enc.encode(x, batch_size)
     recon = enc.decode(codes, batch_size)
-    p, s = psnr_np(x, recon), ssim(x, recon)
+    p, s = psnr(x, recon, per_image=True), ssim(x, recon)
     base = Path(root) if root else Path(os.path.commonpath([str(k.absolute().parent) for k in kept]))
     ids = []
     for k in kept:
@@ -135,8 +102,6 @@ def reconstruct_paths(enc, paths: Sequence[str | os.PathLike], out: str | os.Pat
 
 def decode_to_files(images: np.ndarray, names: Sequence[str], out: str | os.PathLike) -> list[Path]:
     """Save ``(N,S,S)`` images in [0,1] as PNGs named after ``names`` (``.png`` appended)."""
-    from PIL import Image
-
     written = []
     for im, name in zip(images, names):
         dest = Path(out) / (Path(name).as_posix() + ".png")

@@ -1,6 +1,6 @@
 """Lightning wrappers: the image-folder DataModule, the autoencoder LightningModule, callbacks.
 
-The torch modules live in :mod:`encoder.autoencoder`; this file only adds training logic.
+The torch modules live in :mod:`encoder.ae.model`; this file only adds training logic.
 
 * :class:`ImageFolderDataModule` scans a folder recursively with the shared loader
   (:func:`encoder.data.scan_folder`), decodes every image once to 64x64 grey (``cache=True``,
@@ -20,200 +20,17 @@ The torch modules live in :mod:`encoder.autoencoder`; this file only adds traini
 from __future__ import annotations
 
 import math
-import os
 import sys
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from encoder.autoencoder import ConvAutoencoder
-from encoder.data import ImageLoadError, load_gray, report_skipped, scan_folder
-
-
-# ----------------------------------------------------------------------------- data
-
-def _decode_u8(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
-    path, size = args
-    try:
-        return (load_gray(path, size) * 255.0 + 0.5).astype(np.uint8), None
-    except ImageLoadError as e:
-        return None, e.reason
-    except OSError as e:
-        return None, f"cannot read: {e}"
-
-
-def decoding_workers(workers: int = 0) -> int:
-    """Decoding processes to use: ``workers``, or (0) up to 4 by CPU count."""
-    return workers or min(4, os.cpu_count() or 1)
-
-
-def decoding_pool(workers: int = 0):
-    """A process pool for :func:`decode_folder` (``workers=0``: up to 4 by CPU count)."""
-    workers = decoding_workers(workers)
-    return get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers)
-
-
-def decode_folder(paths: list[Path], size: int = 64, workers: int = 0, progress: bool = True,
-                  pool=None) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
-    """Decode ``paths`` to a ``(M, size, size)`` uint8 array.
-
-    Returns ``(images, kept_rows, skipped)``: ``kept_rows`` are the positions in ``paths`` of the
-    M images decoded; ``skipped`` lists ``(path, reason)`` for the others. ``pool`` (from
-    :func:`decoding_pool`) is used when given, so that a caller decoding many chunks starts
-    its processes once; otherwise 2,000 or more paths get a pool of their own.
-    """
-    from tqdm import tqdm
-
-    jobs = [(str(p), size) for p in paths]
-    workers = decoding_workers(workers)
-    bar = dict(total=len(jobs), desc="decoding", unit="img", disable=not progress or len(jobs) < 500,
-               file=sys.stderr)
-    if pool is not None:
-        results = list(tqdm(pool.imap(_decode_u8, jobs, chunksize=256), **bar))
-    elif workers > 1 and len(jobs) >= 2000:
-        with decoding_pool(workers) as own:
-            results = list(tqdm(own.imap(_decode_u8, jobs, chunksize=256), **bar))
-    else:
-        results = [_decode_u8(j) for j in tqdm(jobs, **bar)]
-    images, kept, skipped = [], [], []
-    for i, (arr, reason) in enumerate(results):
-        if arr is None:
-            skipped.append((paths[i], reason))
-        else:
-            images.append(arr)
-            kept.append(i)
-    out = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
-    return out, kept, skipped
-
-
-def folder_labels(ids: list[str]) -> tuple[list[int], list[str]]:
-    """Labels from class subfolders: ``("a/x.png", "b/y.png") -> ([0, 1], ["a", "b"])``.
-
-    Returns ``([], [])`` when some image is not inside a subfolder (unlabelled folder).
-    """
-    if not ids or any("/" not in i for i in ids):
-        return [], []
-    names = sorted({i.split("/", 1)[0] for i in ids})
-    lookup = {n: k for k, n in enumerate(names)}
-    return [lookup[i.split("/", 1)[0]] for i in ids], names
-
-
-class ImageFolderDataModule(pl.LightningDataModule):
-    """A folder of images (recursive) as 64x64 grey tensors in [0, 1], split train/val.
-
-    Args:
-        root: the image folder. Class subfolders (``root/<class>/*.png``) give labels.
-        image_size: side of the square grey input (the model's ``image_size``).
-        batch_size: images per step.
-        val_fraction: share held out for validation (fixed ``seed``); 0 disables validation.
-        num_workers: processes decoding the folder once (0 = up to 4 by CPU count).
-        seed: split seed.
-        limit: use only the first ``limit`` images (sorted by path), for quick runs.
-    """
-
-    def __init__(self, root: str = "data/fashion-mnist/train", image_size: int = 64, batch_size: int = 256,
-                 val_fraction: float = 0.1, num_workers: int = 0, seed: int = 0, limit: int | None = None):
-        super().__init__()
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.root, self.image_size, self.batch_size = root, image_size, batch_size
-        self.val_fraction, self.num_workers, self.seed, self.limit = val_fraction, num_workers, seed, limit
-        self.images: torch.Tensor | None = None
-        self.labels: torch.Tensor | None = None
-        self.class_names: list[str] = []
-        self.ids: list[str] = []
-        self.skipped: list[tuple[Path, str]] = []
-        self._scan = None
-
-    def _scan_root(self):
-        if self._scan is None:
-            self._scan = scan_folder(self.root)
-        return self._scan
-
-    @property
-    def num_classes(self) -> int:
-        """Number of class subfolders (0 for an unlabelled folder); known before ``setup``."""
-        return len(folder_labels(self._scan_root().ids)[1])
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.images is not None:
-            return
-        scan = self._scan_root()
-        paths = scan.paths[: self.limit] if self.limit else scan.paths
-        rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0
-        images, kept, skipped = decode_folder(paths, self.image_size, self.num_workers, progress=rank_zero)
-        self.skipped = list(scan.skipped) + skipped
-        if rank_zero and self.skipped:
-            report_skipped(self.skipped, limit=50)
-        if len(images) == 0:
-            raise ValueError(f"no readable images in {self.root} ({len(paths)} image files tried, "
-                             f"{len(self.skipped)} skipped): expected a folder of images")
-        self.ids = [scan.relative(paths[i]) for i in kept]
-        labels, self.class_names = folder_labels(self.ids)
-        self.images = torch.from_numpy(images)
-        self.labels = torch.tensor(labels if labels else [-1] * len(self.ids), dtype=torch.long)
-        g = torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(len(self.ids), generator=g)
-        n_val = int(round(len(order) * self.val_fraction))
-        if self.val_fraction > 0 and len(order) > 1:
-            n_val = max(1, n_val)
-        self.val_rows, self.train_rows = order[:n_val], order[n_val:]
-        if len(self.train_rows) == 0:
-            raise ValueError(f"only {len(self.ids)} readable images in {self.root}: too few to train")
-        if rank_zero:
-            print(f"{self.root}: {len(self.train_rows)} training + {len(self.val_rows)} validation images"
-                  f"{f', {len(self.class_names)} classes' if self.class_names else ''}"
-                  f"{f', {len(self.skipped)} files skipped' if self.skipped else ''}", file=sys.stderr)
-
-    def _dataset(self, rows: torch.Tensor) -> TensorDataset:
-        return TensorDataset(self.images[rows], self.labels[rows])
-
-    def _loader(self, rows, shuffle: bool) -> DataLoader:
-        return DataLoader(self._dataset(rows), batch_size=self.batch_size, shuffle=shuffle,
-                          drop_last=shuffle and len(rows) > self.batch_size,
-                          pin_memory=torch.cuda.is_available())
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_rows, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_rows, shuffle=False) if len(self.val_rows) else []
-
-    def predict_dataloader(self) -> DataLoader:
-        rows = torch.arange(len(self.ids))
-        return DataLoader(TensorDataset(self.images, rows, torch.ones(len(rows), dtype=torch.bool)),
-                          batch_size=self.batch_size)
-
-
-class PathDataset(Dataset):
-    """Image files decoded on demand, for prediction over folders too big to cache.
-
-    Items are ``(image (1,S,S) uint8, row, valid)``; an unreadable file gives a zero
-    image with ``valid=False`` and its reason in ``self.errors[row]`` (of the worker process).
-    """
-
-    def __init__(self, paths: list[str | os.PathLike], image_size: int = 64):
-        self.paths = [str(p) for p in paths]
-        self.image_size = image_size
-        self.errors: dict[int, str] = {}
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        arr, reason = _decode_u8((self.paths[i], self.image_size))
-        if arr is None:
-            self.errors[i] = reason
-            return torch.zeros(1, self.image_size, self.image_size, dtype=torch.uint8), i, False
-        return torch.from_numpy(arr).unsqueeze(0), i, True
+from encoder.ae.model import ConvAutoencoder
+from encoder.ae.recon import save_grid
+from encoder.metrics import psnr
 
 
 # ----------------------------------------------------------------------------- model
@@ -223,12 +40,6 @@ def to_input(batch: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
     x = batch if batch.ndim == 4 else batch.unsqueeze(1)
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images in [0, 1]: ``(N, ...)`` -> ``(N,)`` (100 dB cap for equal images)."""
-    mse = (a.float() - b.float()).flatten(1).pow(2).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
 def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -259,7 +70,7 @@ LINEAR_PATH = {f"model.{part}.linear.{w}" for part in ("encoder", "decoder") for
 
 
 class AutoencoderModule(pl.LightningModule):
-    """Trains :class:`encoder.autoencoder.ConvAutoencoder`.
+    """Trains :class:`encoder.ae.model.ConvAutoencoder`.
 
     Args:
         code_dim: length of the code (128 in the design).
@@ -327,7 +138,7 @@ class AutoencoderModule(pl.LightningModule):
         recon = raw.detach().clamp(0, 1)
         mse = F.mse_loss(raw, x)
         loss = mse
-        log = {f"{stage}/mse": mse, f"{stage}/psnr": psnr(recon, x).mean()}
+        log = {f"{stage}/mse": mse, f"{stage}/psnr": psnr(recon, x, per_image=True).mean()}
         hp = self.hparams
         if stage == "train" and hp.contrastive_weight > 0:
             k = max(2, int(len(x) * hp.contrastive_fraction))
@@ -402,8 +213,6 @@ class ReconstructionGrid(pl.Callback):
         dm = trainer.datamodule
         if getattr(dm, "images", None) is None or len(dm.val_rows) == 0:
             return
-        from encoder.recon import save_grid
-
         rows = dm.val_rows[: self.n]
         x = to_input(dm.images[rows], module.hparams.channels_last).to(module.device)
         was_training = module.training
@@ -416,5 +225,5 @@ class ReconstructionGrid(pl.Callback):
 
 
 def checkpoint_payload(model: ConvAutoencoder) -> dict[str, Any]:
-    """The minimal, pickle-free encoder file: config + weights (see encoder.codes.save_encoder)."""
+    """The minimal, pickle-free encoder file: config + weights (see encoder.ae.inference.save_encoder)."""
     return {"config": model.config, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}

@@ -1,0 +1,132 @@
+"""The image-folder DataModule: a folder of images as 64x64 grey tensors, split train/val.
+
+The folder is scanned recursively with the shared loader (:func:`encoder.data.scan_folder`),
+every image decoded once to 64x64 grey (in worker processes, with a progress bar) and kept as
+a uint8 tensor, so an epoch costs no decoding. Unreadable files are reported by name and
+skipped. When every image sits in a class subfolder (``root/<class>/...``) the subfolder
+names are the labels. :class:`PathDataset` decodes on demand for prediction over folders too
+big to cache.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from encoder.data import decode_folder, decode_gray_u8, folder_labels, report_skipped, scan_folder
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """A folder of images (recursive) as 64x64 grey tensors in [0, 1], split train/val.
+
+    Args:
+        root: the image folder. Class subfolders (``root/<class>/*.png``) give labels.
+        image_size: side of the square grey input (the model's ``image_size``).
+        batch_size: images per step.
+        val_fraction: share held out for validation (fixed ``seed``); 0 disables validation.
+        num_workers: processes decoding the folder once (0 = up to 4 by CPU count).
+        seed: split seed.
+        limit: use only the first ``limit`` images (sorted by path), for quick runs.
+    """
+
+    def __init__(self, root: str = "data/fashion-mnist/train", image_size: int = 64, batch_size: int = 256,
+                 val_fraction: float = 0.1, num_workers: int = 0, seed: int = 0, limit: int | None = None):
+        super().__init__()
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.root, self.image_size, self.batch_size = root, image_size, batch_size
+        self.val_fraction, self.num_workers, self.seed, self.limit = val_fraction, num_workers, seed, limit
+        self.images: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+        self.class_names: list[str] = []
+        self.ids: list[str] = []
+        self.skipped: list[tuple[Path, str]] = []
+        self._scan = None
+
+    def _scan_root(self):
+        if self._scan is None:
+            self._scan = scan_folder(self.root)
+        return self._scan
+
+    @property
+    def num_classes(self) -> int:
+        """Number of class subfolders (0 for an unlabelled folder); known before ``setup``."""
+        return len(folder_labels(self._scan_root().ids)[1])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.images is not None:
+            return
+        scan = self._scan_root()
+        paths = scan.paths[: self.limit] if self.limit else scan.paths
+        rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0
+        images, kept, skipped = decode_folder(paths, self.image_size, self.num_workers, progress=rank_zero)
+        self.skipped = list(scan.skipped) + skipped
+        if rank_zero and self.skipped:
+            report_skipped(self.skipped, limit=50)
+        if len(images) == 0:
+            raise ValueError(f"no readable images in {self.root} ({len(paths)} image files tried, "
+                             f"{len(self.skipped)} skipped): expected a folder of images")
+        self.ids = [scan.relative(paths[i]) for i in kept]
+        labels, self.class_names = folder_labels(self.ids)
+        self.images = torch.from_numpy(images)
+        self.labels = torch.tensor(labels if labels else [-1] * len(self.ids), dtype=torch.long)
+        g = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(len(self.ids), generator=g)
+        n_val = int(round(len(order) * self.val_fraction))
+        if self.val_fraction > 0 and len(order) > 1:
+            n_val = max(1, n_val)
+        self.val_rows, self.train_rows = order[:n_val], order[n_val:]
+        if len(self.train_rows) == 0:
+            raise ValueError(f"only {len(self.ids)} readable images in {self.root}: too few to train")
+        if rank_zero:
+            print(f"{self.root}: {len(self.train_rows)} training + {len(self.val_rows)} validation images"
+                  f"{f', {len(self.class_names)} classes' if self.class_names else ''}"
+                  f"{f', {len(self.skipped)} files skipped' if self.skipped else ''}", file=sys.stderr)
+
+    def _dataset(self, rows: torch.Tensor) -> TensorDataset:
+        return TensorDataset(self.images[rows], self.labels[rows])
+
+    def _loader(self, rows, shuffle: bool) -> DataLoader:
+        return DataLoader(self._dataset(rows), batch_size=self.batch_size, shuffle=shuffle,
+                          drop_last=shuffle and len(rows) > self.batch_size,
+                          pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_rows, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_rows, shuffle=False) if len(self.val_rows) else []
+
+    def predict_dataloader(self) -> DataLoader:
+        rows = torch.arange(len(self.ids))
+        return DataLoader(TensorDataset(self.images, rows, torch.ones(len(rows), dtype=torch.bool)),
+                          batch_size=self.batch_size)
+
+
+class PathDataset(Dataset):
+    """Image files decoded on demand, for prediction over folders too big to cache.
+
+    Items are ``(image (1,S,S) uint8, row, valid)``; an unreadable file gives a zero
+    image with ``valid=False`` and its reason in ``self.errors[row]`` (of the worker process).
+    """
+
+    def __init__(self, paths: list[str | os.PathLike], image_size: int = 64):
+        self.paths = [str(p) for p in paths]
+        self.image_size = image_size
+        self.errors: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        arr, reason = decode_gray_u8((self.paths[i], self.image_size))
+        if arr is None:
+            self.errors[i] = reason
+            return torch.zeros(1, self.image_size, self.image_size, dtype=torch.uint8), i, False
+        return torch.from_numpy(arr).unsqueeze(0), i, True
