@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_autoencoder import _write_idx
+from helpers import tiny_fashion
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -38,20 +38,6 @@ def test_readme_lists_every_module():
         for p in sorted(pkg.glob("*.py")):
             if not p.name.startswith("_"):
                 assert f"`{p.name}`" in row, f"README's row for encoder/{pkg.name}/ misses {p.name}"
-
-
-def tiny_fashion(src: Path, n_train: int = 200, n_test: int = 60) -> Path:
-    """IDX files shaped like Fashion-MNIST: 10 classes, each a distinct bar pattern plus noise."""
-    src.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        imgs = rng.integers(0, 40, (n, 28, 28))
-        for i, c in enumerate(labels):
-            imgs[i, 2 + 2 * c: 6 + 2 * c, 4:24] = 230       # a bar whose height encodes the class
-        _write_idx(src / f"{prefix}-images-idx3-ubyte.gz", imgs)
-        _write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return src
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +18,9 @@ from encoder.ae.inference import CheckpointError, encode_paths, fingerprint, loa
 from encoder.ae.datamodule import ImageFolderDataModule
 from encoder.ae.lit import AutoencoderModule
 from encoder.data import folder_labels
+from helpers import write_idx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
 
@@ -388,19 +388,13 @@ def test_export_onnx_and_pt_give_same_codes(trained, tmp_path):
     np.testing.assert_array_equal(enc_pt.encode(x), enc.encode(x))
 
 
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.astype(np.uint8).tobytes())
-
-
 def test_prepare_fashion_mnist_from_idx(tmp_path):
     src = tmp_path / "idx"
     src.mkdir()
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 20), ("t10k", 10)):
-        _write_idx(src / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
-        _write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+        write_idx(src / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     run("train.py", "prepare-fashion-mnist", "--source", src, "--out", tmp_path / "fm")
     assert len(list((tmp_path / "fm" / "train").rglob("*.png"))) == 20
     assert len(list((tmp_path / "fm" / "test" / "sandal").glob("*.png"))) == 1

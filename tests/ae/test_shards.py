@@ -11,9 +11,9 @@ import torch
 
 import search
 from encoder.ae.shards import merge_shards, write_shard
-from test_search_ae import class_folder, tiny_checkpoint
+from helpers import class_folder, tiny_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _batch(rows, valid=None, d=4):

@@ -7,7 +7,7 @@ from sklearn.decomposition import PCA
 
 import search
 from encoder.search.evaluate import class_labels, evaluate_folder, pca_fit, pca_project, rerank, retrieval_metrics
-from test_search_ae import class_folder, tiny_checkpoint
+from helpers import class_folder, tiny_checkpoint
 
 
 def test_metrics_by_hand():

@@ -8,31 +8,10 @@ import torch
 from PIL import Image
 
 import search
+from helpers import class_folder, tiny_checkpoint
 from encoder.ae.model import ConvAutoencoder
 from encoder.ae.inference import save_encoder
 from encoder.search.index import Index
-
-
-def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
-    """An untrained but deterministic small autoencoder saved as an encoder file."""
-    torch.manual_seed(seed)
-    save_encoder(ConvAutoencoder(code_dim=128, width=8, image_size=64).eval(), path)
-    return path
-
-
-def class_folder(root: Path, per_class: int = 8, seed: int = 0) -> Path:
-    """root/<class>/NN.png: three visually distinct classes (gradients across, down, rings) + noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:40, 0:48].astype(np.float64)
-    patterns = {"across": xx / 47, "down": yy / 39, "rings": 0.5 + 0.5 * np.cos(np.hypot(yy - 20, xx - 24) / 2.5)}
-    for name, base in patterns.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            g = np.clip(base * 200 + 25 + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-            tint = rng.integers(0, 40, 3)
-            rgb = np.clip(np.dstack([g + t for t in tint]), 0, 255).astype(np.uint8)
-            Image.fromarray(rgb).save(root / name / f"{i:02d}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
