@@ -328,18 +328,25 @@ def load_each(
 ) -> Iterator[tuple[Path, T]]:
     """Apply ``load`` to each path; yield ``(path, result)`` for the good ones.
 
-    Failures (:class:`ImageLoadError`, ``OSError``) are appended to ``errors`` as
-    ``(path, reason)`` and the run goes on; other exceptions propagate (they are bugs).
+    Failures (:class:`ImageLoadError`, ``OSError``) never stop the run and are never dropped:
+    they are appended to ``errors`` as ``(path, reason)`` when a list is given (the caller
+    reports them), otherwise printed at once to stderr as ``skipped <path>: <reason>``. Other
+    exceptions propagate (they are bugs).
     """
     for p in paths:
         try:
             yield p, load(p)
         except ImageLoadError as e:
-            if errors is not None:
-                errors.append((p, e.reason))
+            _failed(p, e.reason, errors)
         except OSError as e:
-            if errors is not None:
-                errors.append((p, f"cannot read: {e}"))
+            _failed(p, f"cannot read: {e}", errors)
+
+
+def _failed(path: Path, reason: str, errors: list[tuple[Path, str]] | None) -> None:
+    if errors is not None:
+        errors.append((path, reason))
+    else:
+        report_skipped([(path, reason)])
 
 
 def report_skipped(skipped: Sequence[tuple[Path, str]], *, stream=None, limit: int | None = None) -> None:

@@ -230,3 +230,14 @@ def test_loader_over_the_bad_input_corpus(tmp_path):
         assert x.shape == (64, 64) and 0.0 <= x.min() <= x.max() <= 1.0
     # EXIF rotation applied: the stored 96x80 photo comes out 80x96
     assert load_rgb(c.root / "odd/exif_rotated.jpg").shape == (96, 80, 3)
+
+
+def test_load_each_without_an_error_list_reports_on_stderr(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    got = [p.name for p, _ in load_each(sorted(tmp_path.iterdir()), load_rgb)]
+    assert got == ["good.png"]
+    err = capsys.readouterr().err
+    assert f"skipped {tmp_path / 'bad.png'}: not a recognised image format" in err

@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from encoder.atomic import write_json, write_text
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -133,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
                "seconds": {**run.times, "total": round(time.perf_counter() - t0, 1)},
                "figures": sorted(str(p.relative_to(out)) for p in out.rglob("*.png")
                                  if "train" not in p.parts and "quantize" not in p.parts)[:40]}
-    from encoder.atomic import write_json, write_text
-
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", render_summary(summary))
     print("\n" + render_summary(summary))
@@ -161,11 +161,16 @@ def render_summary(s: dict) -> str:
     lines += ["", "## Palette compression of a sample photo", "",
               "| K | PSNR dB | bytes before | bytes after | ratio |", "|---|---|---|---|---|"]
     for r in _quantize_rows(s["quantize"]):
-        lines.append(f"| {r.get('k')} | {r.get('psnr', float('nan')):.2f} | {r.get('bytes_before')} | "
+        lines.append(f"| {r.get('k')} | {_db(r.get('psnr'))} | {r.get('bytes_before')} | "
                      f"{r.get('bytes_after')} | {r.get('ratio', float('nan')):.2f} |")
     lines += ["", "## Time per step (seconds)", ""]
     lines += [f"- {k}: {v}" for k, v in s["seconds"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _db(psnr: float | None) -> str:
+    """A PSNR cell: ``quantize.py --json`` writes a lossless result's infinite PSNR as null."""
+    return "lossless" if psnr is None or psnr == float("inf") else f"{psnr:.2f}"
 
 
 def _quantize_rows(qz: list) -> list[dict]:
