@@ -30,5 +30,5 @@ __getattr__, __dir__ = exports(__name__, {
     "find_groups": "encoder.hashing.dedup:find_groups",
     "Index": "encoder.search.index:Index",
     "quantize": "encoder.palette.api:quantize",
-    "evaluate_palette": "encoder.palette.api:evaluate",
+    "palette_stats": "encoder.palette.report:palette_stats",
 })

@@ -88,28 +88,12 @@ def open_image(
     Raises:
         ImageLoadError: missing, unreadable, truncated, not an image, or too large.
     """
-    p = Path(path)
-    if not p.exists():
-        raise ImageLoadError(p, "no such file")
-    if p.is_dir():
-        raise ImageLoadError(p, "is a directory, expected an image file")
-    try:
-        size = p.stat().st_size
-    except OSError as e:
-        raise ImageLoadError(p, f"cannot stat: {e.strerror or e}") from e
-    if size == 0:
-        raise ImageLoadError(p, "empty file (0 bytes)")
+    p = _check_file(Path(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns on odd EXIF/ICC; we report errors
             im = Image.open(p)
-            w, h = im.size
-            if w <= 0 or h <= 0:
-                raise ImageLoadError(p, f"invalid size {w}x{h}")
-            if max_pixels is not None and w * h > max_pixels:
-                raise ImageLoadError(
-                    p, f"{w}x{h} = {w * h:,} pixels exceeds max_pixels={max_pixels:,} "
-                    "(possible decompression bomb; raise max_pixels to allow it)")
+            _check_size(p, im, max_pixels)
             if im.format == "JPEG":
                 if luma_only and im.mode == "RGB":
                     im.draft("L", draft_size or im.size)
@@ -127,6 +111,32 @@ def open_image(
         # Truncated data, bad chunks, broken headers all land here.
         raise ImageLoadError(p, f"cannot decode: {e}") from e
     return im
+
+
+def _check_file(p: Path) -> Path:
+    """``p`` if it is a non-empty file, else :class:`ImageLoadError` saying what it is."""
+    if not p.exists():
+        raise ImageLoadError(p, "no such file")
+    if p.is_dir():
+        raise ImageLoadError(p, "is a directory, expected an image file")
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise ImageLoadError(p, f"cannot stat: {e.strerror or e}") from e
+    if size == 0:
+        raise ImageLoadError(p, "empty file (0 bytes)")
+    return p
+
+
+def _check_size(p: Path, im: Image.Image, max_pixels: int | None) -> None:
+    """Refuse a header that declares no pixels or more than ``max_pixels`` (before decoding)."""
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise ImageLoadError(p, f"invalid size {w}x{h}")
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageLoadError(
+            p, f"{w}x{h} = {w * h:,} pixels exceeds max_pixels={max_pixels:,} "
+            "(possible decompression bomb; raise max_pixels to allow it)")
 
 
 def _scale_16bit(arr: np.ndarray) -> np.ndarray:
