@@ -6,7 +6,8 @@
 1. Hashing throughput on real JPEG photos (scikit-image/scikit-learn samples written as JPEG,
    plus upscaled 4000x3000 copies): imagehash.phash vs encoder.hashing.hashes.hash_paths (full decode,
    must be bit-identical; with Pillow's resize and with encoder.hashing.lanczos's int8 one) and with
-   JPEG draft decoding (bits that differ are counted).
+   JPEG draft decoding (bits that differ are counted), and, untimed, the luma-only decode at
+   full size (draft mode without its scaling) to tell the two effects of draft mode apart.
 2. Near-duplicate recall@1/@5 per transform and hash, plain and mirror-aware, against a
    gallery of the photos + distractors (crops/tiles of the photos, lfw faces, Fashion-MNIST).
 3. Binary index search speed at 1M (100k with --quick) random 64-bit hashes: IndexBinaryFlat
@@ -31,10 +32,11 @@ import skimage  # noqa: E402
 import sklearn  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from encoder import resample  # noqa: E402
 from encoder.data import open_image  # noqa: E402
+from encoder.hashing import lanczos  # noqa: E402
 from encoder.search.neardup import TRANSFORMS  # noqa: E402
-from encoder.hashing.hashes import _pillow_block_cache, hamming, hash_paths, hash_to_hex, phash_images  # noqa: E402
+from encoder.hashing.hashes import (METHODS, _pillow_block_cache, hamming, hash_images, hash_paths,  # noqa: E402
+                                    hash_to_hex)
 
 SK = Path(skimage.__file__).parent / "data"
 PHOTOS = [SK / n for n in ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "retina.jpg",
@@ -65,13 +67,14 @@ def bench_throughput(quick: bool) -> None:
         def best_of_3(fn):  # the machine is shared: the fastest of 3 runs is the least disturbed
             times = []
             for _ in range(3):
-                resample._PLANS.clear()  # every size is new to each run, as in a fresh process
+                lanczos._PLANS.clear()  # every size is new to each run, as in a fresh process
                 t = time.perf_counter()
                 out = fn()
                 times.append(time.perf_counter() - t)
             return min(times), out
 
         t_ref, ref = best_of_3(lambda: [str(imagehash.phash(Image.open(f))) for f in files])
+        ref_h = np.array([np.frombuffer(bytes.fromhex(r), np.uint8) for r in ref])  # (N,8) as ours
         import torch  # imported before timing: a one-time ~1-2 s cost, as faiss and imagehash's imports
 
         torch.set_num_threads(1)  # "1 proc" means one core; workers set this themselves
@@ -84,8 +87,12 @@ def bench_throughput(quick: bool) -> None:
             dt, (h, kept, _) = best_of_3(lambda: hash_paths(files, **kw))
             ours = [hash_to_hex(x) for x in h]
             same = sum(a == b for a, b in zip(ours, ref))
-            bits = hamming(h, np.array([np.frombuffer(bytes.fromhex(r), np.uint8) for r in ref]))
+            bits = hamming(h, ref_h)
             rows.append((name, len(files) / dt, len(files) / dt / (len(files) / t_ref), same, bits.mean(), bits.max()))
+        # Draft mode = luma-only decode + decoder scaling; luma alone (full size, not a mode of
+        # hash_paths) shows which of the two moves the bits. Untimed.
+        luma = hash_images([open_image(f, luma_only=True) for f in files])
+        luma_bits = hamming(luma, ref_h)
         # Floors, 1 process: what any hash of these pixels must spend before resizing. Identical
         # hashes need imagehash's pixels: the RGB decode and convert('L'). The JPEG's luma
         # alone (draft mode's decode at full size) is cheaper but not bit-identical.
@@ -110,6 +117,8 @@ def bench_throughput(quick: bool) -> None:
         print(f"{'imagehash.phash (1 process)':34s} {len(files) / t_ref:8.1f} {1.0:11.2f} {len(files):>10d} {0:9.2f} {0:4d}")
         for r in rows:
             print(f"{r[0]:34s} {r[1]:8.1f} {r[2]:11.2f} {r[3]:>10d} {r[4]:9.2f} {r[5]:4d}")
+        print(f"luma-only decode at full size (untimed): {(luma_bits == 0).sum()}/{len(files)} identical, "
+              f"mean {luma_bits.mean():.2f} bits, max {luma_bits.max()}")
         print(f"(2-process pool start-up, measured on 2 files: {t_start:.3f} s of each 2-process run)")
 
 
@@ -136,15 +145,15 @@ def bench_recall(quick: bool) -> None:
     print(f"\n## 2. near-duplicate recall: {len(PHOTOS)} photos as queries x {len(TRANSFORMS)} transforms; "
           f"gallery {len(gallery)} = photos + 6 crops/tiles each + 200 lfw faces + Fashion-MNIST")
     print(f"{'hash':6s} {'transform':11s} {'R@1':>5s} {'R@5':>5s} {'R@1 mir':>7s} {'R@5 mir':>7s}")
-    for method in ["phash", "dhash", "ahash"]:
-        g = phash_images(gallery, method)
+    for method in METHODS:
+        g = hash_images(gallery, method)
         index = faiss.IndexBinaryFlat(64)
         index.add(g)
         means = np.zeros(4)
         for tname, tf in TRANSFORMS.items():
             qs = [tf(im) for im in originals]
-            h = phash_images(qs, method)
-            hm = phash_images([q.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for q in qs], method)
+            h = hash_images(qs, method)
+            hm = hash_images([q.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for q in qs], method)
             D, I = index.search(h, 5)
             Dm, Im = index.search(hm, 5)
             r = []
@@ -175,8 +184,8 @@ def bench_recall(quick: bool) -> None:
 
 
 def _dedup_pr(originals, gallery_hashes):
-    h0 = phash_images(originals)
-    pos = np.concatenate([hamming(h0, phash_images([tf(im) for im in originals]))
+    h0 = hash_images(originals)
+    pos = np.concatenate([hamming(h0, hash_images([tf(im) for im in originals]))
                           for n, tf in TRANSFORMS.items() if n != "hflip"])
     d = hamming(h0[:, None], gallery_hashes[None])
     d[np.arange(len(h0)), np.arange(len(h0))] = 99

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 import search
+from encoder.hashing.hashes import hash_version
 from encoder.search.index import CorruptIndexError, Index
 
 
@@ -114,7 +115,7 @@ def test_foreign_method_or_version_is_refused_naming_both(built, tmp_path, capsy
     edit_json("meta.json", lambda m: {**m, "method": "dhash", "version": "dhash-v0:old"})(bad)
     assert search.main(["query", str(bad), str(imgs / "img0.png")]) == 2
     err = capsys.readouterr().err
-    assert "dhash-v0:old" in err and "dhash-v1" in err, err
+    assert "dhash-v0:old" in err and hash_version("dhash") in err, err
     assert search.main(["add", str(bad), str(imgs / "img0.png")]) == 2
     assert "dhash-v0:old" in capsys.readouterr().err
 

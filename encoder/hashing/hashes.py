@@ -1,21 +1,44 @@
 """Perceptual hashes (pHash, dHash, aHash) as packed 64-bit arrays, batched.
 
+Every hash is one entry of :data:`HASHES` (its grey thumbnail size, its bit function, the
+definition text its version is made of); ``METHODS = tuple(HASHES)``. Adding a method means
+adding one :class:`HashDef` here: the search registry builds one method per entry.
+
 pHash follows ``imagehash.phash`` exactly: grey (Pillow ``convert('L')``), LANCZOS resize to
 32x32, 2-D DCT-II, the 8x8 lowest frequencies compared with their median. The DCT is a
 matrix product ``D @ X @ D.T`` (no scipy), done for a whole batch at once, so for the same
-decoded image the bits are identical to imagehash's (pinned in tests/test_phash.py).
+decoded image the bits are identical to imagehash's (pinned in tests/hashing/test_hashes.py).
+dHash (9x8, row gradient > 0) and aHash (8x8, > mean) follow ``imagehash.dhash`` and
+``imagehash.average_hash`` the same way.
 
 A hash is 8 bytes, ``np.packbits`` of the 64 bits in row-major order (first bit = MSB of
 byte 0), so ``hash_to_hex`` gives the same hex string as ``str(imagehash.phash(im))``.
 
+Grey conversion (``alpha``, one of :data:`ALPHA_MODES`). ``"imagehash"`` (the default) is
+imagehash's: Pillow's ``convert('L')`` of the decoded image, which ignores transparency (an
+RGBA pixel's RGB counts however transparent it is; LA keeps its L; P and L/RGB with a
+``transparency`` entry use their palette/pixel values). ``"white"`` composites transparency
+on white first (:func:`encoder.data.to_gray`, as the autoencoder sees images); it was the only
+mode before and its version strings are unchanged, so indexes built then stay usable. The two
+agree on every image without transparency except YCbCr-mode ones (by rounding). In both modes:
+- the file's EXIF orientation is applied (:func:`encoder.data.open_image`); imagehash hashes
+  whatever it is given, and ``Image.open`` does not rotate, so on a JPEG with an EXIF rotation
+  ours equals ``imagehash.phash(ImageOps.exif_transpose(Image.open(path)))``, not
+  ``imagehash.phash(Image.open(path))``: a rotated photo and its upright copy hash alike;
+- 16-bit and float images (modes I;16, I, F) are scaled to 0..255 (``convert('L')`` would clip
+  them to 255, a near-white thumbnail whose hash says nothing).
+
 Decode modes. Full decode (the default) decodes as imagehash does (RGB, then
-``convert('L')``), so the hashes are imagehash's, bit for bit. ``draft=True`` is the fast
-mode: colour JPEGs are decoded to their luma channel only (``open_image(luma_only=True)``:
-no chroma planes, no colour conversion; equal to ``convert('L')`` up to rounding) and the
-decoder may scale down by up to 1/8 (2x-10x faster on big photos). Those pixels differ
-slightly, so a few bits can flip (measured in bench/phash_bench.py: with luma alone, 3 of
-226 hashes differed, by 1-2 bits); the mode is recorded in the index meta and an index never
-mixes the two.
+``convert('L')``), so the hashes are imagehash's, bit for bit (226 of 226 bench JPEGs).
+``draft=True`` is the fast mode and does two things: colour JPEGs are decoded to their luma
+channel only (``open_image(luma_only=True)``: no chroma planes, no colour conversion; equal to
+``convert('L')`` up to rounding) AND the decoder may scale down by up to 1/8 before the 32x32
+resize (2x-10x faster on big photos). Measured by bench/phash_bench.py on its 226 JPEGs:
+draft mode (luma + scaling) gives 149 of 226 pHashes equal to imagehash's, mean 0.9 bits
+apart (the README's figures), at most 8. Nearly all of that is the scaling: the luma-only decode
+alone, at full size (not a mode here; the bench's untimed line), leaves 223 of 226 equal and
+the other 3 two bits apart. The mode is recorded in the index meta and an index never mixes
+the two.
 
 The 32x32 LANCZOS resize, Pillow's costliest step after the decode, runs as int8 matrix
 products (:mod:`encoder.hashing.lanczos`, same pixels as Pillow) when ``fast_resize`` is on.
@@ -24,37 +47,27 @@ Example:
     >>> from PIL import Image
     >>> import numpy as np
     >>> im = Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64))
-    >>> phash_images([im]).shape
+    >>> hash_images([im]).shape
     (1, 8)
+    >>> hash_to_hex(hash_images([im], "dhash")[0])
+    'ffffffffffffffff'
 """
 from __future__ import annotations
 
 import importlib
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from encoder.hashing import lanczos as resample
 from encoder.data import ImageLoadError, open_image, to_gray
-
-METHODS = ("phash", "dhash", "ahash")
-# Bump when a definition changes: indexes record it and refuse to mix versions.
-HASH_VERSION = {
-    "phash": "phash-v1:L,lanczos32,dct2,8x8>median,imagehash-compatible",
-    "dhash": "dhash-v1:L,lanczos9x8,row-gradient>0,imagehash-compatible",
-    "ahash": "ahash-v1:L,lanczos8x8,>mean,imagehash-compatible",
-}
-# Grey 32x32 std below this (in 0..255 levels) = flat image: its hash carries no information.
-FLAT_STD = 2.0
-# Below this many pixels Pillow's resize is already fast (256x256: 0.28 ms vs 0.15-0.24 ms).
-FAST_RESIZE_MIN_PIXELS = 1 << 16
-_SIZES = {"phash": (32, 32), "dhash": (9, 8), "ahash": (8, 8)}
+from encoder.hashing import lanczos
 
 
 def dct_matrix(n: int = 32) -> np.ndarray:
@@ -67,43 +80,122 @@ def dct_matrix(n: int = 32) -> np.ndarray:
 _D32 = dct_matrix(32)
 
 
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} must be one of {METHODS}")
+def _phash_bits(x: np.ndarray) -> np.ndarray:
+    dct = _D32 @ x @ _D32.T  # batched 2-D DCT-II, (N,32,32)
+    low = dct[:, :8, :8].reshape(len(x), 64)
+    return low > np.median(low, axis=1, keepdims=True)
 
 
-def small_gray(im: Image.Image, method: str = "phash", *, fast_resize: bool = False) -> np.ndarray:
+def _dhash_bits(x: np.ndarray) -> np.ndarray:
+    return (x[:, :, 1:] > x[:, :, :-1]).reshape(len(x), 64)
+
+
+def _ahash_bits(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(len(x), 64)
+    return flat > flat.mean(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class HashDef:
+    """One hash method.
+
+    Attributes:
+        name: the method's name (``"phash"``), also the key in :data:`HASHES`.
+        size: ``(w, h)`` of the grey LANCZOS thumbnail it is computed from (Pillow's order;
+            the pixel array is ``(h, w)``).
+        bits: ``(N, h, w)`` float64 thumbnails in [0, 255] -> ``(N, 64)`` bool, row-major.
+        definition: what the bits are, as recorded in an index's version string
+            (:func:`hash_version`); change it (and so the version) when the bits change.
+    """
+
+    name: str
+    size: tuple[int, int]
+    bits: Callable[[np.ndarray], np.ndarray]
+    definition: str
+
+
+HASHES: dict[str, HashDef] = {d.name: d for d in (
+    HashDef("phash", (32, 32), _phash_bits, "L,lanczos32,dct2,8x8>median,imagehash-compatible"),
+    HashDef("dhash", (9, 8), _dhash_bits, "L,lanczos9x8,row-gradient>0,imagehash-compatible"),
+    HashDef("ahash", (8, 8), _ahash_bits, "L,lanczos8x8,>mean,imagehash-compatible"),
+)}
+METHODS: tuple[str, ...] = tuple(HASHES)
+ALPHA_MODES: tuple[str, ...] = ("imagehash", "white")
+# Version tag and suffix per grey conversion. "white" was the only mode up to v1 and its strings
+# are frozen (indexes built then record them); "imagehash" is v2 so an index never mixes the two.
+_ALPHA_VERSION = {"white": ("v1", ""), "imagehash": ("v2", ",alpha-ignored")}
+# Grey 32x32 std below this (in 0..255 levels) = flat image: its hash carries no information.
+FLAT_STD = 2.0
+# Below this many pixels Pillow's resize is already fast (256x256: 0.28 ms vs 0.15-0.24 ms).
+FAST_RESIZE_MIN_PIXELS = 1 << 16
+# Modes convert('L') would clip rather than scale (see the module docstring).
+_HIGH_DEPTH = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+
+
+def _hash_def(method: str) -> HashDef:
+    try:
+        return HASHES[method]
+    except KeyError:
+        raise ValueError(f"method={method!r} must be one of {METHODS}") from None
+
+
+def _check_alpha(alpha: str) -> None:
+    if alpha not in ALPHA_MODES:
+        raise ValueError(f"alpha={alpha!r} must be one of {ALPHA_MODES}")
+
+
+def hash_version(method: str, alpha: str = "imagehash") -> str:
+    """The version string an index records for hashes of ``method`` made with ``alpha``.
+
+    Example:
+        >>> hash_version("phash", "white")
+        'phash-v1:L,lanczos32,dct2,8x8>median,imagehash-compatible'
+        >>> hash_version("phash")
+        'phash-v2:L,lanczos32,dct2,8x8>median,imagehash-compatible,alpha-ignored'
+    """
+    d = _hash_def(method)
+    _check_alpha(alpha)
+    tag, suffix = _ALPHA_VERSION[alpha]
+    return f"{d.name}-{tag}:{d.definition}{suffix}"
+
+
+# Versions of the default (alpha="imagehash") hashes, for encoder/cli/search.py: removed when
+# search lands (it calls hash_version(method, alpha)).
+HASH_VERSION = {m: hash_version(m) for m in METHODS}
+
+
+def _gray(im: Image.Image, alpha: str = "imagehash") -> Image.Image:
+    """Any Pillow image -> mode ``L`` as the hashes see it (``alpha``: see the module docstring)."""
+    _check_alpha(alpha)
+    if alpha == "white" or im.mode in _HIGH_DEPTH:
+        return to_gray(im)
+    return im if im.mode == "L" else im.convert("L")  # convert('L') of an L image only copies
+
+
+def small_gray(im: Image.Image, method: str = "phash", *, alpha: str = "imagehash",
+               fast_resize: bool = False) -> np.ndarray:
     """Grey, resized pixels a hash is computed from: (32,32)|(8,9)|(8,8) float64 in [0,255].
 
+    ``alpha`` chooses the grey conversion (``"imagehash"`` | ``"white"``, module docstring).
     ``fast_resize`` takes the same LANCZOS resize as int8 matrix products
     (:func:`encoder.hashing.lanczos.lanczos_resize`: bit-identical to Pillow's, 2-5x faster on
     photos; it imports torch) for images of ``FAST_RESIZE_MIN_PIXELS`` or more; Pillow's
     own call is cheaper on small ones (28x28 Fashion-MNIST: its fixed cost dominates).
     """
-    _check_method(method)
-    g = to_gray(im)
-    size = _SIZES[method]
+    size = _hash_def(method).size
+    g = _gray(im, alpha)
     if fast_resize and g.mode == "L" and g.width * g.height >= FAST_RESIZE_MIN_PIXELS:
-        return resample.lanczos_resize(np.asarray(g), size).astype(np.float64)
+        return lanczos.lanczos_resize(np.asarray(g), size).astype(np.float64)
     return np.asarray(g.resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
 
 
 def hash_pixels(pixels: np.ndarray, method: str = "phash") -> np.ndarray:
     """Hash a batch of small grey arrays from :func:`small_gray`: (N,h,w) -> (N,8) uint8."""
-    _check_method(method)
+    d = _hash_def(method)
     x = np.asarray(pixels, dtype=np.float64)
     if x.ndim != 3:
         raise ValueError(f"pixels must be (N,h,w), got shape {x.shape}")
-    if method == "phash":
-        dct = _D32 @ x @ _D32.T  # batched 2-D DCT-II, (N,32,32)
-        low = dct[:, :8, :8].reshape(len(x), 64)
-        bits = low > np.median(low, axis=1, keepdims=True)
-    elif method == "dhash":
-        bits = (x[:, :, 1:] > x[:, :, :-1]).reshape(len(x), 64)
-    else:
-        flat = x.reshape(len(x), 64)
-        bits = flat > flat.mean(axis=1, keepdims=True)
-    return np.packbits(bits, axis=1)
+    return np.packbits(d.bits(x), axis=1)
 
 
 def is_flat(pixels: np.ndarray, threshold: float = FLAT_STD) -> np.ndarray:
@@ -112,11 +204,20 @@ def is_flat(pixels: np.ndarray, threshold: float = FLAT_STD) -> np.ndarray:
     return x.reshape(len(x), -1).std(axis=1) < threshold
 
 
-def phash_images(images: Sequence[Image.Image], method: str = "phash") -> np.ndarray:
-    """Hash PIL images: list of N images -> (N,8) uint8 packed hashes."""
+def hash_images(images: Sequence[Image.Image], method: str = "phash", *,
+                alpha: str = "imagehash") -> np.ndarray:
+    """Hash PIL images: list of N images -> (N,8) uint8 packed hashes.
+
+    With the default ``alpha`` each row equals imagehash's hash of the same image object.
+    """
+    _hash_def(method)
+    _check_alpha(alpha)
     if len(images) == 0:
         return np.zeros((0, 8), np.uint8)
-    return hash_pixels(np.stack([small_gray(im, method) for im in images]), method)
+    return hash_pixels(np.stack([small_gray(im, method, alpha=alpha) for im in images]), method)
+
+
+phash_images = hash_images  # old name, for encoder/search/evaluate.py and bench: removed when search lands
 
 
 def hash_to_hex(h: np.ndarray) -> str:
@@ -130,13 +231,13 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unpackbits(x, axis=-1).sum(axis=-1)
 
 
-def _load_small(args: tuple[str, str, bool, bool, bool]):
-    path, method, draft, mirror, fast = args
+def _load_small(job: tuple[str, str, bool, bool, bool, str]):
+    path, method, draft, mirror, fast, alpha = job
     try:
         im = open_image(path, draft_size=(64, 64) if draft else None, luma_only=draft)
         if mirror:
             im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        px = small_gray(im, method, fast_resize=fast)
+        px = small_gray(im, method, alpha=alpha, fast_resize=fast)
         return path, px, None
     except ImageLoadError as e:
         return path, None, e.reason
@@ -178,28 +279,63 @@ def _init_worker() -> None:
         pass
 
 
-def hash_paths(
-    paths: Sequence[str | os.PathLike],
-    method: str = "phash",
-    *,
-    draft: bool = False,
-    workers: int | None = None,
-    errors: list | None = None,
-    progress: bool = False,
-    mirror: bool = False,
-    batch_size: int = 1024,
-    fast_resize: bool | None = None,
-) -> tuple[np.ndarray, list[Path], np.ndarray]:
+def _load_all(jobs: list[tuple], workers: int):
+    """``(path, pixels | None, reason | None)`` per job, in order, from ``workers`` processes."""
+    if workers > 1:
+        ctx = get_context("spawn" if os.name == "nt" else "fork")
+        with ctx.Pool(workers, initializer=_init_worker) as pool:
+            yield from pool.imap(_load_small, jobs, chunksize=16)
+    else:
+        with _pillow_block_cache():
+            yield from map(_load_small, jobs)
+
+
+def _collect(results, method: str, batch_size: int, errors: list | None, bar):
+    """Hash the ``(path, pixels | None, reason)`` of :func:`_load_all` in batches of ``batch_size``:
+    ``(hashes (N,8) uint8, kept paths, flat (N,) bool)``; unreadable files go to ``errors``."""
+    hashes, kept, flats, buf = [], [], [], []
+
+    def flush() -> None:
+        px = np.stack(buf)
+        hashes.append(hash_pixels(px, method))
+        flats.append(is_flat(px))
+        buf.clear()
+
+    for path, px, reason in results:
+        if bar is not None:
+            bar.update(1)
+        if px is None:
+            if errors is not None:
+                errors.append((Path(path), reason))
+            continue
+        kept.append(Path(path))
+        buf.append(px)
+        if len(buf) >= batch_size:
+            flush()
+    if buf:
+        flush()
+    if not hashes:
+        return np.zeros((0, 8), np.uint8), kept, np.zeros(0, bool)
+    return np.concatenate(hashes), kept, np.concatenate(flats)
+
+
+def hash_paths(paths: Sequence[str | os.PathLike], method: str = "phash", *, draft: bool = False,
+               alpha: str = "imagehash", workers: int | None = None, errors: list | None = None,
+               progress: bool = False, mirror: bool = False, batch_size: int = 1024,
+               fast_resize: bool | None = None) -> tuple[np.ndarray, list[Path], np.ndarray]:
     """Hash image files, skipping broken ones.
 
     Args:
         paths: image files.
-        method: ``phash`` | ``dhash`` | ``ahash``.
-        draft: JPEG draft decoding (faster, a few bits may differ from full decode).
+        method: one of :data:`METHODS` (``phash`` | ``dhash`` | ``ahash``).
+        draft: JPEG luma-only, scaled decoding (faster; some bits differ from full decode).
+        alpha: grey conversion, ``"imagehash"`` (transparency ignored, as imagehash) or
+            ``"white"`` (composited on white); record :func:`hash_version` with the hashes.
         workers: processes for decoding (default: all cores when more than 64 files, else 1).
         errors: list that receives ``(path, reason)`` of files that could not be read.
         progress: show a tqdm bar.
         mirror: hash the horizontally flipped image instead.
+        batch_size: thumbnails hashed per batch.
         fast_resize: resize with :mod:`encoder.hashing.lanczos` (same pixels as Pillow, 2-5x
             faster, needs torch). Default: when torch is already imported, or for 1,000
             files or more (where torch's one-time import, about 1-2 s, pays off).
@@ -212,7 +348,8 @@ def hash_paths(
         >>> hashes.shape
         (0, 8)
     """
-    _check_method(method)
+    _hash_def(method)
+    _check_alpha(alpha)
     if workers is not None and workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
     if batch_size < 1:
@@ -221,44 +358,17 @@ def hash_paths(
         fast_resize = "torch" in sys.modules or len(paths) >= 1000
     if fast_resize:
         importlib.import_module("torch")  # imported once here, inherited by forked workers
-    jobs = [(str(p), method, draft, mirror, fast_resize) for p in paths]
+    jobs = [(str(p), method, draft, mirror, fast_resize, alpha) for p in paths]
     if workers is None:
         workers = (os.cpu_count() or 1) if len(jobs) > 64 else 1
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # late: only a progress bar needs it
+
         bar = tqdm(total=len(jobs), desc=f"{method}", unit="img")
-    hashes, kept, flats, buf = [], [], [], []
-
-    def flush():
-        if buf:
-            px = np.stack(buf)
-            hashes.append(hash_pixels(px, method))
-            flats.append(is_flat(px))
-            buf.clear()
-
-    def consume(it):
-        for path, px, reason in it:
-            if bar is not None:
-                bar.update(1)
-            if px is None:
-                if errors is not None:
-                    errors.append((Path(path), reason))
-                continue
-            kept.append(Path(path))
-            buf.append(px)
-            if len(buf) >= batch_size:
-                flush()
-
-    if workers > 1:
-        with get_context("spawn" if os.name == "nt" else "fork").Pool(workers, initializer=_init_worker) as pool:
-            consume(pool.imap(_load_small, jobs, chunksize=16))
-    else:
-        with _pillow_block_cache():
-            consume(map(_load_small, jobs))
-    flush()
+    # closing(): an exception here (Ctrl-C) ends the worker pool now, not when the traceback goes
+    with closing(_load_all(jobs, workers)) as results:
+        out = _collect(results, method, batch_size, errors, bar)
     if bar is not None:
         bar.close()
-    if not hashes:
-        return np.zeros((0, 8), np.uint8), kept, np.zeros(0, bool)
-    return np.concatenate(hashes), kept, np.concatenate(flats)
+    return out

@@ -13,7 +13,7 @@ stored as ``p - 128`` in int8 and each 23-bit weight as four signed base-128 dig
 every partial sum is an exact integer and the recombined sums equal Pillow's. After
 Pillow's rounding (``(sum + 2**21) >> 22``, clipped to 0..255) the result is the same
 uint8 array ``Image.resize`` returns, including its choice of pass order (pinned against
-Pillow in tests/test_resample.py). Where ``torch._int_mm`` is unavailable the same sums
+Pillow in tests/hashing/test_lanczos.py). Where ``torch._int_mm`` is unavailable the same sums
 are taken in float64, which is also exact (every sum is an integer below 2**53).
 
 Example:
