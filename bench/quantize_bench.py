@@ -26,8 +26,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from encoder import palette  # noqa: E402
 from encoder.data import load_rgb  # noqa: E402
+from encoder.metrics import psnr  # noqa: E402
+from encoder.palette import kmeans, quantize  # noqa: E402
 
 
 def photos(quick: bool) -> dict[str, Path]:
@@ -42,9 +43,9 @@ def photos(quick: bool) -> dict[str, Path]:
     return {k: all_[k] for k in (["astronaut", "china"] if quick else all_)}
 
 
-def ours(img, k):
+def ours(img, k, threads=None):
     t = time.perf_counter()
-    q = palette.quantize(img, k, seed=0)
+    q = quantize(img, k, seed=0, threads=threads)
     return q.image(), time.perf_counter() - t
 
 
@@ -94,12 +95,11 @@ def main(argv=None) -> int:
                     help="threads for the searches inside our k-means (default: one per core)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    palette.THREADS = a.our_threads
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     minibatch = a.quick
     ks = (16, 64, 256)
     imgs = {n: load_rgb(p) for n, p in photos(a.quick).items()}
-    print(f"device={palette._device()}  our threads={palette._threads()}  cpus={os.cpu_count()}")
+    print(f"device={kmeans.device()}  our threads={kmeans.thread_count(a.our_threads)}  cpus={os.cpu_count()}")
     print(f"full-pixel reference: sklearn {'MiniBatchKMeans (quick)' if minibatch else 'KMeans n_init=1 (Lloyd)'}")
     if shutil.which("pngquant") is None:
         print("pngquant: binary not found (apt install pngquant); its column is skipped")
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
             for k in ks:
                 cells = []
                 for m in methods:
-                    run = {"ours": lambda: ours(img, k), "textbook": lambda: textbook(img, k),
+                    run = {"ours": lambda: ours(img, k, a.our_threads), "textbook": lambda: textbook(img, k),
                            "pngquant": lambda: pngquant(img, k, tmp),
                            "full": lambda: full_kmeans(img, k, minibatch)}[m]
                     # best of 3 (the machine is shared), except the slow full-pixel reference
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
                     if out is None:
                         cells.append(f"{'-':>12} {'-':>13}")
                         continue
-                    p = palette.psnr(img, out)
+                    p = psnr(img, out)
                     res[m][k].append((p, sec / mp))
                     cells.append(f"{p:>12.2f} {sec / mp:>13.3f}")
                 print(f"{name:<10} {mp:>5.2f} {k:>4} " + " ".join(cells), flush=True)
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         big = np.asarray(Image.fromarray(base).resize((round(base.shape[1] * s), round(base.shape[0] * s)),
                                                       Image.Resampling.BICUBIC))
         mp = big.shape[0] * big.shape[1] / 1e6
-        _, sec = ours(big, 256)
+        _, sec = ours(big, 256, a.our_threads)
         print(f"{mp:6.2f} MP  {sec:7.3f} s  {sec / mp:6.3f} s/MP", flush=True)
     return 0
 

@@ -13,17 +13,21 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from encoder import data
-from encoder.palette import api as palette
-from encoder.palette import plots as plots
 from encoder.atomic import write_bytes, write_json
+from encoder.palette import plots
+from encoder.palette.api import check_n_colors, quantize
+from encoder.palette.report import (auto_n_colors, encode_png, format_table, lossless_png_size, palette_stats,
+                                    segmentation)
 
 
-def parse(argv):
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
-    p.add_argument("-k", type=int, nargs="+", default=[16, 64, 256], help="palette sizes in [2, 256]")
+    p.add_argument("-k", "--n-colors", dest="n_colors", type=int, nargs="+", default=[16, 64, 256],
+                   help="palette sizes in [2, 256]")
     p.add_argument("-o", "--out", default="runs/quantize", help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
@@ -40,63 +44,64 @@ def parse(argv):
     a = p.parse_args(argv)
     if a.threads is not None and a.threads < 1:
         p.error(f"--threads must be >= 1, got {a.threads}")
-    for k in a.k:
+    for n in a.n_colors:
         try:
-            palette.check_k(k)
+            check_n_colors(n)
         except ValueError as e:
-            p.error(str(e))  # exits 2 with "k=300 must be an integer in [2, 256] ..."
+            p.error(f"argument -k/--n-colors: {e}")  # exits 2 with "... n_colors=300 must be an integer in [2, 256] ..."
     if a.auto and (a.target_psnr is None) == (a.max_bytes is None):
         p.error("--auto needs exactly one of --target-psnr or --max-bytes")
     return a
 
 
-def process(path: Path, ident: str, a, out: Path) -> list[dict]:
+def process(path: Path, ident: str, out: Path, *, n_colors: Sequence[int], seed: int = 0, lab: bool = False,
+            dither: bool = False, baseline: str | None = None, auto: bool = False,
+            target_psnr: float | None = None, max_bytes: int | None = None, segment: bool = False,
+            scatter: bool = False, threads: int | None = None) -> list[dict]:
+    """Quantize one image file at each size in ``n_colors`` (or the one ``auto`` picks), write
+    its PNGs and figures under ``out`` (named after ``ident``), return its :func:`palette_stats` rows."""
     img = data.load_rgb(path)
     stem = out / Path(ident).with_suffix("").as_posix().replace("/", "__")
-    ks, rows, results = list(a.k), [], []
-    before = len(palette.png_bytes(img))  # the lossless reference, once per image
-    if a.auto:
-        k, curve = palette.auto_k(img, target_psnr=a.target_psnr, max_bytes=a.max_bytes, seed=a.seed, lab=a.lab,
-                                  bytes_before=before)
-        plots.error_vs_k(curve, f"{stem}_error_vs_k.png", a.target_psnr, k)
-        if k is None:
+    sizes, rows, results = list(n_colors), [], []
+    before = lossless_png_size(img)  # the lossless reference, once per image
+    if auto:
+        n, curve = auto_n_colors(img, target_psnr=target_psnr, max_bytes=max_bytes, seed=seed, lab=lab,
+                                 bytes_before=before, threads=threads)
+        plots.error_vs_k(curve, f"{stem}_error_vs_k.png", target_psnr, n)
+        if n is None:
             print(f"{ident}: no K in [2, 256] meets the target; using K=256", file=sys.stderr)
-        ks = [k or 256]
-    runs = [("kmeans", k) for k in ks] + ([("random", k) for k in ks] if a.baseline else [])
-    for method, k in runs:
-        q = palette.quantize(img, k, seed=a.seed, method=method, lab=a.lab, dither=a.dither)
-        tag = f"{stem}_k{k}" + ("_random" if method == "random" else "")
+        sizes = [n or 256]
+    runs = [("kmeans", n) for n in sizes] + ([("random", n) for n in sizes] if baseline else [])
+    for method, n in runs:
+        q = quantize(img, n, seed=seed, method=method, lab=lab, dither=dither, threads=threads)
+        tag = f"{stem}_k{n}" + ("_random" if method == "random" else "")
         write_bytes(f"{tag}.png", q.png_bytes())
-        row = {"file": ident, "method": method, **palette.evaluate(img, q, source_bytes=path.stat().st_size, bytes_before=before)}
+        row = {"file": ident, "method": method,
+               **palette_stats(img, q, source_bytes=path.stat().st_size, bytes_before=before)}
         rows.append(row)
         results.append(q)
-        if a.segment:
-            write_bytes(f"{tag}_labels.png", palette.encode_png(palette.segmentation(q)))
+        if segment:
+            write_bytes(f"{tag}_labels.png", encode_png(segmentation(q)))
             plots.segmentation_figure(img, q, f"{tag}_segment.png")
-        if a.scatter:
-            plots.scatter(img, q, f"{tag}_scatter2d.png", f"{tag}_scatter3d.png", seed=a.seed)
+        if scatter:
+            plots.scatter(img, q, f"{tag}_scatter2d.png", f"{tag}_scatter3d.png", seed=seed)
     plots.side_by_side(img, results, f"{stem}_side.png",
-                       [f"{m} K={k}" if m != "kmeans" else f"K={k}" for m, k in runs])
+                       [f"{m} K={n}" if m != "kmeans" else f"K={n}" for m, n in runs])
     return rows
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     a = parse(argv)
-    threads, palette.THREADS = palette.THREADS, a.threads
-    try:
-        return run(a)
-    finally:
-        palette.THREADS = threads  # main() is also called as a function (tests, the demo)
-
-
-def run(a) -> int:
     try:
         scan = data.image_paths(a.inputs)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out, rows, errors = Path(a.out), [], []
-    for _, r in data.load_each(scan.paths, lambda p: process(p, scan.relative(p), a, out), errors):
+    options = dict(n_colors=a.n_colors, seed=a.seed, lab=a.lab, dither=a.dither, baseline=a.baseline, auto=a.auto,
+                   target_psnr=a.target_psnr, max_bytes=a.max_bytes, segment=a.segment, scatter=a.scatter,
+                   threads=a.threads)
+    for _, r in data.load_each(scan.paths, lambda p: process(p, scan.relative(p), out, **options), errors):
         rows += r
     data.report_skipped(scan.skipped + errors)
     if not rows:
@@ -108,7 +113,6 @@ def run(a) -> int:
     if a.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(palette.format_table(rows))
+        print(format_table(rows))
         print(f"wrote {out}/ (palette PNGs, figures, results.json)")
     return 0
-

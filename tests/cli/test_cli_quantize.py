@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 import quantize
-from encoder.palette import api as palette
+from encoder.palette import kmeans
+from encoder.palette.report import auto_n_colors
 from tests.corpus import assert_reported, make_corpus
 
 
@@ -39,6 +40,16 @@ def test_json_rows_and_indexed_pngs(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text()) == rows
 
 
+def test_long_form_n_colors_equals_k(tmp_path, capsys):
+    src = photo(tmp_path / "a.png")
+    assert quantize.main([str(src), "-k", "4", "8", "--json", "-o", str(tmp_path / "short")]) == 0
+    short = json.loads(capsys.readouterr().out)
+    assert quantize.main([str(src), "--n-colors", "4", "8", "--json", "-o", str(tmp_path / "long")]) == 0
+    long = json.loads(capsys.readouterr().out)
+    assert [r["k"] for r in long] == [4, 8]
+    assert [(r["psnr"], r["bytes_after"]) for r in long] == [(r["psnr"], r["bytes_after"]) for r in short]
+
+
 def test_table_baseline_dither_lab_segment_scatter(tmp_path, capsys):
     src = photo(tmp_path / "b.jpg", 1)
     out = tmp_path / "o"
@@ -61,7 +72,7 @@ def test_auto_target_psnr(tmp_path, capsys):
     assert quantize.main([str(src), "--auto", "--target-psnr", "32", "--json", "-o", str(out)]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     img = np.asarray(Image.open(src).convert("RGB"))
-    k, curve = palette.auto_k(img, target_psnr=32)
+    k, curve = auto_n_colors(img, target_psnr=32)
     assert row["k"] == k and row["psnr"] >= 32
     assert all(r["psnr"] < 32 for r in curve if r["k"] < k)
     assert (out / "c_error_vs_k.png").stat().st_size > 0
@@ -91,7 +102,7 @@ def test_folder_reports_bad_files_and_writes_the_rest(tmp_path, capsys):
 def test_bad_k_message_names_it(tmp_path, k, capsys):
     with pytest.raises(SystemExit) as e:
         quantize.main([str(photo(tmp_path / "a.png")), "-k", k, "-o", str(tmp_path)])
-    assert e.value.code == 2 and f"k={k} must be" in capsys.readouterr().err
+    assert e.value.code == 2 and f"argument -k/--n-colors: n_colors={k} must be" in capsys.readouterr().err
 
 
 def test_nothing_processable_is_an_error(tmp_path, capsys):
@@ -132,7 +143,7 @@ def test_threads_option(tmp_path, capsys):
     one = json.loads(capsys.readouterr().out)
     assert faiss.omp_get_max_threads() == before  # faiss's own setting is left as it was
     assert quantize.main([str(src), "-k", "8", "--json", "-o", str(tmp_path / "all")]) == 0
-    assert palette.THREADS is None
+    assert not hasattr(kmeans, "THREADS")  # the count travels as an argument: no module global to leave set
     default = json.loads(capsys.readouterr().out)
     assert [r["psnr"] for r in one] == [r["psnr"] for r in default]  # the thread count changes no result
     with pytest.raises(SystemExit) as e:
