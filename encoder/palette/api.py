@@ -53,6 +53,19 @@ METHODS = ("kmeans", "random")
 # cells K=16 -0.06 dB / 0.104, K=64 -0.07 / 0.190; on 5-bit cells -0.07 / 0.097, -0.04 / 0.132;
 # 4-bit cells K=64 -0.10; 2 starts instead of 3: K=16 -0.10.
 KPP_BITS = 5
+# Few colours (graphics, screenshots, charts, flat wallpapers: a few exact colours hold most
+# pixels, with a tail of edge and gradient colours): the 6-bit cells are then too few to place
+# the centres (a 1,920x1,080 wallpaper with 3,130 colours has 316 cells for K=64) and Lloyd on
+# them ended 2-3 dB below pngquant. When the distinct colours are few in absolute terms and the
+# cells few per centre, seeds and Lloyd run on the exact colours themselves, to convergence
+# (that is full-pixel k-means; cheap at this size). Measured on 10 such images at K=16/64/256
+# (bench/fewcolor_images.py and desktop-base's wallpapers): worst vs pngquant --nofs from
+# -3.16 to +0.04 dB, 0.02-0.18 s/MP. The bench photos (32k+ colours) keep the cell path.
+EXACT_MAX_COLORS = 24_576
+# starts there for n_colors <= 64 (few colours make each start cheap): 3 -> 5 starts took the
+# 480x300 test illustration at K=16 from 0.11 dB below scikit-learn's KMeans(n_init=3) to 0.03.
+N_INIT_EXACT = 5
+CELLS_PER_CENTRE = 32
 N_INIT_SMALL = 3
 
 
@@ -135,8 +148,9 @@ def fit_palette(
     Args:
         max_points: above this many distinct colours, polish on 7-bit cells instead.
         polish_iter: Lloyd steps on the exact colours after the cell-level fit.
-        n_init: starts tried on the cells, lowest inertia kept (default: 3 for
-            n_colors <= 64, Var-Part plus k-means++ seeds; above, Var-Part alone).
+        n_init: starts tried, lowest inertia kept (default for n_colors <= 64: Var-Part plus
+            k-means++ seeds, 3 on the cells of a photo, 5 on the exact colours of a few-colour
+            image (see ``EXACT_MAX_COLORS``); above 64, Var-Part alone).
         threads: nearest-centre search threads on CPU (None: one per available core);
             the result does not depend on it.
         color_set: ``ColorSet.of(image)`` if the caller has it already (:func:`quantize`).
@@ -157,38 +171,49 @@ def _fit_colors(colors: np.ndarray, counts: np.ndarray, n_colors: int, *, seed: 
     """:func:`fit_palette` on distinct colours (M, 3) uint8 with pixel counts (M,)."""
     if len(colors) <= n_colors:
         return colors
-    # Stage 1: Lloyd on 6-bit histogram cells (mean colour, pixel count) from Var-Part,
-    # plus k-means++ starts (drawn on 5-bit cells) for n_colors <= 64 where a run is cheap
-    # and luck matters most; the start with the lowest cell-level inertia goes on to stage 2:
-    # polish_iter over-relaxed Lloyd steps on the exact distinct colours (7-bit cells when
-    # there are more than max_points of them). Measured on the bench photos: this matches
-    # full-pixel k-means within 0.1 dB at K=16..256 (see the constants at the top).
     conv = srgb_to_lab if lab else (lambda a: np.asarray(a, np.float64))
-    if len(colors) > max_points:
-        fine, fw = binned_colors(colors, bits=7, counts=counts)
-    else:
-        fine, fw = colors, counts.astype(np.float64)
-    fine = conv(fine)
     coarse, cw = binned_colors(colors, bits=6, counts=counts)
+    few = len(colors) <= EXACT_MAX_COLORS and len(coarse) < CELLS_PER_CENTRE * n_colors
     if n_init is None:
-        n_init = N_INIT_SMALL if n_colors <= 64 else 1
-    if len(coarse) >= 4 * n_colors:
-        xc = conv(coarse)
-        starts = [varpart(xc, cw, n_colors)]
-        if n_init > 1:
-            sx, sw = binned_colors(colors, bits=KPP_BITS, counts=counts)
-            sx = conv(sx)
-            starts += [kmeanspp(sx, sw, n_colors, np.random.default_rng(seed + i)) for i in range(1, n_init)]
-        runs = [lloyd(xc, cw, pad(c, xc, n_colors), COARSE_ITER, COARSE_TOL, threads=threads) for c in starts]
+        n_init = (N_INIT_EXACT if few else N_INIT_SMALL) if n_colors <= 64 else 1
+    if few or len(coarse) < 4 * n_colors:  # Lloyd on the colours themselves, to convergence
+        x, w = binned_colors(colors, bits=7, counts=counts) if len(colors) > max_points else (colors, counts)
+        x, w = conv(x), np.asarray(w, np.float64)
+        starts = [varpart(x, w, n_colors)] + [kmeanspp(x, w, n_colors, np.random.default_rng(seed + i))
+                                              for i in range(1, n_init if few else 1)]
+        runs = [lloyd(x, w, pad(c, x, n_colors), 100, 1e-6, threads=threads) for c in starts]
         centers = min(runs, key=lambda r: r[1])[0]
-        centers, _ = lloyd(fine, fw, centers, polish_iter, 0.0, threads=threads)
-    else:  # few cells: Lloyd on the colours themselves, to convergence
-        centers, _ = lloyd(fine, fw, pad(varpart(fine, fw, n_colors), fine, n_colors), 100, 1e-6, threads=threads)
+    else:
+        centers = _fit_cells(colors, counts, n_colors, coarse, cw, conv, seed=seed, max_points=max_points,
+                             polish_iter=polish_iter, n_init=n_init, threads=threads)
     if lab:
         pal = lab_to_srgb(centers)
     else:
         pal = np.clip(np.rint(centers), 0, 255).astype(np.uint8)
     return np.unique(pal, axis=0)  # rounding can merge centres
+
+
+def _fit_cells(colors, counts, n_colors, coarse, cw, conv, *, seed, max_points, polish_iter, n_init, threads):
+    """Photos: seeds and Lloyd on 6-bit histogram cells (mean colour, pixel count), then polish.
+
+    Var-Part, plus k-means++ starts (drawn on 5-bit cells) for n_colors <= 64 where a run is
+    cheap and luck matters most; the start with the lowest cell-level inertia goes on to
+    polish_iter over-relaxed Lloyd steps on the exact distinct colours (7-bit cells when there
+    are more than max_points of them). Measured on the bench photos: this matches full-pixel
+    k-means within 0.1 dB at K=16..256 (see the constants at the top).
+    """
+    if len(colors) > max_points:
+        fine, fw = binned_colors(colors, bits=7, counts=counts)
+    else:
+        fine, fw = colors, counts.astype(np.float64)
+    xc = conv(coarse)
+    starts = [varpart(xc, cw, n_colors)]
+    if n_init > 1:
+        sx, sw = binned_colors(colors, bits=KPP_BITS, counts=counts)
+        starts += [kmeanspp(conv(sx), sw, n_colors, np.random.default_rng(seed + i)) for i in range(1, n_init)]
+    runs = [lloyd(xc, cw, pad(c, xc, n_colors), COARSE_ITER, COARSE_TOL, threads=threads) for c in starts]
+    centers = min(runs, key=lambda r: r[1])[0]
+    return lloyd(conv(fine), fw, centers, polish_iter, 0.0, threads=threads)[0]
 
 
 def random_palette(n_colors: int, *, seed: int = 0) -> np.ndarray:
