@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
               "--json", capture_json=True)
 
     photo = sample_photo()
-    qz = run("quantize", "quantize.py", photo, "-k", 16, 64, 256, "-o", out / "quantize", "--json",
+    qz = run("quantize", "quantize.py", photo, "-k", 16, 64, 256, "--stats", "-o", out / "quantize", "--json",
              capture_json=True)
 
     summary = {"data": str(data), "epochs": epochs, "checkpoint": str(ckpt),

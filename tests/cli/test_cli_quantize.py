@@ -11,7 +11,7 @@ from PIL import Image
 
 import quantize
 from encoder.palette import kmeans
-from encoder.palette.report import auto_n_colors
+from encoder.palette.report import auto_n_colors, lossless_png_size
 from tests.corpus import assert_reported, make_corpus
 
 
@@ -25,19 +25,65 @@ def photo(path: Path, seed: int = 0, size=(64, 48)) -> Path:
 def test_json_rows_and_indexed_pngs(tmp_path, capsys):
     src = photo(tmp_path / "a.png")
     out = tmp_path / "out"
-    assert quantize.main([str(src), "-k", "4", "16", "--json", "-o", str(out)]) == 0
+    assert quantize.main([str(src), "-k", "4", "16", "--json", "--stats", "-o", str(out)]) == 0
     rows = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
     assert [r["k"] for r in rows] == [4, 16]
+    img = np.asarray(Image.open(src).convert("RGB"))
     for r in rows:
         png = out / f"a_k{r['k']}.png"
         im = Image.open(png)
         assert im.mode == "P" and len(im.getpalette()) // 3 >= r["colors_after"]
-        assert r["bytes_after"] == png.stat().st_size < r["bytes_before"]
+        assert r["bytes_after"] == png.stat().st_size < r["bytes_before"] == lossless_png_size(img)
+        assert r["ratio"] == r["bytes_before"] / r["bytes_after"] and r["ratio_basis"] == "lossless PNG"
         assert r["bytes_source"] == src.stat().st_size
         assert r["psnr"] > 12 and r["ciede2000"] > 0 and r["colors_before"] > r["colors_after"]
+        assert r["ciede2000_se"] is None and r["ciede2000_pixels"] == img.shape[0] * img.shape[1]  # exact
     assert rows[1]["psnr"] > rows[0]["psnr"]
-    assert (out / "a_side.png").stat().st_size > 0
+    assert (out / "a_side.png").stat().st_size > 0  # several sizes: the side-by-side figure
     assert json.loads((out / "results.json").read_text()) == rows
+
+
+def test_plain_call_is_pngquant_like(tmp_path, capsys):
+    """Default: 256 colours, one PNG, one line, no figure; bytes against the source file, CIEDE2000
+    on a sample with its standard error; the same palette PNG as with --stats."""
+    src = photo(tmp_path / "a.png", size=(400, 300))
+    out = tmp_path / "out"
+    assert quantize.main([str(src), "-o", str(out)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("a.png K=256: ") and "smaller than the source file" in line and "-pixel sample" in line
+    assert sorted(f.name for f in out.iterdir()) == ["a_k256.png", "results.json"]
+    (row,) = json.loads((out / "results.json").read_text())
+    assert row["bytes_before"] is None and row["ratio_basis"] == "source file"
+    assert row["ratio"] == row["bytes_source"] / row["bytes_after"]
+    assert row["ciede2000_pixels"] == 65536 and 0 < row["ciede2000_se"] < 0.1
+    assert quantize.main([str(src), "--stats", "--json", "-o", str(tmp_path / "full")]) == 0
+    (full,) = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "full" / "a_k256.png").read_bytes() == (out / "a_k256.png").read_bytes()
+    assert abs(full["ciede2000"] - row["ciede2000"]) < 5 * row["ciede2000_se"]  # the sample estimates the mean
+
+
+def test_help_and_bad_arguments_answer_before_the_heavy_imports():
+    import subprocess
+    import sys
+
+    code = ("import sys, encoder.cli.quantize as q\n"
+            "try:\n    q.parse(['x.png', '-k', '300'])\nexcept SystemExit as e:\n    print(e.code)\n"
+            "print(sorted(m for m in ('numpy', 'PIL', 'faiss', 'torch', 'matplotlib') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.stdout.split("\n")[:2] == ["2", "[]"], p.stdout + p.stderr
+    assert "n_colors=300 must be an integer in [2, 256]" in p.stderr
+
+
+def test_a_folder_in_processes_gives_the_same_rows(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        photo(tmp_path / "in" / f"{i}.png", seed=i)
+    assert quantize.main([str(tmp_path / "in"), "-k", "8", "--json", "--workers", "1", "-o", str(tmp_path / "a")]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert quantize.main([str(tmp_path / "in"), "-k", "8", "--json", "--workers", "2", "-o", str(tmp_path / "b")]) == 0
+    two = json.loads(capsys.readouterr().out)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "output")} for r in rows]  # noqa: E731
+    assert [r["file"] for r in two] == ["0.png", "1.png", "2.png"] and strip(one) == strip(two)
 
 
 def test_long_form_n_colors_equals_k(tmp_path, capsys):
@@ -56,7 +102,7 @@ def test_table_baseline_dither_lab_segment_scatter(tmp_path, capsys):
     assert quantize.main([str(src), "-k", "2", "8", "--baseline", "random", "--dither", "--lab",
                           "--segment", "--scatter", "-o", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "PSNR" in text and "random" in text and "b.jpg" in text
+    assert "b.jpg K=2: " in text and "b.jpg random K=8: " in text and " dB, dE2000 " in text
     mask = np.asarray(Image.open(out / "b_k2_labels.png"))
     assert mask.ndim == 2 and set(np.unique(mask)) <= {0, 255} and len(np.unique(mask)) == 2
     labels8 = np.asarray(Image.open(out / "b_k8_labels.png"))
