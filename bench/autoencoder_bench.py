@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from encoder.ae.fashion_mnist import load_arrays  # noqa: E402
 from encoder.metrics import psnr  # noqa: E402
+from encoder.ae.inference import encoder_from_model  # noqa: E402
+from encoder.ae.model import DEFAULT_WIDTH  # noqa: E402
 from encoder.ae.lit import AutoencoderModule  # noqa: E402
 
 DEFAULT_CONTRASTIVE = inspect.signature(AutoencoderModule).parameters["contrastive_weight"].default
@@ -85,13 +87,6 @@ def train_ae(xtr: np.ndarray, ytr: np.ndarray, epochs: int, supervised_weight: f
     return module.model.eval(), len(loader) * batch_size * epochs / secs, secs
 
 
-def encoder_from_model(model):
-    from encoder.ae.inference import Encoder, best_device, fingerprint
-
-    dev = best_device()
-    return Encoder(model.to(dev).to(memory_format=torch.channels_last), fingerprint(model), "<bench>", dev)
-
-
 def encode_speed(enc, images: np.ndarray) -> float:
     enc.encode(images[:1024])
     t = time.perf_counter()
@@ -107,7 +102,7 @@ def main() -> int:
     ap.add_argument("--supervised-weight", type=float, default=1.0)
     ap.add_argument("--contrastive-weight", type=float, default=DEFAULT_CONTRASTIVE,
                     help="weight of the self-supervised NT-Xent term (0 = plain autoencoder)")
-    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--width", type=int, default=DEFAULT_WIDTH)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--supervised-only", action="store_true", help="skip the unsupervised model")
@@ -151,7 +146,7 @@ def main() -> int:
         model, speeds["train img/s (unsupervised)"], secs = train_ae(xtr, ytr, a.epochs, 0.0, a.width,
                                                                     a.batch_size, a.lr, a.contrastive_weight, a.seed)
         print(f"trained unsupervised AE: {a.epochs} epochs in {secs:.0f} s")
-        enc = encoder_from_model(model)
+        enc = encoder_from_model(model, "<bench>")
         label = f"AE unsupervised ({a.epochs} ep{', ntx' if a.contrastive_weight else ''})"
     if not a.supervised_only:
         speeds["encode img/s"] = encode_speed(enc, xte)
@@ -164,7 +159,7 @@ def main() -> int:
                                                                   a.supervised_weight, a.width, a.batch_size, a.lr,
                                                                   a.contrastive_weight, a.seed)
         print(f"trained supervised AE (weight {a.supervised_weight}): {a.supervised_epochs} epochs in {secs:.0f} s")
-        enc_s = encoder_from_model(model)
+        enc_s = encoder_from_model(model, "<bench>")
         ztr, zte = enc_s.encode(xtr), enc_s.encode(xte)
         sup_psnr = float(psnr(fte.reshape(-1, 64, 64), enc_s.decode(zte), per_image=True).mean())
         rows.append((f"AE supervised ({a.supervised_epochs} ep)", sup_psnr, p_at_5(ztr, ytr, zte, yte),

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from encoder import ann  # noqa: E402
+from encoder.search import ann  # noqa: E402
 
 
 def random_codes(n: int, d: int, seed: int) -> np.ndarray:

@@ -104,29 +104,45 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return self._loader(self.val_rows, shuffle=False) if len(self.val_rows) else []
 
     def predict_dataloader(self) -> DataLoader:
-        rows = torch.arange(len(self.ids))
-        return DataLoader(TensorDataset(self.images, rows, torch.ones(len(rows), dtype=torch.bool)),
-                          batch_size=self.batch_size)
+        """Every cached image as ``(image, row, valid=True, reason="")``, the items of :class:`PathDataset`."""
+        return DataLoader(_CachedImages(self.images), batch_size=self.batch_size)
+
+
+class _CachedImages(Dataset):
+    """Decoded images as prediction items: all readable, so ``valid`` is True and no reason."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool, str]:
+        return self.images[i], i, True, ""
 
 
 class PathDataset(Dataset):
     """Image files decoded on demand, for prediction over folders too big to cache.
 
-    Items are ``(image (1,S,S) uint8, row, valid)``; an unreadable file gives a zero
-    image with ``valid=False`` and its reason in ``self.errors[row]`` (of the worker process).
+    Items are ``(image (1,S,S) uint8, row, valid, reason)``; an unreadable file gives a zero
+    image, ``valid=False`` and why it failed in ``reason`` (``""`` for a readable one). The
+    reason travels in the batch because items are made in DataLoader worker processes, whose
+    state the main process never sees.
+
+    Example:
+        >>> PathDataset(["missing.png"])[0][1:]                          # doctest: +SKIP
+        (0, False, 'file not found')
     """
 
     def __init__(self, paths: list[str | os.PathLike], image_size: int = 64):
         self.paths = [str(p) for p in paths]
         self.image_size = image_size
-        self.errors: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool, str]:
         arr, reason = decode_gray_u8((self.paths[i], self.image_size))
         if arr is None:
-            self.errors[i] = reason
-            return torch.zeros(1, self.image_size, self.image_size, dtype=torch.uint8), i, False
-        return torch.from_numpy(arr).unsqueeze(0), i, True
+            return torch.zeros(1, self.image_size, self.image_size, dtype=torch.uint8), i, False, str(reason)
+        return torch.from_numpy(arr).unsqueeze(0), i, True, ""

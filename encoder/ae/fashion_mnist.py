@@ -8,8 +8,9 @@
 The IDX files come from the Debian package ``dataset-fashion-mnist``
 (/usr/share/datasets/fashion-mnist) when it is installed, else from torchvision's
 downloader (needs the internet). The folder is written under a temporary name and renamed
-when complete, so an interrupted export never looks finished; a finished export is
-detected by its ``DONE`` marker and not redone.
+when complete, so an interrupted export never looks finished. Its ``DONE`` marker (JSON)
+records what was exported (``limit``, ``source``, images per split); an export is reused
+only when it matches the request, otherwise it is redone (and replaced atomically).
 
 Example:
     >>> from encoder.ae.fashion_mnist import export
@@ -19,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import struct
 import sys
@@ -85,23 +87,45 @@ def load_arrays(source: str | os.PathLike | None = None) -> dict[str, tuple[np.n
     return {split: (_idx(d, imgs), _idx(d, labels)) for split, (imgs, labels) in FILES.items()}
 
 
+def _marker(limit: int | None, source: str | os.PathLike | None) -> dict:
+    """What an export is of: compared with an existing ``DONE`` marker before reusing it."""
+    return {"limit": limit, "source": None if source is None else str(Path(source).resolve())}
+
+
+def _existing(out: Path) -> dict | None:
+    """The ``DONE`` marker of ``out`` as a dict, or None (none, or an older plain-text one)."""
+    try:
+        done = json.loads((out / "DONE").read_text())
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) else None
+
+
 def export(out: str | os.PathLike = "data/fashion-mnist", source: str | os.PathLike | None = None,
            limit: int | None = None) -> Path:
     """Write Fashion-MNIST as PNG files under ``out`` (see module docstring); return ``out``.
 
     ``limit`` keeps only the first ``limit`` images of each split (for quick runs/tests).
+    An existing export of the same ``limit`` and ``source`` is reused; one of another is
+    replaced (re-exported), saying so on stderr.
     """
     out = Path(out)
-    if (out / "DONE").exists():
+    want = _marker(limit, source)
+    done = _existing(out) if (out / "DONE").exists() else None
+    if done is not None and {k: done.get(k) for k in want} == want:
         return out
+    if (out / "DONE").exists():
+        have = {k: done.get(k) for k in (*want, "counts")} if done else "an older export (no record)"
+        print(f"{out}: holds {have}, asked for {want}: exporting again", file=sys.stderr)
     arrays = load_arrays(source)
     with atomic_dir(out) as tmp:
+        counts = {}
         for split, (images, labels) in arrays.items():
-            n = len(images) if limit is None else min(limit, len(images))
+            n = counts[split] = len(images) if limit is None else min(limit, len(images))
             for c in CLASSES:
                 (tmp / split / c).mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(images[i], "L").save(tmp / split / CLASSES[labels[i]] / f"{i:05d}.png",
                                                      compress_level=1)
-        (tmp / "DONE").write_text(f"{sum(min(len(a[0]), limit or len(a[0])) for a in arrays.values())} images\n")
+        (tmp / "DONE").write_text(json.dumps({**want, "counts": counts}) + "\n")
     return out

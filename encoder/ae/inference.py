@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from encoder.atomic import save_torch
-from encoder.ae.model import ARCH, ConvAutoencoder
+from encoder.ae.model import ARCH, DEFAULT_WIDTH, ConvAutoencoder
 from encoder.data import GRAY_PREPROCESS_VERSION, decode_folder, decoding_pool, decoding_workers
 
 
@@ -99,7 +99,17 @@ def fingerprint(model: ConvAutoencoder) -> str:
     return h.hexdigest()[:16]
 
 
-def _read(path: Path) -> dict:
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The dict stored in a ``.ckpt``/``.pt`` file, read with ``weights_only=True`` on CPU.
+
+    Raises :class:`CheckpointError` naming the file when it is missing, a folder, not a
+    torch file of plain tensors and values (pickled objects are never run), or not a dict.
+
+    Example:
+        >>> read_checkpoint("runs/train/checkpoints/last.ckpt")["epoch"]     # doctest: +SKIP
+        7
+    """
+    path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -120,8 +130,11 @@ def _config_and_weights(obj: dict, path: Path) -> tuple[dict, dict]:
         return dict(obj["config"]), obj["state_dict"]
     if "state_dict" in obj and "hyper_parameters" in obj:            # Lightning checkpoint
         hp = obj["hyper_parameters"]
+        # AutoencoderModule saves all its arguments, defaults included, so a missing key can only
+        # mean a run with its default width, which has always been 16 (= DEFAULT_WIDTH; only the
+        # bare model's default used to be 32). Reading it as 16 is what this did before.
         cfg = {"arch": hp.get("arch", ARCH), "code_dim": hp.get("code_dim", 128),
-               "width": hp.get("width", 16), "image_size": hp.get("image_size", 64)}
+               "width": hp.get("width", DEFAULT_WIDTH), "image_size": hp.get("image_size", 64)}
         sd = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
         if not sd:
             raise CheckpointError(f"checkpoint {path}: a Lightning checkpoint but not of this toolkit's "
@@ -134,7 +147,7 @@ def _config_and_weights(obj: dict, path: Path) -> tuple[dict, dict]:
 def load_model(path: str | os.PathLike) -> ConvAutoencoder:
     """The :class:`ConvAutoencoder` stored in ``path`` (eval mode, on CPU)."""
     path = Path(path)
-    cfg, sd = _config_and_weights(_read(path), path)
+    cfg, sd = _config_and_weights(read_checkpoint(path), path)
     if cfg.get("arch") != ARCH:
         raise CheckpointError(f"checkpoint {path}: architecture {cfg.get('arch')!r}, this toolkit reads {ARCH!r}")
     try:
@@ -149,11 +162,20 @@ def load_model(path: str | os.PathLike) -> ConvAutoencoder:
 
 def load_encoder(path: str | os.PathLike, device: str | torch.device | None = None) -> Encoder:
     """Load a checkpoint for inference; ``device`` defaults to CUDA when present, else CPU."""
-    model = load_model(path)
+    return encoder_from_model(load_model(path), str(path), device)
+
+
+def encoder_from_model(model: ConvAutoencoder, path: str = "<memory>",
+                       device: str | torch.device | None = None) -> Encoder:
+    """Wrap a model in memory (e.g. just trained) as an :class:`Encoder` (eval, channels-last).
+
+    ``path`` is only recorded (``Encoder.path``); ``device`` defaults to CUDA when present,
+    else CPU. The model itself is moved there and switched to eval mode.
+    """
     dev = torch.device(device) if device is not None else best_device()
     fp = fingerprint(model)
-    model = model.to(dev).to(memory_format=torch.channels_last)
-    return Encoder(model, fp, str(path), dev)
+    model = model.eval().to(dev).to(memory_format=torch.channels_last)
+    return Encoder(model, fp, path, dev)
 
 
 def save_encoder(model: ConvAutoencoder, path: str | os.PathLike) -> None:
@@ -172,7 +194,7 @@ def encode_paths(enc: Encoder, paths: Sequence[str | os.PathLike], batch_size: i
     """
     from contextlib import nullcontext
 
-    from tqdm import tqdm
+    from tqdm import tqdm   # late: only this function draws a progress bar
 
     paths = [Path(p) for p in paths]
     codes, kept = [], []

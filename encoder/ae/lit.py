@@ -1,20 +1,25 @@
-"""Lightning wrappers: the image-folder DataModule, the autoencoder LightningModule, callbacks.
+"""Lightning training logic: the autoencoder LightningModule, its loss terms, a callback.
 
-The torch modules live in :mod:`encoder.ae.model`; this file only adds training logic.
+The torch modules live in :mod:`encoder.ae.model`, the image-folder DataModule in
+:mod:`encoder.ae.datamodule`; this file only adds training.
 
-* :class:`ImageFolderDataModule` scans a folder recursively with the shared loader
-  (:func:`encoder.data.scan_folder`), decodes every image once to 64x64 grey (``cache=True``,
-  in worker processes, with a progress bar) and keeps them as a uint8 tensor, so an epoch
-  costs no decoding. Unreadable files are reported by name and skipped. When every image sits
-  in a class subfolder (``root/<class>/...``) the subfolder names are the labels.
 * :class:`AutoencoderModule` trains with MSE (what PSNR measures), AdamW and a warm-up +
-  cosine schedule. ``contrastive_weight > 0`` adds a self-supervised term that needs no labels:
-  each image and a randomly shifted copy of it must have the most similar codes in the batch
-  (NT-Xent, as in SimCLR, on the code itself), so that codes group by content rather than by
-  exact pixel position, which is what top-5 retrieval asks of them.
-  ``supervised_weight > 0`` adds a classification head on the code (cross-entropy
-  weighted against the reconstruction loss) so that codes group by class.
-  ``predict_step`` returns ``{"codes", "index", "valid"}`` for the code-shard writer.
+  cosine schedule. The loss is the sum of the entries of :data:`LOSS_TERMS`, each weighted by
+  one hyper-parameter:
+
+  - ``reconstruction`` (weight 1): MSE of the unclamped decoder output.
+  - ``contrastive`` (``contrastive_weight``): a self-supervised term that needs no labels:
+    each image and a randomly shifted copy of it must have the most similar codes in the batch
+    (NT-Xent, as in SimCLR, on the code itself), so that codes group by content rather than
+    by exact pixel position, which is what top-5 retrieval asks of them.
+  - ``supervised`` (``supervised_weight``): a classification head on the code (cross-entropy)
+    so that codes group by class.
+
+  Adding a loss term touches this file only (plus its test): write a function
+  ``term(module, step) -> (loss, {name: value to log}) | None`` and append
+  ``LossTerm("name", "its_weight_hparam", term)`` to :data:`LOSS_TERMS` with that weight
+  as a new ``AutoencoderModule`` argument (default 0 keeps old runs unchanged).
+  ``predict_step`` returns ``{"codes", "index", "valid", "skipped"}`` for the code-shard writer.
 * :class:`ReconstructionGrid` writes originals over reconstructions each validation epoch.
 """
 from __future__ import annotations
@@ -22,13 +27,14 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from encoder.ae.model import ConvAutoencoder
+from encoder.ae.model import DEFAULT_WIDTH, ConvAutoencoder
 from encoder.ae.recon import save_grid
 from encoder.metrics import psnr
 
@@ -69,6 +75,81 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
 LINEAR_PATH = {f"model.{part}.linear.{w}" for part in ("encoder", "decoder") for w in ("weight", "bias")}
 
 
+@dataclass
+class Step:
+    """What every loss term sees of one batch: inputs ``x`` (N,1,S,S) float in [0,1], their
+    ``code`` (N,D), the unclamped decoder output ``raw`` (N,1,S,S), ``labels`` (N,) int64
+    (-1 = unlabelled) and the ``stage`` ("train" or "val")."""
+
+    x: torch.Tensor
+    code: torch.Tensor
+    raw: torch.Tensor
+    labels: torch.Tensor
+    stage: str
+
+
+def reconstruction_term(module: "AutoencoderModule", step: Step) -> tuple[torch.Tensor, dict]:
+    """MSE of the raw decoder output (what PSNR measures), plus the PSNR of the clamped one."""
+    mse = F.mse_loss(step.raw, step.x)
+    recon = step.raw.detach().clamp(0, 1)
+    return mse, {"mse": mse, "psnr": psnr(recon, step.x, per_image=True).mean()}
+
+
+def contrastive_term(module: "AutoencoderModule", step: Step) -> tuple[torch.Tensor, dict] | None:
+    """NT-Xent between the codes of the first ``contrastive_fraction`` of the batch and of a
+    randomly shifted copy (training only: the validation loss stays reconstruction)."""
+    hp, x, code = module.hparams, step.x, step.code
+    if step.stage != "train" or len(x) < 2:
+        return None
+    k = max(2, int(len(x) * hp.contrastive_fraction))
+    view = random_shift(x[:k], hp.shift).contiguous(
+        memory_format=torch.channels_last if hp.channels_last else torch.contiguous_format)
+    centre = code.mean(0).detach()
+    nt = nt_xent(code[:k] - centre, module.model.encode(view) - centre, hp.temperature)
+    return nt, {"ntxent": nt}
+
+
+def supervised_term(module: "AutoencoderModule", step: Step) -> tuple[torch.Tensor, dict] | None:
+    """Cross-entropy of the class head on the code, on batches with at least one label."""
+    if module.head is None or not (step.labels >= 0).any():
+        return None
+    logits = module.head(step.code)
+    ce = F.cross_entropy(logits, step.labels, ignore_index=-1)
+    return ce, {"ce": ce, "acc": (logits.argmax(1) == step.labels).float().mean()}
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One summand of the training loss: ``weight`` names the hyper-parameter weighting it
+    (None: weight 1, the first term); a weight of 0 switches the term off."""
+
+    name: str
+    weight: str | None
+    compute: Callable[["AutoencoderModule", Step], tuple[torch.Tensor, dict] | None]
+
+
+#: The loss, in the order the terms are added (and their random numbers drawn).
+LOSS_TERMS: tuple[LossTerm, ...] = (
+    LossTerm("reconstruction", None, reconstruction_term),
+    LossTerm("contrastive", "contrastive_weight", contrastive_term),
+    LossTerm("supervised", "supervised_weight", supervised_term),
+)
+
+
+def _check_hparams(*, supervised_weight: float, num_classes: int, contrastive_weight: float, shift: int,
+                   temperature: float, contrastive_fraction: float) -> None:
+    if contrastive_weight < 0 or supervised_weight < 0:
+        raise ValueError(f"contrastive_weight and supervised_weight must be >= 0, "
+                         f"got {contrastive_weight}, {supervised_weight}")
+    if not 0 < contrastive_fraction <= 1:
+        raise ValueError(f"contrastive_fraction must be in (0, 1], got {contrastive_fraction}")
+    if temperature <= 0 or shift < 0:
+        raise ValueError(f"temperature must be > 0 and shift >= 0, got {temperature}, {shift}")
+    if supervised_weight > 0 and num_classes < 2:
+        raise ValueError(f"supervised_weight={supervised_weight} needs a folder with class subfolders "
+                         f"(num_classes >= 2), got num_classes={num_classes}")
+
+
 class AutoencoderModule(pl.LightningModule):
     """Trains :class:`encoder.ae.model.ConvAutoencoder`.
 
@@ -94,24 +175,17 @@ class AutoencoderModule(pl.LightningModule):
             more encoder pass over that share).
     """
 
-    def __init__(self, code_dim: int = 128, width: int = 16, image_size: int = 64, lr: float = 3e-3,
+    def __init__(self, code_dim: int = 128, width: int = DEFAULT_WIDTH, image_size: int = 64, lr: float = 3e-3,
                  weight_decay: float = 1e-4, supervised_weight: float = 0.0, num_classes: int = 0,
                  channels_last: bool = True, pca_init: bool = True, linear_lr_scale: float = 0.02,
                  contrastive_weight: float = 0.001, shift: int = 3, temperature: float = 0.2,
                  contrastive_fraction: float = 0.5):
         super().__init__()
-        if contrastive_weight < 0 or supervised_weight < 0:
-            raise ValueError(f"contrastive_weight and supervised_weight must be >= 0, "
-                             f"got {contrastive_weight}, {supervised_weight}")
-        if not 0 < contrastive_fraction <= 1:
-            raise ValueError(f"contrastive_fraction must be in (0, 1], got {contrastive_fraction}")
-        if temperature <= 0 or shift < 0:
-            raise ValueError(f"temperature must be > 0 and shift >= 0, got {temperature}, {shift}")
+        _check_hparams(supervised_weight=supervised_weight, num_classes=num_classes,
+                       contrastive_weight=contrastive_weight, shift=shift, temperature=temperature,
+                       contrastive_fraction=contrastive_fraction)
         self.save_hyperparameters()
         self.model = ConvAutoencoder(code_dim, width, image_size)
-        if supervised_weight > 0 and num_classes < 2:
-            raise ValueError(f"supervised_weight={supervised_weight} needs a folder with class subfolders "
-                             f"(num_classes >= 2), got num_classes={num_classes}")
         self.head = torch.nn.Linear(code_dim, num_classes) if supervised_weight > 0 else None
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -131,30 +205,20 @@ class AutoencoderModule(pl.LightningModule):
                 print(f"PCA initialisation on {len(rows)} images: {share:.1%} of variance in the code", file=sys.stderr)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
+        """The weighted sum of :data:`LOSS_TERMS`; logs each term's values and the total."""
         images, labels = batch
         x = to_input(images, self.hparams.channels_last)
         code = self.model.encode(x)
-        raw = self.model.decoder(code)
-        recon = raw.detach().clamp(0, 1)
-        mse = F.mse_loss(raw, x)
-        loss = mse
-        log = {f"{stage}/mse": mse, f"{stage}/psnr": psnr(recon, x, per_image=True).mean()}
-        hp = self.hparams
-        if stage == "train" and hp.contrastive_weight > 0:
-            k = max(2, int(len(x) * hp.contrastive_fraction))
-            if len(x) >= 2:
-                view = random_shift(x[:k], hp.shift).contiguous(
-                    memory_format=torch.channels_last if hp.channels_last else torch.contiguous_format)
-                centre = code.mean(0).detach()
-                nt = nt_xent(code[:k] - centre, self.model.encode(view) - centre, hp.temperature)
-                loss = loss + hp.contrastive_weight * nt
-                log[f"{stage}/ntxent"] = nt
-        if self.head is not None and (labels >= 0).any():
-            logits = self.head(code)
-            ce = F.cross_entropy(logits, labels, ignore_index=-1)
-            loss = loss + self.hparams.supervised_weight * ce
-            log[f"{stage}/ce"] = ce
-            log[f"{stage}/acc"] = (logits.argmax(1) == labels).float().mean()
+        step = Step(x, code, self.model.decoder(code), labels, stage)
+        loss, log = None, {}
+        for term in LOSS_TERMS:
+            weight = 1.0 if term.weight is None else self.hparams[term.weight]
+            out = term.compute(self, step) if weight > 0 else None
+            if out is None:
+                continue
+            value, logged = out
+            loss = value if loss is None else loss + weight * value
+            log.update({f"{stage}/{k}": v for k, v in logged.items()})
         log[f"{stage}/loss"] = loss
         self.log_dict(log, prog_bar=stage == "val" or None, on_epoch=True, on_step=stage == "train",
                       batch_size=len(images), sync_dist=stage == "val")
@@ -166,10 +230,14 @@ class AutoencoderModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
-    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        images, rows, valid = batch
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, Any]:
+        """``(images, rows, valid, reasons)`` -> codes of the batch and ``skipped``: ``[(row,
+        reason)]`` of the files that could not be read (their codes are of zero images)."""
+        images, rows, valid, reasons = batch
         codes = self.model.encode(to_input(images, self.hparams.channels_last))
-        return {"codes": codes.float().cpu(), "index": rows.long().cpu(), "valid": valid.bool().cpu()}
+        skipped = [(int(r), str(why)) for r, ok, why in zip(rows.tolist(), valid.tolist(), reasons) if not ok]
+        return {"codes": codes.float().cpu(), "index": rows.long().cpu(), "valid": valid.bool().cpu(),
+                "skipped": skipped}
 
     def configure_optimizers(self):
         """AdamW with linear warm-up then cosine decay to 1% over the run.
@@ -223,7 +291,3 @@ class ReconstructionGrid(pl.Callback):
         out = Path(log_dir) / f"recon_epoch{trainer.current_epoch:03d}.png"
         save_grid(x.squeeze(1).cpu().numpy(), recon.squeeze(1).float().cpu().numpy(), out)
 
-
-def checkpoint_payload(model: ConvAutoencoder) -> dict[str, Any]:
-    """The minimal, pickle-free encoder file: config + weights (see encoder.ae.inference.save_encoder)."""
-    return {"config": model.config, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}

@@ -32,6 +32,11 @@ from torch import nn
 
 ARCH = "conv-ae-v1"
 
+#: Channels of the first conv stage. 16 is what the configs and ``AutoencoderModule`` train
+#: (> 500 images/s on 2 CPU cores); it is also what a Lightning checkpoint without ``width`` in
+#: its hyper-parameters was trained with (see encoder.ae.inference), so there is one default.
+DEFAULT_WIDTH = 16
+
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
@@ -53,10 +58,10 @@ class _Residual(nn.Module):
         return F.silu(x + self.conv(x))
 
 
-class Encoder(nn.Module):
+class ConvEncoder(nn.Module):
     """``(N, 1, S, S)`` in [0, 1] -> ``(N, code_dim)``."""
 
-    def __init__(self, code_dim: int = 128, width: int = 32, image_size: int = 64):
+    def __init__(self, code_dim: int = 128, width: int = DEFAULT_WIDTH, image_size: int = 64):
         super().__init__()
         if image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {image_size}")
@@ -77,10 +82,10 @@ class Encoder(nn.Module):
         return self.fc(h.flatten(1)) + self.linear(x.flatten(1))
 
 
-class Decoder(nn.Module):
+class ConvDecoder(nn.Module):
     """``(N, code_dim)`` -> ``(N, 1, S, S)``, unclamped (see :meth:`ConvAutoencoder.decode`)."""
 
-    def __init__(self, code_dim: int = 128, width: int = 32, image_size: int = 64):
+    def __init__(self, code_dim: int = 128, width: int = DEFAULT_WIDTH, image_size: int = 64):
         super().__init__()
         w = width
         self.side = image_size // 16
@@ -105,7 +110,7 @@ class Decoder(nn.Module):
 
 
 class ConvAutoencoder(nn.Module):
-    """Encoder + decoder. ``forward(x)`` returns ``(reconstruction, code)``.
+    """:class:`ConvEncoder` + :class:`ConvDecoder`. ``forward(x)`` returns ``(reconstruction, code)``.
 
     Example:
         >>> m = ConvAutoencoder().eval()
@@ -115,13 +120,13 @@ class ConvAutoencoder(nn.Module):
         torch.Size([2, 1, 64, 64])
     """
 
-    def __init__(self, code_dim: int = 128, width: int = 32, image_size: int = 64):
+    def __init__(self, code_dim: int = 128, width: int = DEFAULT_WIDTH, image_size: int = 64):
         super().__init__()
         if code_dim < 1 or width < 1:
             raise ValueError(f"code_dim and width must be >= 1, got {code_dim}, {width}")
         self.code_dim, self.width, self.image_size = code_dim, width, image_size
-        self.encoder = Encoder(code_dim, width, image_size)
-        self.decoder = Decoder(code_dim, width, image_size)
+        self.encoder = ConvEncoder(code_dim, width, image_size)
+        self.decoder = ConvDecoder(code_dim, width, image_size)
 
     @property
     def config(self) -> dict:

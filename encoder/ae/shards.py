@@ -3,32 +3,50 @@
 Each process (one per GPU/CPU device, any number of nodes with DDP) encodes its share of the
 files and :class:`CodeShardWriter` writes, per rank, a folder ``rank_00003/`` holding::
 
-    codes.npy    (M, D) float32 codes of the readable images of that rank
-    rows.npy     (M,)   int64 their positions in the input file list
-    invalid.npy  (U,)   int64 positions of files the rank could not read
+    codes.npy     (M, D) float32 codes of the readable images of that rank
+    rows.npy      (M,)   int64 their positions in the input file list
+    skipped.json  [[row, reason], ...] the files the rank could not read, and why
 
-Each rank folder is written atomically (``encoder.atomic.atomic_dir``), plain ``.npy`` only
-(no pickle). :func:`merge_shards` joins the shards in row order and drops the duplicates that
-``DistributedSampler`` adds to give every rank the same number of items.
+Each rank folder is written atomically (``encoder.atomic.atomic_dir``), plain ``.npy`` and
+JSON only (no pickle). :func:`merge_shards` joins the shards in row order and drops the
+duplicates that ``DistributedSampler`` adds to give every rank the same number of items.
 
 Example (2 CPU processes; ``search.py index --method ae --devices 2 --strategy ddp`` does this)::
 
-    >>> codes, rows, invalid = predict_codes("model.pt", paths, "runs/shards",   # doctest: +SKIP
-    ...                                      devices=2, strategy="ddp", accelerator="cpu")
+    >>> res = predict_codes("model.pt", paths, "runs/shards",                  # doctest: +SKIP
+    ...                     devices=2, strategy="ddp", accelerator="cpu")
+    >>> res.codes.shape, res.rows[:3], res.skipped                            # doctest: +SKIP
+    ((41, 128), array([0, 1, 2]), [(17, 'cannot identify image file')])
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from encoder.ae.datamodule import PathDataset
+from encoder.ae.inference import load_model
+from encoder.ae.lit import AutoencoderModule
 from encoder.atomic import atomic_dir, save_npy
+
+
+class PredictedCodes(NamedTuple):
+    """Codes of the readable files, in input order, and the files that were skipped.
+
+    ``codes`` (M, D) float32; ``rows`` (M,) int64 ascending positions in the input list;
+    ``skipped`` ``[(row, reason)]`` ascending, one per file that could not be read.
+    """
+
+    codes: np.ndarray
+    rows: np.ndarray
+    skipped: list[tuple[int, str]]
 
 
 def _rank_dir(out: Path, rank: int) -> Path:
@@ -36,7 +54,7 @@ def _rank_dir(out: Path, rank: int) -> Path:
 
 
 class CodeShardWriter(BasePredictionWriter):
-    """Writes the codes each rank predicted (``predict_step`` dicts with codes/index/valid)."""
+    """Writes the codes each rank predicted (``predict_step`` dicts with codes/index/valid/skipped)."""
 
     def __init__(self, output_dir: str | os.PathLike):
         super().__init__(write_interval="epoch")
@@ -56,24 +74,43 @@ def _flatten(predictions):
             yield from _flatten(p)
 
 
-def write_shard(output_dir: str | os.PathLike, rank: int, batches: Sequence[dict[str, torch.Tensor]]) -> Path:
-    """Write one rank's batches ``{"codes": (B,D), "index": (B,), "valid": (B,)}`` atomically."""
+def write_shard(output_dir: str | os.PathLike, rank: int, batches: Sequence[dict[str, Any]]) -> Path:
+    """Write one rank's batches atomically.
+
+    Each batch is ``{"codes": (B,D) float, "index": (B,) int, "valid": (B,) bool,
+    "skipped": [(row, reason)]}`` as :meth:`AutoencoderModule.predict_step` returns it.
+    """
     if batches:
         codes = torch.cat([b["codes"] for b in batches]).float().numpy()
         rows = torch.cat([b["index"] for b in batches]).long().numpy()
         valid = torch.cat([b["valid"] for b in batches]).bool().numpy()
     else:
         codes, rows, valid = np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
+    skipped = [[int(r), str(why)] for b in batches for r, why in b["skipped"]]
     target = _rank_dir(Path(output_dir), rank)
     with atomic_dir(target) as tmp:
         save_npy(tmp / "codes.npy", codes[valid])
         save_npy(tmp / "rows.npy", rows[valid])
-        save_npy(tmp / "invalid.npy", rows[~valid])
+        (tmp / "skipped.json").write_text(json.dumps(skipped))   # the folder as a whole is atomic
     return target
 
 
-def merge_shards(output_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Join all rank shards: ``(codes (M,D) float32, rows (M,) int64 ascending, invalid rows)``.
+def _read_shard(d: Path) -> tuple[np.ndarray, np.ndarray, list]:
+    try:
+        c = np.load(d / "codes.npy", allow_pickle=False)
+        r = np.load(d / "rows.npy", allow_pickle=False)
+        skipped = json.loads((d / "skipped.json").read_text())
+    except (OSError, ValueError) as e:   # json.JSONDecodeError is a ValueError
+        raise ValueError(f"code shard {d} is unreadable: {e}") from None
+    if c.ndim != 2 or r.ndim != 1 or len(c) != len(r):
+        raise ValueError(f"code shard {d}: {c.shape} codes but {r.shape} rows")
+    if not isinstance(skipped, list) or not all(isinstance(s, list) and len(s) == 2 for s in skipped):
+        raise ValueError(f"code shard {d}: skipped.json must list [row, reason] pairs")
+    return c, r, skipped
+
+
+def merge_shards(output_dir: str | os.PathLike) -> PredictedCodes:
+    """Join all rank shards into one :class:`PredictedCodes` (rows ascending, each once).
 
     A row seen twice (sampler padding) is kept once. Raises ValueError naming a shard whose
     files disagree, FileNotFoundError when there is none.
@@ -83,43 +120,32 @@ def merge_shards(output_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray,
     dirs = [d for d in dirs if d.is_dir() and not d.name.startswith(".")]
     if not dirs:
         raise FileNotFoundError(f"no code shards (rank_*/codes.npy) in {out}")
-    codes, rows, invalid = [], [], []
+    codes, rows, skipped = [], [], {}
     for d in dirs:
-        try:
-            c = np.load(d / "codes.npy", allow_pickle=False)
-            r = np.load(d / "rows.npy", allow_pickle=False)
-            u = np.load(d / "invalid.npy", allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"code shard {d} is unreadable: {e}") from None
-        if c.ndim != 2 or r.ndim != 1 or len(c) != len(r):
-            raise ValueError(f"code shard {d}: {c.shape} codes but {r.shape} rows")
+        c, r, s = _read_shard(d)
         if len(c):
             codes.append(c.astype(np.float32, copy=False))
             rows.append(r.astype(np.int64, copy=False))
-        invalid.append(u.astype(np.int64, copy=False))
+        skipped.update((int(row), str(why)) for row, why in s)
     dims = {c.shape[1] for c in codes}
     if len(dims) > 1:
         raise ValueError(f"code shards in {out} have different code widths {sorted(dims)}")
     all_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     all_codes = np.concatenate(codes) if codes else np.zeros((0, 0), np.float32)
     uniq, first = np.unique(all_rows, return_index=True)  # sorted rows, one each
-    bad = np.unique(np.concatenate(invalid)) if invalid else np.zeros(0, np.int64)
-    return all_codes[first], uniq, bad
+    return PredictedCodes(all_codes[first], uniq, sorted(skipped.items()))
 
 
 def predict_codes(checkpoint: str | os.PathLike, paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike, *,
                   devices: int | str = 1, strategy: str = "auto", accelerator: str = "auto", num_nodes: int = 1,
-                  batch_size: int = 256, num_workers: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+                  batch_size: int = 256, num_workers: int = 0) -> PredictedCodes | None:
     """Encode ``paths`` with Lightning ``predict`` + :class:`CodeShardWriter`, then merge the shards.
 
-    Returns ``(codes, rows, invalid_rows)`` on global rank 0 and ``None`` on the other ranks
-    (they only encode). With ``strategy="ddp"`` Lightning starts the other processes by
+    Returns :class:`PredictedCodes` ``(codes, rows, skipped)`` on global rank 0 and ``None`` on
+    the other ranks (they only encode); ``skipped`` holds ``(row in paths, reason)`` of every
+    file that could not be read. With ``strategy="ddp"`` Lightning starts the other processes by
     re-running the current command, so call this from a script's ``main``.
     """
-    from encoder.ae.inference import load_model
-    from encoder.ae.datamodule import PathDataset
-    from encoder.ae.lit import AutoencoderModule
-
     model = load_model(checkpoint)
     cfg = model.config
     out = Path(output_dir)
@@ -137,8 +163,8 @@ def predict_codes(checkpoint: str | os.PathLike, paths: Sequence[str | os.PathLi
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     if trainer.global_rank != 0:
         return None
-    codes, rows, invalid = merge_shards(output_dir)
-    seen = len(rows) + len(np.setdiff1d(invalid, rows))
+    res = merge_shards(output_dir)
+    seen = len(set(res.rows.tolist()) | {row for row, _ in res.skipped})
     if seen != len(paths):
         raise ValueError(f"code shards in {out} cover {seen} of {len(paths)} files (a rank failed?)")
-    return codes, rows, invalid
+    return res

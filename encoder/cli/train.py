@@ -7,7 +7,10 @@
     python train.py prepare-fashion-mnist --out data/fashion-mnist
     python train.py reconstruct --checkpoint CKPT IMAGES... -o runs/recon
     python train.py decode --checkpoint CKPT runs/recon/codes.npy -o runs/decoded
-    python train.py export --checkpoint CKPT -o runs/encoder.onnx   (or encoder.pt)
+    python train.py export --checkpoint CKPT -o runs/encoder.onnx   (or encoder.pt; --no-check)
+
+The tools' handlers take the parsed values as keyword arguments (never the argparse namespace)
+and pass them on to the library by name.
 
 Checkpoints are written atomically (write, fsync, rename) and read with weights_only=True.
 """
@@ -39,10 +42,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         save_torch(path, checkpoint)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
-        from encoder.ae.inference import CheckpointError, _read
+        from encoder.ae.inference import CheckpointError, read_checkpoint
 
         try:
-            return _read(Path(path))
+            return read_checkpoint(path)
         except CheckpointError as e:
             raise SystemExit(f"error: {e}") from None
 
@@ -115,7 +118,7 @@ def _tools_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="runs/recon")
     s.add_argument("--grid", type=int, default=16, help="images in the grid (default 16)")
     s.add_argument("--save-images", action="store_true", help="also write each reconstruction as a PNG")
-    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.add_argument("--json", dest="as_json", action="store_true", help="print the summary as JSON")
     s = sub.add_parser("decode", help="decode a codes .npy file back into images")
     s.add_argument("codes")
     s.add_argument("--checkpoint", required=True)
@@ -124,71 +127,78 @@ def _tools_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export the encoder for inference without Lightning (.onnx or .pt)")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("-o", "--output", default="runs/encoder.onnx")
+    s.add_argument("--no-check", dest="check", action="store_false",
+                   help="write the .onnx without checking it against torch (no onnxruntime needed)")
     return p
 
 
 def run_tool(argv: list[str]) -> int:
-    a = _tools_parser().parse_args(argv)
+    values = vars(_tools_parser().parse_args(argv))
+    handler = {"prepare-fashion-mnist": _prepare, "reconstruct": _reconstruct, "decode": _decode,
+               "export": _export}[values.pop("cmd")]
+    from encoder.ae.export import OnnxCheckUnavailable
     from encoder.ae.inference import CheckpointError
 
     try:
-        return {"prepare-fashion-mnist": _prepare, "reconstruct": _reconstruct, "decode": _decode,
-                "export": _export}[a.cmd](a)
-    except (CheckpointError, FileNotFoundError, NotADirectoryError, ValueError) as e:
+        return handler(**values)
+    except (CheckpointError, FileNotFoundError, NotADirectoryError, ValueError, OnnxCheckUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-def _prepare(a) -> int:
+def _prepare(*, out: str, source: str | None, limit: int | None) -> int:
     from encoder.ae.fashion_mnist import export
 
-    out = export(a.out, a.source, a.limit)
-    print(f"Fashion-MNIST image folder ready: {out}/train (class subfolders), {out}/test")
+    done = export(out, source=source, limit=limit)
+    print(f"Fashion-MNIST image folder ready: {done}/train (class subfolders), {done}/test")
     return 0
 
 
-def _reconstruct(a) -> int:
+def _reconstruct(*, images: list[str], checkpoint: str, output: str, grid: int, save_images: bool,
+                 as_json: bool) -> int:
     from encoder.ae.inference import load_encoder
-    from encoder.data import image_paths, report_skipped
     from encoder.ae.recon import reconstruct_paths
+    from encoder.data import image_paths, report_skipped
 
-    enc = load_encoder(a.checkpoint)
-    scan = image_paths(a.images)
+    enc = load_encoder(checkpoint)
+    scan = image_paths(images)
     errors = list(scan.skipped)
-    summary = reconstruct_paths(enc, scan.paths, a.output, root=scan.root, grid_n=a.grid,
-                                errors=errors, save_images=a.save_images)
+    summary = reconstruct_paths(enc, scan.paths, output, root=scan.root, grid_n=grid,
+                                errors=errors, save_images=save_images)
     report_skipped(errors)
-    if a.json:
+    if as_json:
         print(json.dumps(summary, indent=2))
     else:
         print(f"reconstructed {summary['count']} images ({summary['skipped']} skipped): "
               f"mean PSNR {summary['mean_psnr']:.2f} dB, mean SSIM {summary['mean_ssim']:.4f}\n"
-              f"grid {a.output}/grid.png, per-image {a.output}/metrics.csv, codes {a.output}/codes.npy")
+              f"grid {output}/grid.png, per-image {output}/metrics.csv, codes {output}/codes.npy")
     return 0
 
 
-def _decode(a) -> int:
+def _decode(*, codes: str, checkpoint: str, ids: str | None, output: str) -> int:
     from encoder.ae.inference import load_encoder
     from encoder.ae.recon import decode_to_files, load_codes
 
-    enc = load_encoder(a.checkpoint)
-    codes = load_codes(a.codes, enc.code_dim)
-    ids_path = Path(a.ids) if a.ids else Path(a.codes).with_name("ids.json")
+    enc = load_encoder(checkpoint)
+    z = load_codes(codes, enc.code_dim)
+    ids_path = Path(ids) if ids else Path(codes).with_name("ids.json")
     if ids_path.exists():
-        ids = json.loads(ids_path.read_text())
-        if not isinstance(ids, list) or len(ids) != len(codes):
-            raise ValueError(f"{ids_path} must list {len(codes)} names (one per code row)")
+        names = json.loads(ids_path.read_text())
+        if not isinstance(names, list) or len(names) != len(z):
+            raise ValueError(f"{ids_path} must list {len(z)} names (one per code row)")
     else:
-        ids = [f"{i:06d}" for i in range(len(codes))]
-    written = decode_to_files(enc.decode(codes), ids, a.output)
-    print(f"decoded {len(written)} codes -> {a.output}")
+        names = [f"{i:06d}" for i in range(len(z))]
+    written = decode_to_files(enc.decode(z), names, output)
+    print(f"decoded {len(written)} codes -> {output}")
     return 0
 
 
-def _export(a) -> int:
+def _export(*, checkpoint: str, output: str, check: bool) -> int:
     from encoder.ae.export import export_encoder
 
-    info = export_encoder(a.checkpoint, a.output)
+    info = export_encoder(checkpoint, output, check=check)
+    if info.get("checked") is False:
+        print(f"warning: {output} was not checked against torch (--no-check)", file=sys.stderr)
     print(json.dumps(info, indent=2))
     return 0
 

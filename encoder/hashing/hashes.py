@@ -159,11 +159,6 @@ def hash_version(method: str, alpha: str = "imagehash") -> str:
     return f"{d.name}-{tag}:{d.definition}{suffix}"
 
 
-# Versions of the default (alpha="imagehash") hashes, for encoder/cli/search.py: removed when
-# search lands (it calls hash_version(method, alpha)).
-HASH_VERSION = {m: hash_version(m) for m in METHODS}
-
-
 def _gray(im: Image.Image, alpha: str = "imagehash") -> Image.Image:
     """Any Pillow image -> mode ``L`` as the hashes see it (``alpha``: see the module docstring)."""
     _check_alpha(alpha)
@@ -215,9 +210,6 @@ def hash_images(images: Sequence[Image.Image], method: str = "phash", *,
     if len(images) == 0:
         return np.zeros((0, 8), np.uint8)
     return hash_pixels(np.stack([small_gray(im, method, alpha=alpha) for im in images]), method)
-
-
-phash_images = hash_images  # old name, for encoder/search/evaluate.py and bench: removed when search lands
 
 
 def hash_to_hex(h: np.ndarray) -> str:

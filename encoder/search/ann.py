@@ -206,8 +206,7 @@ def tuning_rows(n: int, n_queries: int = TUNE_QUERIES, seed: int = 0) -> np.ndar
 
 def train_sample(codes: np.ndarray, size: int, seed: int = 0, exclude: np.ndarray | None = None) -> np.ndarray:
     """Random rows, none of ``exclude`` (sorted, so a memory-mapped array is read in order): -> (<=size, D)."""
-    n = len(codes)
-    pool = np.arange(n) if exclude is None else np.setdiff1d(np.arange(n), exclude)
+    pool = np.arange(len(codes)) if exclude is None else np.setdiff1d(np.arange(len(codes)), exclude)
     if size >= len(pool):
         return np.asarray(codes[pool]) if exclude is not None else np.asarray(codes)
     rows = np.sort(np.random.default_rng(seed).choice(pool, size, replace=False))
@@ -289,10 +288,8 @@ def build(codes: np.ndarray, metric: str = "l2", factory: str = "auto", *,
 
 
 def _probes(params: str) -> int:
-    for part in params.split(","):
-        if part.startswith("nprobe="):
-            return int(part.split("=", 1)[1])
-    return 0
+    found = [part.split("=", 1)[1] for part in params.split(",") if part.startswith("nprobe=")]
+    return int(found[0]) if found else 0
 
 
 def refill(index, codes: np.ndarray, metric: str) -> Any:
@@ -315,10 +312,7 @@ def exact_knn(queries: np.ndarray, codes: np.ndarray, k: int, metric: str,
     heap = faiss.ResultHeap(len(q), k, keep_max=keep_max)
     for s in range(0, len(codes), chunk):
         xb = prepare(codes[s:s + chunk], metric)
-        if keep_max:
-            D, I = faiss.knn(q, xb, min(k, len(xb)), metric=faiss.METRIC_INNER_PRODUCT)
-        else:
-            D, I = faiss.knn(q, xb, min(k, len(xb)))
+        D, I = faiss.knn(q, xb, min(k, len(xb)), metric=faiss.METRIC_INNER_PRODUCT if keep_max else faiss.METRIC_L2)
         if D.shape[1] < k:  # a short last chunk: pad with worst values
             pad = k - D.shape[1]
             D = np.hstack([D, np.full((len(q), pad), -np.inf if keep_max else np.inf, np.float32)])
@@ -451,7 +445,6 @@ def read(path: str, mmap: bool = False):
     in 60 MB instead of 149 MB, its graph being read). (``IO_FLAG_MMAP`` alone maps only IVF
     lists, and the two together are refused for IVF.)
     """
-    if not mmap:
-        return faiss.read_index(str(path))
-    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    return (faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY) if mmap
+            else faiss.read_index(str(path)))
 

@@ -16,15 +16,16 @@ Methods, all on the same decoded 64x64 grey images (encoder.data.load_gray):
 * ``pca``: PCA with 128 components fitted on the gallery (randomized SVD, torch);
 
   all three ranked by ``metric`` (L2, or cosine: the same for all, so the comparison is fair);
-* ``phash``/``dhash``/``ahash``: 64-bit hashes of the original files, Hamming;
-* ``hybrid``: two ways to combine hash and code - ``phash>ae`` re-ranks the top ``candidates``
-  (50) by Hamming with code distance; ``ae>phash`` re-ranks the top codes by Hamming.
+* ``phash``/``dhash``/``ahash``: 64-bit hashes of the original files, Hamming.
+
+Each is a :class:`encoder.search.methods.Method` (its ``fit`` on the gallery, ``features`` and
+``knn``); this module only splits, ranks and scores.
 
 Measured (Fashion-MNIST test, 9,500 gallery / 500 queries, seed 0; autoencoder of
 configs/fashion_mnist.yaml stopped after 3 epochs): P@1 / P@5 / mAP@5 with L2 - ae .802/.769/.729,
 pca .808/.772/.732, raw .798/.778/.737, phash .654/.648/.581; with cosine - ae .824/.789/.750,
-pca .824/.789/.750, raw .818/.787/.752. Hybrid does not win here: phash50>ae .756/.751/.703,
-ae50>phash .772/.764/.707 (L2), so search.py offers no hybrid query mode.
+pca .824/.789/.750, raw .818/.787/.752. Re-ranking a hash shortlist by codes or the other way
+round did not win (phash50>ae .756/.751/.703, ae50>phash .772/.764/.707, L2) and was removed.
 
 **Near-duplicates** (:func:`evaluate_neardup`): every image of the folder is in the gallery; a
 seeded sample of them is transformed with each transform of :mod:`encoder.search.neardup`, and the
@@ -32,7 +33,7 @@ transformed copy is the query. recall@1/@5 = fraction of queries whose original 
 / in the top 5. Measured on the 18 scikit-image/scikit-learn photos against 2,308 distractors
 (crops/tiles of them, lfw faces, Fashion-MNIST), same model: mean R@1/R@5 ae .90/.92, phash
 .82/.85, pca .89/.92, raw .83/.89; ae is better on crop/rotate/flip, phash on brightness;
-phash50>ae .85/.85 and ae50>phash .85/.87 again do not beat ae alone.
+the re-ranking combinations (phash50>ae .85/.85, ae50>phash .85/.87) did not beat ae alone.
 
 Example:
     >>> import numpy as np
@@ -48,15 +49,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import faiss
 import numpy as np
 
-from encoder.search import ann
 from encoder.data import ImageLoadError, decode_folder, image_paths, open_image, resize_gray, to_gray, to_rgb
-from encoder.hashing.hashes import METHODS as HASH_METHODS, hamming, hash_paths, phash_images
-
-FEATURE_METHODS = ("ae", "raw", "pca", *HASH_METHODS)
-PCA_COMPONENTS = 128
+from encoder.search import ann
+from encoder.search.methods import Method, evaluation_methods
 
 
 def class_labels(ids: Sequence[str], where: str | os.PathLike = "") -> list[str]:
@@ -80,131 +77,45 @@ def retrieval_metrics(rows: np.ndarray, query_labels: Sequence, gallery_labels: 
     return {"P@1": float(rel[:, 0].mean()), f"P@{k}": float(rel.mean(1).mean()), f"mAP@{k}": float(ap.mean())}
 
 
-def pca_fit(x: np.ndarray, n_components: int = PCA_COMPONENTS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """PCA of (N,D) data: (mean (D,), components (D,k)) by randomized SVD (torch.pca_lowrank)."""
-    import torch
-
-    k = min(n_components, *x.shape)
-    t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-    mean = t.mean(0)
-    torch.manual_seed(seed)
-    # oversampled (k + 32 directions) and 8 power iterations: the k leading directions come out
-    # as exact SVD's to a relative error far below what changes a nearest neighbour
-    _, _, v = torch.pca_lowrank(t - mean, q=min(k + 32, *x.shape), center=False, niter=8)
-    return mean.numpy(), v[:, :k].numpy()
-
-
-def pca_project(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
-    return ((np.asarray(x, np.float32) - mean) @ components).astype(np.float32)
-
-
-def knn(method: str, gallery: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2") -> np.ndarray:
-    """Exact top-k gallery rows (Q,k): Hamming for hashes, ``metric`` for float vectors."""
-    if method in HASH_METHODS:
-        index = faiss.IndexBinaryFlat(gallery.shape[1] * 8)
-        index.add(np.ascontiguousarray(gallery))
-        return index.search(np.ascontiguousarray(queries), min(k, len(gallery)))[1]
-    return ann.exact_knn(queries, gallery, k, metric)[1]
-
-
-def rerank(shortlist: np.ndarray, gallery: np.ndarray, queries: np.ndarray, hashes: bool, metric: str = "l2",
-           ) -> np.ndarray:
-    """Order each query's shortlist (Q,C) by exact distance (Hamming or code); ties keep shortlist order."""
-    safe = np.where(shortlist >= 0, shortlist, 0)
-    if hashes:
-        d = hamming(queries[:, None, :], gallery[safe]).astype(np.float64)
-    elif metric == "cosine":
-        qn, gn = ann.prepare(queries, "cosine"), ann.prepare(gallery[safe.ravel()], "cosine")
-        d = -np.einsum("qd,qcd->qc", qn, gn.reshape(*safe.shape, -1))
-    else:
-        d = ((gallery[safe] - queries[:, None, :]) ** 2).sum(-1)
-    d = np.where(shortlist >= 0, d, np.inf)
-    return np.take_along_axis(shortlist, np.argsort(d, axis=1, kind="stable"), 1)
-
-
 def _decode(paths: list[Path], size: int, workers: int = 0):
     images, rows, skipped = decode_folder(paths, size, workers, progress=len(paths) > 2000)
     return images, [paths[r] for r in rows], skipped
 
 
-class _Features:
-    """Gallery vectors per method (PCA fitted on the gallery), then query vectors on demand."""
+class _Gallery:
+    """Each method fitted on the gallery and its gallery vectors, then query vectors on demand."""
 
-    def __init__(self, methods: list[str], enc, g_images: np.ndarray, g_paths: list[Path]):
-        self.methods, self.enc, self.gallery, self.seconds = methods, enc, {}, {}
+    def __init__(self, methods: list[Method], g_images: np.ndarray, g_paths: list[Path]):
+        self.methods, self.vectors, self.seconds = methods, {}, {}
         for m in methods:
             t = time.perf_counter()
-            if m == "ae":
-                self.gallery[m] = enc.encode(g_images)
-            elif m == "raw":
-                self.gallery[m] = _pixels(g_images)
-            elif m == "pca":
-                self.pca = pca_fit(_pixels(g_images))
-                self.gallery[m] = pca_project(_pixels(g_images), *self.pca)
-            else:
-                h, kept, _ = hash_paths(g_paths, m, errors=[])
-                if len(kept) != len(g_paths):
-                    raise ValueError(f"{len(g_paths) - len(kept)} gallery images decode to grey but cannot "
-                                     f"be hashed with {m}")
-                self.gallery[m] = h
-            self.seconds[m] = time.perf_counter() - t
+            self.vectors[m.name] = m.fit(g_images, g_paths).features(g_images, g_paths)
+            self.seconds[m.name] = time.perf_counter() - t
 
-    def pairs(self, q_images: np.ndarray, q_hashes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """{method: (gallery, queries)}; ``q_hashes(method)`` gives the queries' (Q,8) hashes."""
-        out = {}
-        for m in self.methods:
-            if m == "ae":
-                q = self.enc.encode(q_images)
-            elif m == "raw":
-                q = _pixels(q_images)
-            elif m == "pca":
-                q = pca_project(_pixels(q_images), *self.pca)
-            else:
-                q = q_hashes(m)
-            out[m] = self.gallery[m], q
-        return out
+    def ranked(self, q_images: np.ndarray, q_sources: Sequence, k: int, metric: str) -> dict[str, np.ndarray]:
+        """{method: top-k gallery rows (Q,k)} of the queries (grey images and the files/PIL images they came from)."""
+        return {m.name: m.knn(self.vectors[m.name], m.features(q_images, q_sources), k, metric) for m in self.methods}
 
 
-def _pixels(images: np.ndarray) -> np.ndarray:
-    """(N,S,S) uint8 -> (N,S*S) float32 in [0,1]."""
-    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
+def _setup(methods, enc, image_size: int | None) -> tuple[list[Method], int, object]:
+    """(methods, decoded image size, the autoencoder or None)."""
+    ms = evaluation_methods(methods, encoder=enc)
+    enc = next((m.encoder for m in ms if m.encoder is not None), enc)
+    size = next((m.image_size for m in ms if m.image_size is not None), None) or image_size or 64
+    return ms, size, enc
 
 
-def _methods(methods: Sequence[str], enc) -> tuple[list[str], bool]:
-    methods = list(dict.fromkeys(methods))
-    bad = [m for m in methods if m not in (*FEATURE_METHODS, "hybrid")]
-    if bad:
-        raise ValueError(f"methods={bad} unknown; choose from {(*FEATURE_METHODS, 'hybrid')}")
-    hybrid = "hybrid" in methods
-    feat = [m for m in methods if m != "hybrid"]
-    if hybrid:
-        feat += [m for m in ("ae", "phash") if m not in feat]
-    if "ae" in feat and enc is None:
-        raise ValueError("method 'ae' (and 'hybrid') needs a checkpoint (--checkpoint CKPT)")
-    return feat, hybrid
-
-
-def _ranked(feats, methods, hybrid, k, metric, candidates):
-    """{row name: ranked gallery rows (Q,k)} for each method and both hybrid orders."""
-    out = {m: knn(m, feats[m][0], feats[m][1], k, metric) for m in methods}
-    if hybrid:
-        (gc, qc), (gh, qh) = feats["ae"], feats["phash"]
-        c = max(candidates, k)
-        out[f"phash{c}>ae"] = rerank(knn("phash", gh, qh, c), gc, qc, hashes=False, metric=metric)[:, :k]
-        out[f"ae{c}>phash"] = rerank(knn("ae", gc, qc, c, metric), gh, qh, hashes=True)[:, :k]
-    return out
-
-
-def evaluate_folder(folder: str | os.PathLike, enc=None, methods: Sequence[str] = ("ae", "phash", "raw", "pca"), *,
+def evaluate_folder(folder: str | os.PathLike, enc=None,
+                    methods: Sequence[str | Method] = ("ae", "phash", "raw", "pca"), *,
                     queries: str | os.PathLike | None = None, n_queries: int = 500, seed: int = 0,
-                    metric: str = "l2", candidates: int = 50, k: int = 5, image_size: int | None = None) -> dict:
+                    metric: str = "l2", k: int = 5, image_size: int | None = None) -> dict:
     """P@1/P@k/mAP@k per method on a labelled folder; returns a JSON-ready report.
 
-    ``enc`` is an :class:`encoder.ae.inference.Encoder` (needed for ``ae`` and ``hybrid``).
+    ``methods``: names of :data:`encoder.search.methods.METHODS` or Method objects; ``enc`` an
+    :class:`encoder.ae.inference.Encoder` for ``ae`` (or pass an ae Method).
     """
     ann.check_metric(metric)
-    feat_methods, hybrid = _methods(methods, enc)
-    size = enc.image_size if enc is not None else (image_size or 64)
+    ms, size, enc = _setup(methods, enc, image_size)
     scan = image_paths(folder)
     images, kept, skipped = _decode(scan.paths, size)
     skipped = list(scan.skipped) + skipped
@@ -224,19 +135,10 @@ def evaluate_folder(folder: str | os.PathLike, enc=None, methods: Sequence[str] 
         q_images, q_kept, q_labels = images[qi], [kept[i] for i in qi], [labels[i] for i in qi]
         g_images, g_kept, g_labels = images[gi], [kept[i] for i in gi], [labels[i] for i in gi]
         split = f"random split, seed {seed}"
-
-    def q_hashes(m):
-        h, hk, _ = hash_paths(q_kept, m, errors=[])
-        if len(hk) != len(q_kept):
-            raise ValueError(f"some query images could not be hashed with {m}")
-        return h
-
-    fz = _Features(feat_methods, enc, g_images, g_kept)
-    feats = fz.pairs(q_images, q_hashes)
-    results = []
-    for name, rows in _ranked(feats, feat_methods, hybrid, k, metric, candidates).items():
-        results.append({"method": name, **retrieval_metrics(rows, q_labels, g_labels, k),
-                        "gallery_seconds": round(fz.seconds.get(name, 0.0), 2)})
+    gallery = _Gallery(ms, g_images, g_kept)
+    results = [{"method": name, **retrieval_metrics(rows, q_labels, g_labels, k),
+                "gallery_seconds": round(gallery.seconds[name], 2)}
+               for name, rows in gallery.ranked(q_images, q_kept, k, metric).items()]
     return {"folder": str(folder), "split": split, "n_gallery": len(g_kept), "n_queries": len(q_kept),
             "classes": len(set(g_labels)), "k": k, "metric": metric,
             "fingerprint": enc.fingerprint if enc is not None else None,
@@ -244,10 +146,9 @@ def evaluate_folder(folder: str | os.PathLike, enc=None, methods: Sequence[str] 
             "skipped": [f"{p}: {r}" for p, r in skipped]}
 
 
-def evaluate_neardup(folder: str | os.PathLike, enc=None, methods: Sequence[str] = ("ae", "phash"), *,
+def evaluate_neardup(folder: str | os.PathLike, enc=None, methods: Sequence[str | Method] = ("ae", "phash"), *,
                      queries: str | os.PathLike | None = None, n_queries: int = 100, seed: int = 0,
-                     metric: str = "l2", candidates: int = 50, transforms: dict | None = None,
-                     image_size: int | None = None) -> dict:
+                     metric: str = "l2", transforms: dict | None = None, image_size: int | None = None) -> dict:
     """recall@1/@5 of finding the original of each transformed copy, per transform and method.
 
     The originals are a seeded sample of ``n_queries`` images of ``folder``, or, with
@@ -257,8 +158,7 @@ def evaluate_neardup(folder: str | os.PathLike, enc=None, methods: Sequence[str]
     from encoder.search.neardup import TRANSFORMS
 
     transforms = transforms or TRANSFORMS
-    feat_methods, hybrid = _methods(methods, enc)
-    size = enc.image_size if enc is not None else (image_size or 64)
+    ms, size, enc = _setup(methods, enc, image_size)
     scan = image_paths(folder)
     paths, skipped = list(scan.paths), list(scan.skipped)
     if queries is not None:
@@ -274,7 +174,6 @@ def evaluate_neardup(folder: str | os.PathLike, enc=None, methods: Sequence[str]
         originals = np.array([i for i, p in enumerate(kept) if p in wanted], np.int64)
     else:
         originals = np.sort(np.random.default_rng(seed).permutation(len(kept))[:min(n_queries, len(kept))])
-    n_q = len(originals)
     pil = []
     for r in originals:
         try:
@@ -282,12 +181,11 @@ def evaluate_neardup(folder: str | os.PathLike, enc=None, methods: Sequence[str]
         except ImageLoadError as e:  # decoded once already; a file changed under us
             raise ValueError(str(e)) from None
     per = {}
-    fz = _Features(feat_methods, enc, images, kept)
+    gallery = _Gallery(ms, images, kept)
     for tname, tf in transforms.items():
         copies = [tf(im) for im in pil]
         q_images = np.stack([np.rint(resize_gray(to_gray(c), size) * 255).astype(np.uint8) for c in copies])
-        feats = fz.pairs(q_images, lambda m: phash_images(copies, m))
-        for name, rows in _ranked(feats, feat_methods, hybrid, 5, metric, candidates).items():
+        for name, rows in gallery.ranked(q_images, copies, 5, metric).items():
             hit = rows == originals[:, None]
             per.setdefault(name, {})[tname] = {"R@1": float(hit[:, :1].any(1).mean()),
                                                "R@5": float(hit[:, :5].any(1).mean())}
@@ -295,8 +193,8 @@ def evaluate_neardup(folder: str | os.PathLike, enc=None, methods: Sequence[str]
     for name, by_t in per.items():
         mean = {m: float(np.mean([v[m] for v in by_t.values()])) for m in ("R@1", "R@5")}
         results.append({"method": name, "transforms": by_t, "mean": mean})
-    return {"folder": str(folder), "n_gallery": len(kept), "n_queries": n_q, "seed": seed, "metric": metric,
-            "fingerprint": enc.fingerprint if enc is not None else None, "results": results,
+    return {"folder": str(folder), "n_gallery": len(kept), "n_queries": len(originals), "seed": seed,
+            "metric": metric, "fingerprint": enc.fingerprint if enc is not None else None, "results": results,
             "skipped": [f"{p}: {r}" for p, r in skipped]}
 
 

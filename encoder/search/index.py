@@ -10,9 +10,11 @@ An index directory holds::
     index.faiss   the FAISS index built from the vectors
 
 Every write replaces the whole directory atomically (encoder.atomic.atomic_dir), so an
-interrupted ``add`` or ``remove`` leaves the old index intact. Adding appends new rows
-without touching old ones; removing drops rows by id. Indexes of another method, version
-or decode mode are refused with a message naming both.
+interrupted ``add`` or ``remove`` leaves the old index intact. Writers of one index exclude
+each other with :func:`encoder.search.lock.writer_lock` (held from load to save); readers need
+no lock. Adding appends new rows without touching old ones; removing drops rows by id (the
+list of flat images, meta ``flat``, follows both). Indexes of another method, version, alpha
+mode or decode mode are refused with a message naming both.
 
 Binary index choice: ``IndexBinaryFlat`` (exact) up to ``HNSW_MIN`` hashes, ``IndexBinaryHNSW``
 beyond (approximate; speed and recall vs exact at 1M are measured in bench/phash_bench.py).
@@ -27,6 +29,8 @@ automatic choice changes with the new size.
 Example:
     >>> import numpy as np
     >>> idx = Index.create("phash", "phash-v1", np.zeros((2, 8), np.uint8), ["a.jpg", "b.jpg"])
+    >>> idx.meta["kind"]                       # told by the method, never guessed from the dtype
+    'hash'
     >>> distances, ids = idx.search(np.zeros((1, 8), np.uint8), k=5)
     >>> ids[0]
     ['a.jpg', 'b.jpg']
@@ -42,8 +46,12 @@ from typing import Any, Sequence
 import faiss
 import numpy as np
 
-from encoder.search import ann
 from encoder.atomic import atomic_dir, save_npy, write_json
+from encoder.search import ann
+from encoder.search.errors import CorruptIndexError, IndexBusyError, IndexMismatchError, check_meta
+from encoder.search.methods import kind_of
+
+__all__ = ["Index", "IndexMismatchError", "CorruptIndexError", "IndexBusyError", "HNSW_MIN"]
 
 FORMAT_VERSION = 1
 # Exact Hamming scans are cheap: bench/phash_bench.py measured 0.5 ms/query (batched, 2 shared
@@ -51,14 +59,6 @@ FORMAT_VERSION = 1
 # is modest on random 64-bit codes (recall@5 vs exact at 1M: 0.85 with M=32/ef=128 at
 # 0.15 ms/query, 0.33 with M=16/ef=64), so exact BinaryFlat is the default up to HNSW_MIN.
 HNSW_MIN = 2_000_000
-
-
-class IndexMismatchError(ValueError):
-    """An index and the hashes/codes offered to it come from different methods or versions."""
-
-
-class CorruptIndexError(ValueError):
-    """A file of an index directory is unreadable or inconsistent; the message names it."""
 
 
 def _read_json(file: Path, want: type):
@@ -87,38 +87,105 @@ def _read_vectors(file: Path, dtype, mmap: bool = False) -> np.ndarray:
     return v
 
 
-def _read_faiss(file: Path, binary: bool, mmap: bool = False):
-    if not file.is_file():
-        raise FileNotFoundError(f"index file missing: {file}")
-    try:
-        return faiss.read_index_binary(str(file)) if binary else ann.read(str(file), mmap)
-    except RuntimeError as e:  # FAISS's C++ errors: keep the reason, drop its source location
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        reason = ("file ends early (truncated?)" if "read error" in msg
-                  else re.sub(r"^.* at \S+:\d+: (Error: )?", "", msg)[:200])
-        raise CorruptIndexError(f"{file}: not a readable FAISS {'binary ' if binary else ''}index ({reason})") from None
+def _faiss_reason(e: RuntimeError) -> str:
+    """FAISS's C++ error without its source location."""
+    msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    if "read error" in msg:
+        return "file ends early (truncated?)"
+    return re.sub(r"^.* at \S+:\d+: (Error: )?", "", msg)[:200]
 
 
-def build_faiss(vectors: np.ndarray, kind: str, faiss_type: str = "auto"):
-    """FAISS index over ``vectors``: (N,8) uint8 hashes or (N,D) float32 codes."""
-    if kind == "hash":
-        d = vectors.shape[1] * 8
-        if faiss_type == "auto":
-            faiss_type = "BinaryHNSW" if len(vectors) >= HNSW_MIN else "BinaryFlat"
-        if faiss_type == "BinaryFlat":
-            index = faiss.IndexBinaryFlat(d)
-        elif faiss_type == "BinaryHNSW":
-            index = faiss.IndexBinaryHNSW(d, 32)
-            index.hnsw.efSearch = 128
+def _binary_index(hashes: np.ndarray, faiss_type: str = "auto"):
+    """(FAISS binary index over (N,8) uint8 hashes, its type): BinaryFlat, or BinaryHNSW from HNSW_MIN."""
+    if faiss_type == "auto":
+        faiss_type = "BinaryHNSW" if len(hashes) >= HNSW_MIN else "BinaryFlat"
+    d = hashes.shape[1] * 8
+    if faiss_type == "BinaryFlat":
+        index = faiss.IndexBinaryFlat(d)
+    elif faiss_type == "BinaryHNSW":
+        index = faiss.IndexBinaryHNSW(d, 32)
+        index.hnsw.efSearch = 128
+    else:
+        raise ValueError(f"faiss_type={faiss_type!r} must be 'auto', 'BinaryFlat' or 'BinaryHNSW' for hashes")
+    if len(hashes):
+        index.add(np.ascontiguousarray(hashes, dtype=np.uint8))
+    return index, faiss_type
+
+
+class _HashKind:
+    """(N,8) uint8 packed hashes, Hamming distance, a FAISS binary index; remembers flat images."""
+
+    name, file, dtype, dist_dtype, bits = "hash", "hashes.npy", np.uint8, np.int32, 8
+
+    def meta(self, metric: str, memory_budget: int | None, search_params: str) -> dict:
+        return {"metric": "hamming"}
+
+    def rebuild(self, idx: "Index", appended: int | None) -> None:
+        idx.faiss_index, idx.meta["faiss_type"] = _binary_index(idx.vectors, idx.meta.get("faiss_type_request", "auto"))
+
+    def search(self, idx: "Index", q: np.ndarray, k: int, params: str | None):
+        return idx.faiss_index.search(q, k)
+
+    def describe(self, meta: dict) -> str:
+        return f"{meta['method']}, {meta['faiss_type']}"
+
+    def write(self, index, file: Path) -> None:
+        faiss.write_index_binary(index, str(file))
+
+    def read(self, file: Path, meta: dict, mmap: bool):
+        return faiss.read_index_binary(str(file))
+
+
+class _CodeKind:
+    """(N,D) float32 codes, L2 or cosine, a FAISS index chosen and tuned by :mod:`encoder.search.ann`."""
+
+    name, file, dtype, dist_dtype, bits = "code", "codes.npy", np.float32, np.float32, 1
+
+    def meta(self, metric: str, memory_budget: int | None, search_params: str) -> dict:
+        ann.check_metric(metric)
+        return {"metric": metric, "memory_budget": memory_budget, "search_params_request": search_params}
+
+    def rebuild(self, idx: "Index", appended: int | None) -> None:
+        m = idx.meta
+        request, metric = m.get("faiss_type_request", "auto"), m["metric"]
+        n, d = idx.vectors.shape
+        want = ann.choose_factory(n, d, m.get("memory_budget")) if request == "auto" else request
+        have = m.get("faiss_type", "")
+        if idx.faiss_index is not None and (want == have or request == "auto" and ann.still_fits(have, want)):
+            want = have
+            if idx.source is not None:  # a memory-mapped index is read-only: read it whole
+                idx.faiss_index, idx.source = ann.read(str(idx.source / "index.faiss")), None
+            if appended is not None:  # keep the training (IVF lists, PQ codebooks), add the new rows
+                ann.add_chunked(idx.faiss_index, idx.vectors[n - appended:], metric)
+            else:
+                idx.faiss_index = ann.refill(idx.faiss_index, idx.vectors, metric)
+            params, recall = ann.tune(idx.faiss_index, idx.vectors, metric, m.get("search_params_request", "auto"))
         else:
-            raise ValueError(f"faiss_type={faiss_type!r} must be 'auto', 'BinaryFlat' or 'BinaryHNSW' for hashes")
-        if len(vectors):
-            index.add(np.ascontiguousarray(vectors, dtype=np.uint8))
-        return index, faiss_type
-    if kind == "code":
-        built = ann.build(vectors, "l2", faiss_type)
-        return built.index, built.factory
-    raise ValueError(f"kind={kind!r} must be 'hash' or 'code'")
+            built = ann.build(idx.vectors, metric, request, memory_budget=m.get("memory_budget"),
+                              search_params=m.get("search_params_request", "auto"))
+            idx.faiss_index, want, params, recall = built.index, built.factory, built.search_params, built.recall
+            idx.source = None
+        m["faiss_type"], m["search_params"], m["tuned_recall"] = want, params, recall
+
+    def search(self, idx: "Index", q: np.ndarray, k: int, params: str | None):
+        params = idx.meta.get("search_params", "") if params is None else params
+        return ann.search(idx.faiss_index, q, k, idx.meta["metric"], params, idx.vectors)
+
+    def describe(self, meta: dict) -> str:
+        recall = f", recall@5 vs exact {meta['tuned_recall']:.3f}" if meta.get("tuned_recall") is not None else ""
+        params = f", {meta['search_params']}" if meta.get("search_params") else ""
+        return f"{meta['method']} {meta['version']}, {meta['faiss_type']}, {meta['metric']}{params}{recall}"
+
+    def write(self, index, file: Path) -> None:
+        faiss.write_index(index, str(file))
+
+    def read(self, file: Path, meta: dict, mmap: bool):
+        index = ann.read(str(file), mmap)
+        ann.set_params(index, meta.get("search_params", ""))
+        return index
+
+
+_KINDS = {"hash": _HashKind(), "code": _CodeKind()}
 
 
 @dataclass
@@ -132,85 +199,85 @@ class Index:
     source: Path | None = field(default=None, repr=False)  # directory it was memory-mapped from
 
     @classmethod
-    def create(cls, method: str, version: str, vectors: np.ndarray, ids: Sequence[str], *,
-               root: str = "", extra: dict | None = None, faiss_type: str = "auto", metric: str = "l2",
-               memory_budget: int | None = None, search_params: str = "auto") -> "Index":
-        """New index from (N,8) uint8 hashes or (N,D) float32 codes and N ids.
+    def create(cls, method: str, version: str, vectors: np.ndarray, ids: Sequence[str], *, kind: str | None = None,
+               flat: Sequence[bool] | np.ndarray | None = None, root: str = "", extra: dict | None = None,
+               faiss_type: str = "auto", metric: str = "l2", memory_budget: int | None = None,
+               search_params: str = "auto") -> "Index":
+        """New index of N vectors ((N,8) uint8 hashes or (N,D) float32 codes) and N ids.
 
-        For codes: ``metric`` ``"l2"``/``"cosine"``, ``faiss_type`` ``"auto"`` or a FAISS factory
-        string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or e.g. ``"nprobe=32"``
-        (see :mod:`encoder.search.ann`).
+        ``kind`` (``"hash"``/``"code"``) defaults to what :mod:`encoder.search.methods` says
+        ``method`` makes. ``flat`` (N,) bool marks low-information images (hash indexes; dedup
+        leaves them out). For codes: ``metric`` ``"l2"``/``"cosine"``, ``faiss_type`` ``"auto"``
+        or a FAISS factory string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or
+        e.g. ``"nprobe=32"`` (see :mod:`encoder.search.ann`).
         """
+        kind = kind_of(method) if kind is None else kind
+        if kind not in _KINDS:
+            raise ValueError(f"kind={kind!r} must be 'hash' or 'code'")
+        k = _KINDS[kind]
         vectors = np.asarray(vectors)
-        kind = "hash" if vectors.dtype == np.uint8 else "code"
         if vectors.ndim != 2:
             raise ValueError(f"vectors must be 2-D, got shape {vectors.shape}")
         if len(vectors) != len(ids):
             raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids")
         if len(set(ids)) != len(ids):
             raise ValueError("ids must be unique")
-        code_meta = {}
-        if kind == "code":
-            vectors = vectors.astype(np.float32)
-            ann.check_metric(metric)
-            code_meta = {"memory_budget": memory_budget, "search_params_request": search_params}
+        vectors = vectors.astype(k.dtype, copy=False)
         meta = {"format": FORMAT_VERSION, "method": method, "version": version, "kind": kind,
-                "metric": "hamming" if kind == "hash" else metric,
-                "dim": int(vectors.shape[1]) * (8 if kind == "hash" else 1),
-                "faiss_type_request": faiss_type, **code_meta, "root": str(root), **(extra or {})}
+                **k.meta(metric, memory_budget, search_params), "dim": int(vectors.shape[1]) * k.bits,
+                "faiss_type_request": faiss_type, "root": str(root), **(extra or {})}
         idx = cls(meta, list(ids), vectors)
+        idx._set_flat([], ids, flat)
         idx._rebuild()
         return idx
 
+    @property
+    def kind(self) -> str:
+        """``"hash"`` or ``"code"``."""
+        return self.meta["kind"]
+
+    @property
+    def _kind(self):
+        return _KINDS[self.meta["kind"]]
+
+    def _set_flat(self, old: Sequence[str], ids: Sequence[str], flat) -> None:
+        """meta["flat"] (hash indexes): the ``old`` flat ids still present plus the flagged new ones, sorted."""
+        if flat is None:
+            if self.kind == "hash":
+                present = set(self.ids)
+                self.meta["flat"] = sorted(i for i in old if i in present)
+            return
+        if self.kind != "hash":
+            raise ValueError("flat flags belong to hash indexes; this index holds codes")
+        flat = np.asarray(flat, bool)
+        if flat.shape != (len(ids),):
+            raise ValueError(f"flat has shape {flat.shape}, expected ({len(ids)},)")
+        present, new = set(self.ids), set(ids)
+        self.meta["flat"] = sorted({i for i in old if i in present and i not in new}
+                                   | {i for i, f in zip(ids, flat) if f})
+
     def _rebuild(self, appended: int | None = None) -> None:
         """Rebuild the FAISS index after a change; ``appended``: only that many rows were added at the end."""
-        if self.meta["kind"] == "code":
-            self._rebuild_codes(appended)
-        else:
-            self.faiss_index, t = build_faiss(self.vectors, "hash", self.meta.get("faiss_type_request", "auto"))
-            self.meta["faiss_type"] = t
+        self._kind.rebuild(self, appended)
         self.meta["count"] = len(self.ids)
-
-    def _rebuild_codes(self, appended: int | None) -> None:
-        m = self.meta
-        request, metric = m.get("faiss_type_request", "auto"), m["metric"]
-        n, d = self.vectors.shape
-        want = ann.choose_factory(n, d, m.get("memory_budget")) if request == "auto" else request
-        have = m.get("faiss_type", "")
-        if self.faiss_index is not None and (want == have or request == "auto" and ann.still_fits(have, want)):
-            want = have
-            if self.source is not None:  # a memory-mapped index is read-only: read it whole
-                self.faiss_index, self.source = ann.read(str(self.source / "index.faiss")), None
-            if appended is not None:  # keep the training (IVF lists, PQ codebooks), add the new rows
-                ann.add_chunked(self.faiss_index, self.vectors[n - appended:], metric)
-            else:
-                self.faiss_index = ann.refill(self.faiss_index, self.vectors, metric)
-            params, recall = ann.tune(self.faiss_index, self.vectors, metric, m.get("search_params_request", "auto"))
-        else:
-            built = ann.build(self.vectors, metric, request, memory_budget=m.get("memory_budget"),
-                              search_params=m.get("search_params_request", "auto"))
-            self.faiss_index, want, params, recall = built.index, built.factory, built.search_params, built.recall
-            self.source = None
-        m["faiss_type"], m["search_params"], m["tuned_recall"] = want, params, recall
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
     def vector_file(self) -> str:
-        return "hashes.npy" if self.meta["kind"] == "hash" else "codes.npy"
+        return self._kind.file
 
     def check_compatible(self, method: str, version: str, **extra: Any) -> None:
         """Raise IndexMismatchError unless method, version and ``extra`` meta keys match."""
-        for key, want in [("method", method), ("version", version), *extra.items()]:
-            have = self.meta.get(key)
-            if have != want:
-                raise IndexMismatchError(
-                    f"index {key} is {have!r} but the new data has {key} {want!r}; "
-                    "hashes/codes of different definitions cannot be compared - build a new index")
+        check_meta(self.meta, method=method, version=version, **extra)
 
-    def add(self, vectors: np.ndarray, ids: Sequence[str]) -> None:
-        """Append rows; old rows are kept as they are. Ids already present are replaced."""
+    def add(self, vectors: np.ndarray, ids: Sequence[str], flat: Sequence[bool] | np.ndarray | None = None) -> None:
+        """Append rows; old rows are kept as they are. Ids already present are replaced.
+
+        ``flat`` (hash indexes): (M,) bool per new row; the index's flat list is updated with it
+        (a replaced id takes its new flag).
+        """
         vectors = np.asarray(vectors, dtype=self.vectors.dtype)
         if len(vectors) != len(ids):
             raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids")
@@ -223,17 +290,33 @@ class Index:
         replaced = len(keep) < len(self.ids)
         self.vectors = np.concatenate([self.vectors[keep], vectors])
         self.ids = [self.ids[i] for i in keep] + list(ids)
+        self._set_flat(self.meta.get("flat", []), ids, flat)
         self._rebuild(None if replaced else len(vectors))
 
     def remove(self, ids: Sequence[str]) -> list[str]:
-        """Drop rows by id; returns the ids that were not in the index."""
+        """Drop rows by id (and from the flat list); returns the ids that were not in the index."""
         gone = set(ids)
-        missing = [x for x in ids if x not in set(self.ids)]
+        present = set(self.ids)
+        missing = [x for x in ids if x not in present]
         keep = [i for i, x in enumerate(self.ids) if x not in gone]
         self.vectors = self.vectors[keep]
         self.ids = [self.ids[i] for i in keep]
+        self._set_flat(self.meta.get("flat", []), [], None)
         self._rebuild()
         return missing
+
+    def describe(self) -> str:
+        """One line: method (and model), FAISS type, metric, search parameters and tuned recall (codes)."""
+        return self._kind.describe(self.meta)
+
+    def flat_note(self) -> str:
+        """``"N flat, "`` for a hash index (images too plain to hash usefully), ``""`` for codes."""
+        return f"{len(self.meta['flat'])} flat, " if self.kind == "hash" else ""
+
+    def flat_mask(self) -> np.ndarray:
+        """(N,) bool: which rows are flat (low-information) images."""
+        flat = set(self.meta.get("flat", []))
+        return np.array([i in flat for i in self.ids], bool)
 
     def search(self, queries: np.ndarray, k: int = 5, params: str | None = None,
                ) -> tuple[np.ndarray, list[list[str]]]:
@@ -249,16 +332,9 @@ class Index:
             raise ValueError(f"queries shape {q.shape} does not match index width {self.vectors.shape[1]}")
         kk = min(int(k), len(self))
         if kk == 0 or len(q) == 0:
-            return np.zeros((len(q), 0), self._dist_dtype()), [[] for _ in range(len(q))]
-        if self.meta["kind"] == "code":
-            params = self.meta.get("search_params", "") if params is None else params
-            D, I = ann.search(self.faiss_index, q, kk, self.meta["metric"], params, self.vectors)
-        else:
-            D, I = self.faiss_index.search(q, kk)
+            return np.zeros((len(q), 0), self._kind.dist_dtype), [[] for _ in range(len(q))]
+        D, I = self._kind.search(self, q, kk, params)
         return D, [[self.ids[j] for j in row if j >= 0] for row in I]
-
-    def _dist_dtype(self):
-        return np.int32 if self.meta["kind"] == "hash" else np.float32
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         """Row numbers of ids (KeyError names a missing one)."""
@@ -271,10 +347,7 @@ class Index:
             save_npy(tmp / self.vector_file, self.vectors)
             write_json(tmp / "ids.json", self.ids)
             write_json(tmp / "meta.json", self.meta)
-            if self.meta["kind"] == "hash":
-                faiss.write_index_binary(self.faiss_index, str(tmp / "index.faiss"))
-            else:
-                faiss.write_index(self.faiss_index, str(tmp / "index.faiss"))
+            self._kind.write(self.faiss_index, tmp / "index.faiss")
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = False) -> "Index":
@@ -291,24 +364,32 @@ class Index:
         meta = _read_json(path / "meta.json", dict)
         if meta.get("format") != FORMAT_VERSION:
             raise CorruptIndexError(f"{path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}")
-        kind = meta.get("kind")
-        if kind not in ("hash", "code"):
-            raise CorruptIndexError(f"{path / 'meta.json'}: kind={kind!r}, expected 'hash' or 'code'")
+        kind = _KINDS.get(meta.get("kind"))
+        if kind is None:
+            raise CorruptIndexError(f"{path / 'meta.json'}: kind={meta.get('kind')!r}, expected 'hash' or 'code'")
         ids = _read_json(path / "ids.json", list)
         if not all(isinstance(i, str) for i in ids):
             raise CorruptIndexError(f"{path / 'ids.json'}: expected a list of path strings")
-        vf = path / ("hashes.npy" if kind == "hash" else "codes.npy")
-        mmap = mmap and kind == "code"
-        vectors = _read_vectors(vf, np.uint8 if kind == "hash" else np.float32, mmap)
+        vf = path / kind.file
+        mmap = mmap and kind.name == "code"  # binary indexes are small and read whole
+        vectors = _read_vectors(vf, kind.dtype, mmap)
         if len(vectors) != len(ids):
             raise CorruptIndexError(f"{path}: {len(vectors)} vectors but {len(ids)} ids (corrupt index)")
-        bits = vectors.shape[1] * (8 if kind == "hash" else 1)
+        bits = vectors.shape[1] * kind.bits
         if meta.get("dim", bits) != bits:
             raise CorruptIndexError(f"{vf}: vectors of width {bits} but meta.json says dim={meta.get('dim')}")
-        fi = _read_faiss(path / "index.faiss", binary=kind == "hash", mmap=mmap)
+        fi = cls._read_faiss(path / "index.faiss", kind, meta, mmap)
         if fi.ntotal != len(ids) or fi.d != bits:
             raise CorruptIndexError(f"{path / 'index.faiss'}: FAISS index has {fi.ntotal} rows of width {fi.d} "
                                     f"but the index holds {len(ids)} of width {bits} (corrupt index)")
-        if kind == "code":
-            ann.set_params(fi, meta.get("search_params", ""))
         return cls(meta, ids, vectors, fi, path if mmap else None)
+
+    @staticmethod
+    def _read_faiss(file: Path, kind, meta: dict, mmap: bool):
+        if not file.is_file():
+            raise FileNotFoundError(f"index file missing: {file}")
+        try:
+            return kind.read(file, meta, mmap)
+        except RuntimeError as e:
+            binary = "binary " if kind.name == "hash" else ""
+            raise CorruptIndexError(f"{file}: not a readable FAISS {binary}index ({_faiss_reason(e)})") from None

@@ -10,27 +10,34 @@ import pytest
 import torch
 
 import search
-from encoder.ae.shards import merge_shards, write_shard
+from encoder.ae.inference import encode_paths, load_encoder
+from encoder.ae.shards import PredictedCodes, merge_shards, predict_codes, write_shard
+from encoder.data import decode_gray_u8
 from helpers import class_folder, tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _batch(rows, valid=None, d=4):
+    valid = [True] * len(rows) if valid is None else valid
+    skipped = [(r, f"reason {r}") for r, ok in zip(rows, valid) if not ok]
     rows = torch.tensor(rows)
-    return {"codes": rows[:, None].float().repeat(1, d) / 10, "index": rows,
-            "valid": torch.ones(len(rows), dtype=torch.bool) if valid is None else torch.tensor(valid)}
+    return {"codes": rows[:, None].float().repeat(1, d) / 10, "index": rows, "valid": torch.tensor(valid),
+            "skipped": skipped}
 
 
 def test_merge_sorts_rows_and_drops_padding_duplicates(tmp_path):
     # DistributedSampler, 2 ranks, 7 items: rank 0 gets 0,2,4,6; rank 1 gets 1,3,5 + 0 again (padding)
     write_shard(tmp_path, 0, [_batch([0, 2]), _batch([4, 6], valid=[True, False])])
-    write_shard(tmp_path, 1, [_batch([1, 3, 5, 0])])
-    assert sorted(p.name for p in (tmp_path / "rank_00000").iterdir()) == ["codes.npy", "invalid.npy", "rows.npy"]
-    codes, rows, invalid = merge_shards(tmp_path)
-    assert rows.tolist() == [0, 1, 2, 3, 4, 5] and invalid.tolist() == [6]
+    write_shard(tmp_path, 1, [_batch([1, 3, 5, 6], valid=[True, True, True, False])])   # 6 padded, unreadable
+    assert sorted(p.name for p in (tmp_path / "rank_00000").iterdir()) == ["codes.npy", "rows.npy", "skipped.json"]
+    assert json.loads((tmp_path / "rank_00000" / "skipped.json").read_text()) == [[6, "reason 6"]]   # plain JSON
+    codes, rows, skipped = merge_shards(tmp_path)
+    assert rows.tolist() == [0, 1, 2, 3, 4, 5] and skipped == [(6, "reason 6")]
     np.testing.assert_allclose(codes[:, 0], rows / 10)
     assert codes.dtype == np.float32 and codes.shape == (6, 4)
+    write_shard(tmp_path, 1, [_batch([1, 3, 5, 0])])             # padding with a readable row
+    assert merge_shards(tmp_path).rows.tolist() == [0, 1, 2, 3, 4, 5]
 
 
 def test_merge_errors(tmp_path):
@@ -43,6 +50,31 @@ def test_merge_errors(tmp_path):
     (tmp_path / "rank_00000" / "codes.npy").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="unreadable"):
         merge_shards(tmp_path)
+    write_shard(tmp_path, 0, [_batch([0, 1])])
+    (tmp_path / "rank_00000" / "skipped.json").write_text('{"row": 1}')
+    with pytest.raises(ValueError, match=r"rank_00000.*\[row, reason\]"):
+        merge_shards(tmp_path)
+
+
+def test_predict_codes_returns_unreadable_rows_with_their_reasons(tmp_path):
+    # the reason is read in the DataLoader worker and comes back through the shards
+    folder = class_folder(tmp_path / "imgs", per_class=3)
+    paths = sorted(folder.rglob("*.png"))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    paths.insert(4, tmp_path / "broken.png")
+    paths.append(tmp_path / "missing.png")
+    ckpt = tiny_checkpoint(tmp_path / "model.pt")
+    res = predict_codes(ckpt, paths, tmp_path / "shards", accelerator="cpu", batch_size=4, num_workers=1)
+    assert isinstance(res, PredictedCodes)
+    assert res.codes.shape == (9, 128) and res.codes.dtype == np.float32
+    assert res.rows.tolist() == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert [row for row, _ in res.skipped] == [4, 10]
+    reasons = dict(res.skipped)
+    assert reasons[4] == decode_gray_u8((str(paths[4]), 64))[1] and reasons[4]
+    assert reasons[10] == decode_gray_u8((str(paths[10]), 64))[1] and reasons[10]
+    enc = load_encoder(ckpt, "cpu")
+    want, _ = encode_paths(enc, [paths[i] for i in res.rows])
+    np.testing.assert_allclose(res.codes, want, rtol=1e-4, atol=1e-5)
 
 
 def test_ddp_two_cpu_processes_equal_single_process(tmp_path):

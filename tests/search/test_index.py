@@ -1,12 +1,22 @@
-"""Index vs brute-force Hamming, add/remove, persistence, refusal, dedup groups."""
+"""Index vs brute-force Hamming, add/remove, persistence, refusal, flat list, writer lock, dedup groups."""
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from encoder.hashing.dedup import find_groups
-from encoder.search.index import Index, IndexMismatchError
+import search
+from encoder.search.index import Index, IndexBusyError, IndexMismatchError
+from encoder.search.lock import writer_lock
 from encoder.hashing.hashes import hamming
+from helpers import class_folder
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _rand(n, seed=0):
@@ -96,3 +106,78 @@ def test_dedup_groups_connected_components():
         [{"ids": ["b", "c"], "max_distance": 1}]
     with pytest.raises(ValueError, match="threshold=65"):
         find_groups(h, list("abcd"), threshold=65)
+
+
+def test_kind_comes_from_the_method_not_the_dtype():
+    idx = Index.create("ae", "fp", np.zeros((2, 8), np.uint8), ["a", "b"])  # uint8 codes are still codes
+    assert idx.kind == "code" and idx.vectors.dtype == np.float32 and idx.meta["metric"] == "l2"
+    assert Index.create("x", "v", _rand(2), ["a", "b"], kind="hash").kind == "hash"
+    with pytest.raises(ValueError, match="'x'"):
+        Index.create("x", "v", _rand(2), ["a", "b"])
+
+
+def test_flat_list_is_kept_by_the_index(tmp_path):
+    idx = Index.create("phash", "v1", _rand(4), ["a", "b", "c", "d"], flat=[True, False, True, False])
+    assert idx.meta["flat"] == ["a", "c"] and idx.flat_note() == "2 flat, "
+    idx.add(_rand(2, seed=2), ["e", "c"], flat=[True, False])  # c re-added, no longer flat
+    assert idx.meta["flat"] == ["a", "e"]
+    idx.add(_rand(1, seed=3), ["f"])  # no flags: nothing new is flat
+    assert idx.meta["flat"] == ["a", "e"]
+    assert idx.remove(["a", "b"]) == []
+    assert idx.meta["flat"] == ["e"]
+    assert idx.flat_mask().tolist() == [i == "e" for i in idx.ids]
+    idx.save(tmp_path / "idx")
+    assert Index.load(tmp_path / "idx").meta["flat"] == ["e"]
+    with pytest.raises(ValueError, match="shape"):
+        idx.add(_rand(1), ["g"], flat=[True, False])
+    codes = Index.create("ae", "fp", np.zeros((2, 4), np.float32), ["a", "b"])
+    with pytest.raises(ValueError, match="hash indexes"):
+        codes.add(np.zeros((1, 4), np.float32), ["c"], flat=[True])
+    assert "flat" not in codes.meta and codes.flat_note() == ""
+
+
+def test_concurrent_adds_keep_every_row(tmp_path):
+    """Two ``search.py add`` processes on one index: both wait for the writer lock, neither loses rows."""
+    root = tmp_path / "imgs"
+    class_folder(root / "base", per_class=7)  # 21 images
+    a, b = class_folder(root / "a", per_class=1, seed=1), class_folder(root / "b", per_class=2, seed=2)
+    idx = tmp_path / "idx"
+    assert search.main(["index", str(root / "base"), "-o", str(idx)]) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    code = "import sys, search; sys.exit(search.main(sys.argv[1:]))"
+    procs, errs = [], [tmp_path / "a.err", tmp_path / "b.err"]
+    with writer_lock(idx):  # forces the overlap: both adds start while a writer holds the index
+        for folder, err in zip((a, b), errs):
+            procs.append(subprocess.Popen([sys.executable, "-c", code, "add", str(idx), str(folder)], cwd=REPO, env=env,
+                                          stdout=subprocess.PIPE, stderr=err.open("w"), text=True))
+        t0 = time.monotonic()
+        while not all("waiting for another writer of" in e.read_text() for e in errs):
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            assert time.monotonic() - t0 < 90, "the adds never waited for the lock"
+            time.sleep(0.05)
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, [e.read_text() for e in errs]
+        assert out.startswith("added ")
+    ids = Index.load(idx).ids
+    assert len(ids) == 30 and len(set(ids)) == 30
+    # the index's root is base/: its rows have relative ids, the added folders' absolute ones
+    assert [sum(f"/imgs/{f}/" in i for i in ids) for f in ("a", "b")] == [3, 6]
+    assert not list(tmp_path.glob(".idx.lock"))  # the lock file goes when the last writer is done
+
+
+def test_writer_lock_timeout(tmp_path, capsys):
+    imgs = class_folder(tmp_path / "imgs", per_class=1)
+    idx = tmp_path / "idx"
+    assert search.main(["index", str(imgs), "-o", str(idx)]) == 0
+    before = (idx / "ids.json").read_text()
+    with writer_lock(idx):
+        capsys.readouterr()
+        assert search.main(["remove", str(idx), "down/00.png", "--lock-timeout", "0.3"]) == 2
+        err = capsys.readouterr().err
+        assert "waiting for another writer of" in err and "error: " in err and "0.3 s" in err
+        with pytest.raises(IndexBusyError):
+            with writer_lock(idx, timeout=0):
+                pass
+    assert (idx / "ids.json").read_text() == before
+    assert search.main(["remove", str(idx), "down/00.png"]) == 0  # free again

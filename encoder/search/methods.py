@@ -1,0 +1,442 @@
+"""What turns images into vectors, in one place: perceptual hashes, autoencoder codes, pixels, PCA.
+
+A :class:`Method` knows its ``kind`` (``"hash"``: (N,8) uint8 packed bits compared by Hamming;
+``"code"``: (N,D) float32 compared by L2 or cosine), its ``version`` (the hash definition or the
+model fingerprint an index records), the command-line ``options`` that apply to it, how to
+make vectors of image files (:meth:`Method.vectors`), how to check and rebuild itself from an
+index's meta (:meth:`Method.from_index`), how to query an index (:meth:`Method.query`) and,
+for ``search.py evaluate``, the features of decoded images (:meth:`Method.features`).
+
+Registry: ``phash``/``dhash``/``ahash`` (one :class:`HashMethod` per entry of
+:data:`encoder.hashing.hashes.HASHES`: a new hash there is a new method here), ``ae``
+(:class:`AutoencoderMethod`), and for evaluation only ``raw`` and ``pca``.
+
+Example:
+    >>> m = get_method("phash", alpha="white")
+    >>> m.kind, m.version == hash_version("phash", "white"), m.index_meta()
+    ('hash', True, {'decode': 'full', 'alpha': 'white'})
+    >>> get_method("phash", metric="cosine")
+    Traceback (most recent call last):
+    ...
+    ValueError: --metric applies to --method ae, not phash
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Mapping, NamedTuple, Sequence
+
+import faiss
+import numpy as np
+from PIL import Image
+
+from encoder.data import GRAY_PREPROCESS_VERSION
+from encoder.hashing.hashes import ALPHA_MODES, HASHES, hash_images, hash_paths, hash_version
+from encoder.search import ann
+from encoder.search.errors import IndexMismatchError, check_meta
+
+PCA_COMPONENTS = 128
+DEFAULT_ALPHA = "imagehash"
+# An index built before hashes recorded their alpha mode composited transparent images on white.
+LEGACY_ALPHA = "white"
+
+# Command-line spelling of every option some method takes (argparse dest -> flag).
+FLAGS = {"draft": "--draft", "alpha": "--alpha", "mirror": "--mirror", "workers": "--workers",
+         "faiss_type": "--faiss-type", "checkpoint": "--checkpoint", "batch_size": "--batch-size",
+         "metric": "--metric", "memory_budget": "--memory-budget", "search_params": "--search-params",
+         "devices": "--devices", "strategy": "--strategy", "accelerator": "--accelerator",
+         "num_nodes": "--num-nodes", "shard_dir": "--shard-dir", "show_recon": "--show-recon"}
+
+
+class Vectors(NamedTuple):
+    """Vectors of the readable files: ``vectors`` (N,8) uint8 or (N,D) float32, ``paths`` the N
+    files in input order, ``flat`` (N,) bool for hashes (low-information images), else None."""
+
+    vectors: np.ndarray
+    paths: list[Path]
+    flat: np.ndarray | None
+
+
+class Neighbours(NamedTuple):
+    """Query results: per readable query file its neighbours' ``distances`` and ``ids`` (best
+    first; int Hamming bits or float code distances) and, when asked, their decoded ``recons``."""
+
+    paths: list[Path]
+    distances: list[list]
+    ids: list[list[str]]
+    recons: list | None = None
+
+
+class Method:
+    """How images become vectors; see the module docstring. Subclasses set the class attributes."""
+
+    name: str = ""
+    kind: ClassVar[str] = "code"
+    options: ClassVar[frozenset[str]] = frozenset()  # FLAGS keys that apply
+    indexable: ClassVar[bool] = False  # may build a search index (else evaluation only)
+    image_size: int | None = None  # the decoded grey size it needs (None: any)
+    encoder: Any = None  # the loaded autoencoder, if any
+
+    @classmethod
+    def create(cls, name: str, **options: Any) -> "Method":
+        return cls(**options)
+
+    @property
+    def version(self) -> str:
+        return self.name
+
+    def index_meta(self) -> dict[str, Any]:
+        """Meta keys an index made by this method records (checked again by :meth:`from_index`)."""
+        return {}
+
+    def index_options(self) -> dict[str, Any]:
+        """Keyword arguments of :meth:`encoder.search.index.Index.create` this method sets."""
+        return {}
+
+    @classmethod
+    def from_index(cls, meta: Mapping[str, Any], **options: Any) -> "Method":
+        raise IndexMismatchError(f"index method {meta.get('method')!r} is not a method this command can query")
+
+    def vectors(self, paths: Sequence[str | Path], *, errors: list | None = None, progress: bool = False,
+                scratch_dir: str | Path | None = None) -> Vectors | None:
+        """Vectors of the readable files of ``paths``; ``(path, reason)`` of the others appended to ``errors``.
+
+        ``scratch_dir``: a folder the method may use for temporary files (removed after).
+        """
+        raise ValueError(f"method {self.name!r} is for evaluation only; it cannot index files")
+
+    def query(self, index, paths: Sequence[str | Path], k: int, *, errors: list | None = None,
+              progress: bool = False) -> Neighbours | None:
+        """Top-``k`` neighbours in ``index`` of each readable file of ``paths``."""
+        got = self.vectors(paths, errors=errors, progress=progress)
+        if got is None:
+            return None
+        distances, ids = index.search(got.vectors, k)
+        return Neighbours(got.paths, [[round(float(d), 6) for d in row] for row in distances], ids)
+
+    # -- evaluation
+    def fit(self, images: np.ndarray, sources: Sequence) -> "Method":
+        """Learn from the gallery ((N,S,S) uint8 grey images and their files); most methods need nothing."""
+        return self
+
+    def features(self, images: np.ndarray, sources: Sequence) -> np.ndarray:
+        """(N,S,S) uint8 grey images, and the files or PIL images they came from -> (N,...) vectors."""
+        raise NotImplementedError
+
+    def knn(self, gallery: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2") -> np.ndarray:
+        """Exact top-k gallery rows (Q,k) of each query, by ``metric`` (codes) or Hamming (hashes)."""
+        return ann.exact_knn(queries, gallery, k, metric)[1]
+
+    @classmethod
+    def for_evaluation(cls, name: str, *, checkpoint: str | None = None, encoder: Any = None) -> "Method":
+        return cls.create(name)
+
+
+# ----------------------------------------------------------------------------- hashes
+
+class HashMethod(Method):
+    """A perceptual hash of :data:`encoder.hashing.hashes.HASHES`: (N,8) uint8, Hamming."""
+
+    kind = "hash"
+    options = frozenset({"draft", "alpha", "mirror", "workers", "faiss_type"})
+    indexable = True
+
+    def __init__(self, name: str, *, draft: bool = False, alpha: str | None = None, mirror: bool = False,
+                 workers: int | None = None, faiss_type: str = "auto"):
+        if name not in HASHES:
+            raise ValueError(f"method={name!r} must be one of {tuple(HASHES)}")
+        alpha = DEFAULT_ALPHA if alpha is None else alpha
+        if alpha not in ALPHA_MODES:
+            raise ValueError(f"alpha={alpha!r} must be one of {tuple(ALPHA_MODES)}")
+        self.name, self.draft, self.alpha, self.mirror = name, bool(draft), alpha, bool(mirror)
+        self.workers, self.faiss_type = workers, faiss_type
+
+    @classmethod
+    def create(cls, name: str, **options: Any) -> "HashMethod":
+        return cls(name, **options)
+
+    @property
+    def version(self) -> str:
+        return hash_version(self.name, self.alpha)
+
+    def index_meta(self) -> dict[str, Any]:
+        return {"decode": "draft" if self.draft else "full", "alpha": self.alpha}
+
+    def index_options(self) -> dict[str, Any]:
+        return {"faiss_type": self.faiss_type}
+
+    @classmethod
+    def from_index(cls, meta: Mapping[str, Any], **options: Any) -> "HashMethod":
+        m = cls(meta["method"], draft=meta.get("decode") == "draft", alpha=meta.get("alpha", LEGACY_ALPHA),
+                **options)
+        check_meta(meta, version=m.version)
+        return m
+
+    def vectors(self, paths, *, errors=None, progress=False, scratch_dir=None, mirror: bool = False) -> Vectors:
+        hashes, kept, flat = hash_paths(paths, self.name, draft=self.draft, alpha=self.alpha, workers=self.workers,
+                                        errors=errors, progress=progress, mirror=mirror)
+        return Vectors(hashes, kept, flat)
+
+    def query(self, index, paths, k, *, errors=None, progress=False) -> Neighbours:
+        got = self.vectors(paths, errors=errors, progress=progress)
+        distances, ids = index.search(got.vectors, k)
+        if self.mirror and len(got.paths):  # also hash the flipped query; keep the better distance per id
+            flipped = self.vectors(got.paths, errors=errors, mirror=True)
+            distances, ids = _merge_best(distances, ids, *index.search(flipped.vectors, k), k)
+        return Neighbours(got.paths, [[int(d) for d in row] for row in distances], ids)
+
+    def features(self, images, sources) -> np.ndarray:
+        if len(sources) and isinstance(sources[0], Image.Image):
+            return hash_images(list(sources), self.name, alpha=self.alpha)
+        h, kept, _ = hash_paths(sources, self.name, alpha=self.alpha, errors=[])
+        if len(kept) != len(sources):
+            raise ValueError(f"{len(sources) - len(kept)} images decode to grey but cannot be hashed with {self.name}")
+        return h
+
+    def knn(self, gallery, queries, k, metric="l2") -> np.ndarray:
+        index = faiss.IndexBinaryFlat(gallery.shape[1] * 8)
+        index.add(np.ascontiguousarray(gallery))
+        return index.search(np.ascontiguousarray(queries), min(k, len(gallery)))[1]
+
+
+def _merge_best(d1, i1, d2, i2, k: int) -> tuple[list[list[int]], list[list[str]]]:
+    """Per query, the ``k`` best ids of two result lists, each id at its smaller distance."""
+    merged_d, merged_i = [], []
+    for q in range(len(i1)):
+        best: dict[str, int] = {}
+        for d, i in list(zip(d1[q], i1[q])) + list(zip(d2[q], i2[q])):
+            best[i] = min(int(d), best.get(i, 99))
+        top = sorted(best.items(), key=lambda t: (t[1], t[0]))[:k]
+        merged_i.append([t[0] for t in top])
+        merged_d.append([t[1] for t in top])
+    return merged_d, merged_i
+
+
+# ----------------------------------------------------------------------------- autoencoder codes
+
+class AutoencoderMethod(Method):
+    """Codes of a trained autoencoder: (N,code_dim) float32, L2 or cosine; version = model fingerprint.
+
+    ``devices`` != 1 or ``strategy`` != ``"auto"`` encodes with Lightning predict over several
+    processes (:func:`encoder.ae.shards.predict_codes`); per-rank shards go to ``shard_dir`` (kept)
+    or, when it is None, to the ``scratch_dir`` given to :meth:`vectors` (deleted once merged).
+    """
+
+    name = "ae"
+    options = frozenset({"checkpoint", "batch_size", "workers", "faiss_type", "metric", "memory_budget",
+                         "search_params", "devices", "strategy", "accelerator", "num_nodes", "shard_dir",
+                         "show_recon"})
+    indexable = True
+
+    def __init__(self, checkpoint: str | None = None, *, encoder: Any = None, batch_size: int = 256,
+                 workers: int | None = None, faiss_type: str = "auto", metric: str = "l2",
+                 memory_budget: int | None = None, search_params: str | None = None, devices: int = 1,
+                 strategy: str = "auto", accelerator: str = "auto", num_nodes: int = 1,
+                 shard_dir: str | None = None, show_recon: bool = False):
+        if encoder is None:
+            if checkpoint is None:
+                raise ValueError("--checkpoint is required for --method ae")
+            # torch is imported only when an ae method is used: a hash query stays cheap
+            from encoder.ae.inference import load_encoder
+            encoder = load_encoder(checkpoint)
+        ann.check_metric(metric)
+        self.encoder, self.image_size = encoder, encoder.image_size
+        self.batch_size, self.workers, self.faiss_type, self.metric = batch_size, workers, faiss_type, metric
+        self.memory_budget, self.search_params, self.show_recon = memory_budget, search_params, show_recon
+        self.devices, self.strategy, self.accelerator, self.num_nodes = devices, strategy, accelerator, num_nodes
+        self.shard_dir = shard_dir
+
+    @property
+    def version(self) -> str:
+        return self.encoder.fingerprint
+
+    def index_meta(self) -> dict[str, Any]:
+        enc = self.encoder
+        return {"checkpoint": str(Path(enc.path).absolute()), "code_dim": enc.code_dim,
+                "image_size": enc.image_size, "preprocess": GRAY_PREPROCESS_VERSION}
+
+    def index_options(self) -> dict[str, Any]:
+        return {"faiss_type": self.faiss_type, "metric": self.metric, "memory_budget": self.memory_budget,
+                "search_params": self.search_params or "auto"}
+
+    @classmethod
+    def from_index(cls, meta: Mapping[str, Any], *, checkpoint: str | None = None, **options: Any
+                   ) -> "AutoencoderMethod":
+        """The model that made the index (default: the checkpoint it records); another model is refused."""
+        if checkpoint is None:
+            checkpoint = meta.get("checkpoint")
+            if not checkpoint:
+                raise ValueError("--checkpoint is required for --method ae")
+            if not Path(checkpoint).is_file():
+                raise FileNotFoundError(f"the index was built with checkpoint {checkpoint}, which is gone; "
+                                        "pass --checkpoint with the same model")
+        m = cls(checkpoint, **options)
+        if meta.get("version") != m.version:
+            raise IndexMismatchError(
+                f"checkpoint {checkpoint} has model fingerprint {m.version} but the index was built with "
+                f"model fingerprint {meta.get('version')} ({meta.get('checkpoint')}); codes of two models "
+                "cannot be compared - build a new index with this checkpoint")
+        return m
+
+    @classmethod
+    def for_evaluation(cls, name, *, checkpoint=None, encoder=None) -> "AutoencoderMethod":
+        if encoder is None and checkpoint is None:
+            raise ValueError("method 'ae' needs a checkpoint (--checkpoint CKPT)")
+        return cls(checkpoint, encoder=encoder)
+
+    def vectors(self, paths, *, errors=None, progress=False, scratch_dir=None) -> Vectors | None:
+        """Codes of the readable files; None on the ranks > 0 of a distributed run (rank 0 gets all)."""
+        if self.devices != 1 or self.strategy != "auto":
+            return self._vectors_distributed(list(paths), errors, scratch_dir)
+        from encoder.ae.inference import encode_paths
+
+        codes, kept = encode_paths(self.encoder, paths, batch_size=self.batch_size, errors=errors,
+                                   progress=progress, workers=self.workers or 0)
+        return Vectors(codes, kept, None)
+
+    def _vectors_distributed(self, paths: list, errors: list | None, scratch_dir) -> Vectors | None:
+        from encoder.ae.shards import predict_codes  # Lightning: only for a distributed run
+
+        if self.shard_dir is None and scratch_dir is None:
+            raise ValueError("distributed encoding needs shard_dir (or a scratch_dir)")
+        out = Path(self.shard_dir if self.shard_dir is not None else scratch_dir)
+        res = predict_codes(self.encoder.path, paths, out, devices=self.devices, strategy=self.strategy,
+                            accelerator=self.accelerator, num_nodes=self.num_nodes, batch_size=self.batch_size,
+                            num_workers=self.workers or 0)
+        if res is None:
+            return None
+        if self.shard_dir is None:  # the scratch folder is of no use once merged
+            shutil.rmtree(out, ignore_errors=True)
+        if errors is not None:
+            errors.extend((Path(paths[r]), reason) for r, reason in res.skipped)
+        return Vectors(res.codes, [Path(paths[r]) for r in res.rows], None)
+
+    def query(self, index, paths, k, *, errors=None, progress=False) -> Neighbours:
+        got = self.vectors(paths, errors=errors, progress=progress)
+        distances, ids = index.search(got.vectors, k, params=self.search_params)
+        recons = None
+        if self.show_recon:  # each neighbour decoded from its stored code
+            recons = [self.encoder.decode(np.asarray(index.vectors[index.rows(row)])) if row else [] for row in ids]
+        return Neighbours(got.paths, [[round(float(d), 6) for d in row] for row in distances], ids, recons)
+
+    def features(self, images, sources) -> np.ndarray:
+        return self.encoder.encode(images)
+
+
+# ----------------------------------------------------------------------------- evaluation only
+
+def pixels(images: np.ndarray) -> np.ndarray:
+    """(N,S,S) uint8 -> (N,S*S) float32 in [0,1]."""
+    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
+
+
+def pca_fit(x: np.ndarray, n_components: int = PCA_COMPONENTS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """PCA of (N,D) data: (mean (D,), components (D,k)) by randomized SVD (torch.pca_lowrank)."""
+    import torch  # only PCA evaluation needs it
+
+    k = min(n_components, *x.shape)
+    t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    mean = t.mean(0)
+    torch.manual_seed(seed)
+    # oversampled (k + 32 directions) and 8 power iterations: the k leading directions come out
+    # as exact SVD's to a relative error far below what changes a nearest neighbour
+    _, _, v = torch.pca_lowrank(t - mean, q=min(k + 32, *x.shape), center=False, niter=8)
+    return mean.numpy(), v[:, :k].numpy()
+
+
+def pca_project(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """(N,D) -> (N,k) float32 coordinates in the fitted components."""
+    return ((np.asarray(x, np.float32) - mean) @ components).astype(np.float32)
+
+
+class RawMethod(Method):
+    """The pixels themselves, (N,S*S) float32 in [0,1] (evaluation baseline)."""
+
+    name = "raw"
+
+    def features(self, images, sources) -> np.ndarray:
+        return pixels(images)
+
+
+class PcaMethod(Method):
+    """PCA of the pixels with ``n_components`` components, fitted on the gallery (evaluation baseline)."""
+
+    name = "pca"
+
+    def __init__(self, n_components: int = PCA_COMPONENTS):
+        self.n_components, self.pca = n_components, None
+
+    def fit(self, images, sources) -> "PcaMethod":
+        self.pca = pca_fit(pixels(images), self.n_components)
+        return self
+
+    def features(self, images, sources) -> np.ndarray:
+        if self.pca is None:
+            raise ValueError("pca: fit() on the gallery first")
+        return pca_project(pixels(images), *self.pca)
+
+
+# ----------------------------------------------------------------------------- registry
+
+_CLASSES: dict[str, type[Method]] = {**{n: HashMethod for n in HASHES}, "ae": AutoencoderMethod,
+                                     "raw": RawMethod, "pca": PcaMethod}
+METHODS = tuple(_CLASSES)
+INDEX_METHODS = tuple(n for n, c in _CLASSES.items() if c.indexable)
+
+
+def _method_class(name: str) -> type[Method]:
+    try:
+        return _CLASSES[name]
+    except KeyError:
+        raise ValueError(f"method={name!r} must be one of {METHODS}") from None
+
+
+def kind_of(name: str) -> str:
+    """``"hash"`` or ``"code"``: what the vectors of method ``name`` are."""
+    return _method_class(name).kind
+
+
+def _owners(option: str) -> str:
+    return ", ".join(n for n in INDEX_METHODS if option in _CLASSES[n].options)
+
+
+def check_options(name: str, options: Iterable[str], *, index: bool = False) -> None:
+    """ValueError naming the first of ``options`` (FLAGS keys) that does not apply to method ``name``.
+
+    ``index=True`` words it for a command on an existing index of that method.
+    """
+    cls = _method_class(name)
+    for opt in options:
+        if opt not in cls.options:
+            flag = FLAGS.get(opt, opt)
+            raise ValueError(f"{flag} applies to {_owners(opt)} indexes, not {name}" if index
+                             else f"{flag} applies to --method {_owners(opt)}, not {name}")
+
+
+def get_method(name: str, **options: Any) -> Method:
+    """The method ``name`` with the given options; an option that does not apply is refused."""
+    check_options(name, [o for o in options if o in FLAGS])
+    return _method_class(name).create(name, **options)
+
+
+def method_for_index(meta: Mapping[str, Any], **options: Any) -> Method:
+    """The method that made an index (from its meta), checked against it; inapplicable options refused."""
+    name = meta.get("method")
+    if name not in INDEX_METHODS:
+        raise IndexMismatchError(f"index method {name!r} is not a method this command can query")
+    check_options(name, [o for o in options if o in FLAGS], index=True)
+    return _CLASSES[name].from_index(meta, **options)
+
+
+def evaluation_methods(names: Sequence[str | Method], *, checkpoint: str | None = None,
+                       encoder: Any = None) -> list[Method]:
+    """Methods to compare, in order, without repeats; the autoencoder is loaded only if ``ae`` is asked for."""
+    out = []
+    for n in dict.fromkeys(names):
+        if isinstance(n, Method):
+            out.append(n)
+        elif n not in _CLASSES:
+            raise ValueError(f"methods={[n]} unknown; choose from {METHODS}")
+        else:
+            out.append(_CLASSES[n].for_evaluation(n, checkpoint=checkpoint, encoder=encoder))
+    return out
