@@ -14,8 +14,9 @@ from encoder._lazy import exports
 
 _TABLE = {
     "encoder.ae.model": ("ConvAutoencoder", "ConvEncoder", "ConvDecoder", "ARCH", "DEFAULT_WIDTH"),
-    "encoder.ae.inference": ("Encoder", "CheckpointError", "load_encoder", "load_model", "encode_paths",
+    "encoder.ae.inference": ("Encoder", "CheckpointError", "load_encoder", "load_model",
                              "encoder_from_model", "save_encoder", "read_checkpoint", "fingerprint"),
+    "encoder.ae.runtime": ("encode_paths", "OnnxEncoder"),
     "encoder.ae.recon": ("reconstruct_paths", "decode_to_files", "load_codes", "save_grid"),
     "encoder.ae.export": ("export_encoder", "OnnxCheckUnavailable"),
     "encoder.ae.shards": ("predict_codes", "PredictedCodes", "merge_shards"),

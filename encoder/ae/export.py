@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from encoder.ae.inference import fingerprint, load_model, save_encoder
+from encoder.ae.model import ConvAutoencoder
 from encoder.atomic import write_bytes
 
 ONNX_TOLERANCE = 1e-4
@@ -62,33 +64,65 @@ def export_encoder(checkpoint: str | os.PathLike, out: str | os.PathLike, check:
     if out.suffix == ".pt":
         save_encoder(model, out)
         return info
-    s = model.image_size
-    net = model.encoder.eval()
-    sample = torch.rand(4, 1, s, s, generator=torch.Generator().manual_seed(0))
-    buf = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(net, (sample,), buf, input_names=["images"], output_names=["codes"],
-                          dynamic_axes={"images": {0: "batch"}, "codes": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-    write_bytes(out, buf.getvalue())
+    data, diff = onnx_graph(model, "encoder", check=ort is not None)
+    write_bytes(out, data)
     info["checked"] = ort is not None
-    info["max_abs_diff"] = check_onnx(net, out, sample) if ort is not None else None
+    info["max_abs_diff"] = diff
     return info
 
 
-def check_onnx(net: torch.nn.Module, path: str | os.PathLike, images: torch.Tensor) -> float:
-    """Max abs difference between torch and ONNX Runtime codes of ``images`` (N,1,S,S) float32.
+def onnx_graph(model: ConvAutoencoder, part: str = "encoder", *, check: bool = True) -> tuple[bytes, float | None]:
+    """One half of ``model`` as an ONNX graph with a dynamic batch axis -> (bytes, max abs difference).
+
+    ``part="encoder"``: input ``images`` (N,1,S,S) float32 in [0,1], output ``codes`` (N,D);
+    ``"decoder"``: input ``codes``, output ``images`` (N,1,S,S), not clamped (clamp to [0,1]
+    after, as :meth:`ConvAutoencoder.decode` does). With ``check`` ONNX Runtime's output on a
+    seeded random batch is compared with torch's (RuntimeError above :data:`ONNX_TOLERANCE`).
+    """
+    if part not in ("encoder", "decoder"):
+        raise ValueError(f"part={part!r} must be 'encoder' or 'decoder'")
+    net = (model.encoder if part == "encoder" else model.decoder).eval()
+    g = torch.Generator().manual_seed(0)
+    sample = (torch.rand(4, 1, model.image_size, model.image_size, generator=g) if part == "encoder"
+              else torch.randn(4, model.code_dim, generator=g))
+    names = (["images"], ["codes"]) if part == "encoder" else (["codes"], ["images"])
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(net.float().cpu(), (sample,), buf, input_names=names[0], output_names=names[1],
+                          dynamic_axes={names[0][0]: {0: "batch"}, names[1][0]: {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    data = buf.getvalue()
+    return data, (check_onnx(net, data, sample) if check else None)
+
+
+def check_onnx(net: torch.nn.Module, graph: str | os.PathLike | bytes, inputs: torch.Tensor) -> float:
+    """Max abs difference between torch and ONNX Runtime outputs of ``inputs`` for a graph (file or bytes).
 
     Raises :class:`OnnxCheckUnavailable` without onnxruntime, RuntimeError above
     :data:`ONNX_TOLERANCE`.
     """
     ort = _onnxruntime()
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(["codes"], {"images": images.numpy().astype(np.float32)})[0]
+    sess = ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: inputs.numpy().astype(np.float32)})[0]
     with torch.no_grad():
-        want = net(images).numpy()
+        want = net(inputs).numpy()
     diff = float(np.abs(got - want).max())
     if diff > ONNX_TOLERANCE:
-        raise RuntimeError(f"ONNX export of {path} disagrees with torch: max abs difference {diff:.2e} "
+        where = "the graph" if isinstance(graph, bytes) else str(graph)
+        raise RuntimeError(f"ONNX export of {where} disagrees with torch: max abs difference {diff:.2e} "
                            f"> {ONNX_TOLERANCE:.0e}")
     return diff
+
+
+ONNX_FILES = ("encoder.onnx", "decoder.onnx", "onnx.json")
+
+
+def onnx_attachments(model: ConvAutoencoder) -> dict[str, bytes]:
+    """The files an ae index keeps so its queries run on ONNX Runtime (see :mod:`encoder.ae.runtime`):
+    ``encoder.onnx``, ``decoder.onnx`` (both checked against torch) and ``onnx.json`` (the model's
+    fingerprint, sizes and the measured max abs differences)."""
+    enc, d_enc = onnx_graph(model, "encoder")
+    dec, d_dec = onnx_graph(model, "decoder")
+    info = {"fingerprint": fingerprint(model), "code_dim": model.code_dim, "image_size": model.image_size,
+            "max_abs_diff": {"encoder": d_enc, "decoder": d_dec}, "tolerance": ONNX_TOLERANCE}
+    return dict(zip(ONNX_FILES, (enc, dec, json.dumps(info, indent=1).encode())))

@@ -22,17 +22,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from encoder.atomic import save_torch
 from encoder.ae.model import ARCH, DEFAULT_WIDTH, ConvAutoencoder
-from encoder.data import GRAY_PREPROCESS_VERSION, decode_folder, decoding_pool, decoding_workers
+from encoder.ae.runtime import encode_paths  # noqa: F401  (re-exported: inference's public API)
+from encoder.data import GRAY_PREPROCESS_VERSION
 
 
 class CheckpointError(ValueError):
@@ -182,35 +181,3 @@ def save_encoder(model: ConvAutoencoder, path: str | os.PathLike) -> None:
     """Write the small, pickle-free encoder file (config + weights), atomically."""
     save_torch(path, {"config": model.config,
                       "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}})
-
-
-def encode_paths(enc: Encoder, paths: Sequence[str | os.PathLike], batch_size: int = 256,
-                 errors: list | None = None, progress: bool = False, workers: int = 0,
-                 ) -> tuple[np.ndarray, list[Path]]:
-    """Decode and encode image files in batches.
-
-    Returns ``(codes (M, code_dim) float32, kept paths)``; unreadable files are appended to
-    ``errors`` as ``(path, reason)`` and left out.
-    """
-    from contextlib import nullcontext
-
-    from tqdm import tqdm   # late: only this function draws a progress bar
-
-    paths = [Path(p) for p in paths]
-    codes, kept = [], []
-    step = max(batch_size, 4096)
-    bar = tqdm(total=len(paths), desc="encoding", unit="img", disable=not progress, file=sys.stderr)
-    many = len(paths) >= 2000 and decoding_workers(workers) > 1
-    with decoding_pool(workers) if many else nullcontext() as pool:     # one pool for all chunks
-        for i in range(0, len(paths), step):
-            chunk = paths[i:i + step]
-            images, rows, skipped = decode_folder(chunk, enc.image_size, workers, progress=False, pool=pool)
-            if errors is not None:
-                errors.extend(skipped)
-            if len(images):
-                codes.append(enc.encode(images, batch_size))
-                kept += [chunk[r] for r in rows]
-            bar.update(len(chunk))
-    bar.close()
-    out = np.concatenate(codes) if codes else np.zeros((0, enc.code_dim), np.float32)
-    return out, kept

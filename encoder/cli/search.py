@@ -56,7 +56,7 @@ def cmd_index(a, opts: dict[str, Any]) -> int:
         return 0
     idx = Index.create(method.name, method.version, got.vectors, [scan.relative(p) for p in got.paths],
                        kind=method.kind, flat=got.flat, root=str(scan.root), extra=method.index_meta(),
-                       **method.index_options())
+                       attachments=method.index_attachments(), **method.index_options())
     with writer_lock(out, timeout=a.lock_timeout):  # an add running on the old index must not win
         idx.save(out)
     print(f"indexed {len(idx)} images ({idx.describe()}) -> {a.output}; {idx.flat_note()}"
@@ -67,7 +67,7 @@ def cmd_index(a, opts: dict[str, Any]) -> int:
 def cmd_add(a, opts: dict[str, Any]) -> int:
     with writer_lock(a.index, timeout=a.lock_timeout):
         idx = Index.load(a.index)
-        method = method_for_index(idx.meta, **opts)
+        method = method_for_index(idx.meta, idx.attachments, **opts)
         root = Path(idx.meta["root"])
         _, got = _vectors(method, a.images)
         ids = [_id_for(p, root) for p in got.paths]
@@ -116,7 +116,7 @@ def _plot_results(results: list[dict], recons, plot: str) -> None:
 
 def cmd_query(a, opts: dict[str, Any]) -> int:
     idx = Index.load(a.index, mmap=True)
-    method = method_for_index(idx.meta, **opts)
+    method = method_for_index(idx.meta, idx.attachments, **opts)
     scan = image_paths(a.queries)
     errors = list(scan.skipped)
     got = method.query(idx, scan.paths, a.k, errors=errors, progress=len(scan.paths) > 200)

@@ -37,11 +37,12 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import faiss
 import numpy as np
@@ -110,6 +111,27 @@ def _binary_index(hashes: np.ndarray, faiss_type: str = "auto"):
     if len(hashes):
         index.add(np.ascontiguousarray(hashes, dtype=np.uint8))
     return index, faiss_type
+
+
+_INDEX_FILES = frozenset({"meta.json", "ids.json", "hashes.npy", "codes.npy", "index.faiss"})
+_ATTACHMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _read_attachments(path: Path, meta: dict) -> dict[str, bytes]:
+    """The attachment files meta.json lists, checked against their recorded size and SHA-256."""
+    listed = meta.get("attachments", {})
+    if not isinstance(listed, dict):
+        raise CorruptIndexError(f"{path / 'meta.json'}: 'attachments' must be an object")
+    out = {}
+    for name, want in listed.items():
+        file = path / name
+        if not _ATTACHMENT_NAME.fullmatch(name) or name in _INDEX_FILES or not file.is_file():
+            raise CorruptIndexError(f"{path}: attachment {name!r} listed in meta.json is missing or not a plain name")
+        data = file.read_bytes()
+        if not isinstance(want, dict) or hashlib.sha256(data).hexdigest() != want.get("sha256"):
+            raise CorruptIndexError(f"{file}: contents differ from meta.json's SHA-256 (edited or truncated)")
+        out[name] = data
+    return out
 
 
 class _HashKind:
@@ -197,19 +219,20 @@ class Index:
     vectors: np.ndarray
     faiss_index: Any = field(default=None, repr=False)
     source: Path | None = field(default=None, repr=False)  # directory it was memory-mapped from
+    attachments: dict[str, bytes] = field(default_factory=dict, repr=False)  # see attach()
 
     @classmethod
     def create(cls, method: str, version: str, vectors: np.ndarray, ids: Sequence[str], *, kind: str | None = None,
                flat: Sequence[bool] | np.ndarray | None = None, root: str = "", extra: dict | None = None,
                faiss_type: str = "auto", metric: str = "l2", memory_budget: int | None = None,
-               search_params: str = "auto") -> "Index":
+               search_params: str = "auto", attachments: Mapping[str, bytes] | None = None) -> "Index":
         """New index of N vectors ((N,8) uint8 hashes or (N,D) float32 codes) and N ids.
 
         ``kind`` (``"hash"``/``"code"``) defaults to what :mod:`encoder.search.methods` says
         ``method`` makes. ``flat`` (N,) bool marks low-information images (hash indexes; dedup
         leaves them out). For codes: ``metric`` ``"l2"``/``"cosine"``, ``faiss_type`` ``"auto"``
         or a FAISS factory string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or
-        e.g. ``"nprobe=32"`` (see :mod:`encoder.search.ann`).
+        e.g. ``"nprobe=32"`` (see :mod:`encoder.search.ann`). ``attachments``: see :meth:`attach`.
         """
         kind = kind_of(method) if kind is None else kind
         if kind not in _KINDS:
@@ -228,8 +251,20 @@ class Index:
                 "faiss_type_request": faiss_type, "root": str(root), **(extra or {})}
         idx = cls(meta, list(ids), vectors)
         idx._set_flat([], ids, flat)
+        idx.attach(attachments or {})
         idx._rebuild()
         return idx
+
+    def attach(self, files: Mapping[str, bytes]) -> None:
+        """Keep ``{file name: bytes}`` in the index folder beside the vectors (an ae index keeps its
+        model's ONNX graphs there, so a query needs neither torch nor the checkpoint). They live as
+        long as the index; meta.json records each one's size and SHA-256, checked on load."""
+        for name, data in files.items():
+            if not _ATTACHMENT_NAME.fullmatch(name) or name in _INDEX_FILES:
+                raise ValueError(f"attachment name {name!r} must be a plain file name other than {sorted(_INDEX_FILES)}")
+            self.attachments[name] = bytes(data)
+        self.meta["attachments"] = {n: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+                                    for n, d in sorted(self.attachments.items())}
 
     @property
     def kind(self) -> str:
@@ -348,6 +383,8 @@ class Index:
             write_json(tmp / "ids.json", self.ids)
             write_json(tmp / "meta.json", self.meta)
             self._kind.write(self.faiss_index, tmp / "index.faiss")
+            for name, data in self.attachments.items():
+                (tmp / name).write_bytes(data)
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = False) -> "Index":
@@ -382,7 +419,7 @@ class Index:
         if fi.ntotal != len(ids) or fi.d != bits:
             raise CorruptIndexError(f"{path / 'index.faiss'}: FAISS index has {fi.ntotal} rows of width {fi.d} "
                                     f"but the index holds {len(ids)} of width {bits} (corrupt index)")
-        return cls(meta, ids, vectors, fi, path if mmap else None)
+        return cls(meta, ids, vectors, fi, path if mmap else None, _read_attachments(path, meta))
 
     @staticmethod
     def _read_faiss(file: Path, kind, meta: dict, mmap: bool):

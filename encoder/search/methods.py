@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import faiss
 import numpy as np
@@ -33,104 +33,13 @@ from PIL import Image
 from encoder.data import GRAY_PREPROCESS_VERSION
 from encoder.hashing.hashes import ALPHA_MODES, HASHES, hash_images, hash_paths, hash_version
 from encoder.search import ann
+from encoder.search.baselines import PcaMethod, RawMethod
+from encoder.search.base import FLAGS, Method, Neighbours, Vectors  # noqa: F401  (the interface, re-exported)
 from encoder.search.errors import IndexMismatchError, check_meta
 
-PCA_COMPONENTS = 128
 DEFAULT_ALPHA = "imagehash"
 # An index built before hashes recorded their alpha mode composited transparent images on white.
 LEGACY_ALPHA = "white"
-
-# Command-line spelling of every option some method takes (argparse dest -> flag).
-FLAGS = {"draft": "--draft", "alpha": "--alpha", "mirror": "--mirror", "workers": "--workers",
-         "faiss_type": "--faiss-type", "checkpoint": "--checkpoint", "batch_size": "--batch-size",
-         "metric": "--metric", "memory_budget": "--memory-budget", "search_params": "--search-params",
-         "devices": "--devices", "strategy": "--strategy", "accelerator": "--accelerator",
-         "num_nodes": "--num-nodes", "shard_dir": "--shard-dir", "show_recon": "--show-recon"}
-
-
-class Vectors(NamedTuple):
-    """Vectors of the readable files: ``vectors`` (N,8) uint8 or (N,D) float32, ``paths`` the N
-    files in input order, ``flat`` (N,) bool for hashes (low-information images), else None."""
-
-    vectors: np.ndarray
-    paths: list[Path]
-    flat: np.ndarray | None
-
-
-class Neighbours(NamedTuple):
-    """Query results: per readable query file its neighbours' ``distances`` and ``ids`` (best
-    first; int Hamming bits or float code distances) and, when asked, their decoded ``recons``."""
-
-    paths: list[Path]
-    distances: list[list]
-    ids: list[list[str]]
-    recons: list | None = None
-
-
-class Method:
-    """How images become vectors; see the module docstring. Subclasses set the class attributes."""
-
-    name: str = ""
-    kind: ClassVar[str] = "code"
-    options: ClassVar[frozenset[str]] = frozenset()  # FLAGS keys that apply
-    indexable: ClassVar[bool] = False  # may build a search index (else evaluation only)
-    image_size: int | None = None  # the decoded grey size it needs (None: any)
-    encoder: Any = None  # the loaded autoencoder, if any
-
-    @classmethod
-    def create(cls, name: str, **options: Any) -> "Method":
-        return cls(**options)
-
-    @property
-    def version(self) -> str:
-        return self.name
-
-    def index_meta(self) -> dict[str, Any]:
-        """Meta keys an index made by this method records (checked again by :meth:`from_index`)."""
-        return {}
-
-    def index_options(self) -> dict[str, Any]:
-        """Keyword arguments of :meth:`encoder.search.index.Index.create` this method sets."""
-        return {}
-
-    @classmethod
-    def from_index(cls, meta: Mapping[str, Any], **options: Any) -> "Method":
-        raise IndexMismatchError(f"index method {meta.get('method')!r} is not a method this command can query")
-
-    def vectors(self, paths: Sequence[str | Path], *, errors: list | None = None, progress: bool = False,
-                scratch_dir: str | Path | None = None) -> Vectors | None:
-        """Vectors of the readable files of ``paths``; ``(path, reason)`` of the others appended to ``errors``.
-
-        ``scratch_dir``: a folder the method may use for temporary files (removed after).
-        """
-        raise ValueError(f"method {self.name!r} is for evaluation only; it cannot index files")
-
-    def query(self, index, paths: Sequence[str | Path], k: int, *, errors: list | None = None,
-              progress: bool = False) -> Neighbours | None:
-        """Top-``k`` neighbours in ``index`` of each readable file of ``paths``."""
-        got = self.vectors(paths, errors=errors, progress=progress)
-        if got is None:
-            return None
-        distances, ids = index.search(got.vectors, k)
-        return Neighbours(got.paths, [[round(float(d), 6) for d in row] for row in distances], ids)
-
-    # -- evaluation
-    def fit(self, images: np.ndarray, sources: Sequence) -> "Method":
-        """Learn from the gallery ((N,S,S) uint8 grey images and their files); most methods need nothing."""
-        return self
-
-    def features(self, images: np.ndarray, sources: Sequence) -> np.ndarray:
-        """(N,S,S) uint8 grey images, and the files or PIL images they came from -> (N,...) vectors."""
-        raise NotImplementedError
-
-    def knn(self, gallery: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2") -> np.ndarray:
-        """Exact top-k gallery rows (Q,k) of each query, by ``metric`` (codes) or Hamming (hashes)."""
-        return ann.exact_knn(queries, gallery, k, metric)[1]
-
-    @classmethod
-    def for_evaluation(cls, name: str, *, checkpoint: str | None = None, encoder: Any = None) -> "Method":
-        return cls.create(name)
-
 
 # ----------------------------------------------------------------------------- hashes
 
@@ -166,7 +75,7 @@ class HashMethod(Method):
         return {"faiss_type": self.faiss_type}
 
     @classmethod
-    def from_index(cls, meta: Mapping[str, Any], **options: Any) -> "HashMethod":
+    def from_index(cls, meta: Mapping[str, Any], attachments: Mapping | None = None, **options: Any) -> "HashMethod":
         m = cls(meta["method"], draft=meta.get("decode") == "draft", alpha=meta.get("alpha", LEGACY_ALPHA),
                 **options)
         check_meta(meta, version=m.version)
@@ -259,10 +168,23 @@ class AutoencoderMethod(Method):
         return {"faiss_type": self.faiss_type, "metric": self.metric, "memory_budget": self.memory_budget,
                 "search_params": self.search_params or "auto"}
 
+    def index_attachments(self) -> dict[str, bytes]:
+        """The model's ONNX graphs (checked against torch): queries then need neither torch nor the checkpoint."""
+        from encoder.ae.export import onnx_attachments  # torch: the index is being built with it anyway
+
+        return onnx_attachments(self.encoder.model) if hasattr(self.encoder, "model") else {}
+
     @classmethod
-    def from_index(cls, meta: Mapping[str, Any], *, checkpoint: str | None = None, **options: Any
-                   ) -> "AutoencoderMethod":
-        """The model that made the index (default: the checkpoint it records); another model is refused."""
+    def from_index(cls, meta: Mapping[str, Any], *, checkpoint: str | None = None, attachments: Mapping | None = None,
+                   **options: Any) -> "AutoencoderMethod":
+        """The model that made the index: its ONNX graphs kept in the index (no torch), else the checkpoint
+        it records, or ``checkpoint`` (loaded with torch); another model is refused."""
+        if checkpoint is None and attachments and not {"devices", "strategy"} & set(options):
+            from encoder.ae.runtime import onnx_encoder_for_index
+
+            enc = onnx_encoder_for_index(dict(meta), dict(attachments))
+            if enc is not None:
+                return cls(encoder=enc, **options)
         if checkpoint is None:
             checkpoint = meta.get("checkpoint")
             if not checkpoint:
@@ -288,7 +210,7 @@ class AutoencoderMethod(Method):
         """Codes of the readable files; None on the ranks > 0 of a distributed run (rank 0 gets all)."""
         if self.devices != 1 or self.strategy != "auto":
             return self._vectors_distributed(list(paths), errors, scratch_dir)
-        from encoder.ae.inference import encode_paths
+        from encoder.ae.runtime import encode_paths
 
         codes, kept = encode_paths(self.encoder, paths, batch_size=self.batch_size, errors=errors,
                                    progress=progress, workers=self.workers or 0)
@@ -321,59 +243,6 @@ class AutoencoderMethod(Method):
 
     def features(self, images, sources) -> np.ndarray:
         return self.encoder.encode(images)
-
-
-# ----------------------------------------------------------------------------- evaluation only
-
-def pixels(images: np.ndarray) -> np.ndarray:
-    """(N,S,S) uint8 -> (N,S*S) float32 in [0,1]."""
-    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
-
-
-def pca_fit(x: np.ndarray, n_components: int = PCA_COMPONENTS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """PCA of (N,D) data: (mean (D,), components (D,k)) by randomized SVD (torch.pca_lowrank)."""
-    import torch  # only PCA evaluation needs it
-
-    k = min(n_components, *x.shape)
-    t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-    mean = t.mean(0)
-    torch.manual_seed(seed)
-    # oversampled (k + 32 directions) and 8 power iterations: the k leading directions come out
-    # as exact SVD's to a relative error far below what changes a nearest neighbour
-    _, _, v = torch.pca_lowrank(t - mean, q=min(k + 32, *x.shape), center=False, niter=8)
-    return mean.numpy(), v[:, :k].numpy()
-
-
-def pca_project(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
-    """(N,D) -> (N,k) float32 coordinates in the fitted components."""
-    return ((np.asarray(x, np.float32) - mean) @ components).astype(np.float32)
-
-
-class RawMethod(Method):
-    """The pixels themselves, (N,S*S) float32 in [0,1] (evaluation baseline)."""
-
-    name = "raw"
-
-    def features(self, images, sources) -> np.ndarray:
-        return pixels(images)
-
-
-class PcaMethod(Method):
-    """PCA of the pixels with ``n_components`` components, fitted on the gallery (evaluation baseline)."""
-
-    name = "pca"
-
-    def __init__(self, n_components: int = PCA_COMPONENTS):
-        self.n_components, self.pca = n_components, None
-
-    def fit(self, images, sources) -> "PcaMethod":
-        self.pca = pca_fit(pixels(images), self.n_components)
-        return self
-
-    def features(self, images, sources) -> np.ndarray:
-        if self.pca is None:
-            raise ValueError("pca: fit() on the gallery first")
-        return pca_project(pixels(images), *self.pca)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -419,13 +288,15 @@ def get_method(name: str, **options: Any) -> Method:
     return _method_class(name).create(name, **options)
 
 
-def method_for_index(meta: Mapping[str, Any], **options: Any) -> Method:
-    """The method that made an index (from its meta), checked against it; inapplicable options refused."""
+def method_for_index(meta: Mapping[str, Any], attachments: Mapping[str, bytes] | None = None,
+                     **options: Any) -> Method:
+    """The method that made an index (from its meta and attachments), checked against it; inapplicable
+    options refused."""
     name = meta.get("method")
     if name not in INDEX_METHODS:
         raise IndexMismatchError(f"index method {name!r} is not a method this command can query")
     check_options(name, [o for o in options if o in FLAGS], index=True)
-    return _CLASSES[name].from_index(meta, **options)
+    return _CLASSES[name].from_index(meta, attachments=attachments, **options)
 
 
 def evaluation_methods(names: Sequence[str | Method], *, checkpoint: str | None = None,

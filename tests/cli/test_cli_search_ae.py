@@ -136,3 +136,43 @@ def test_cosine_metric_and_search_params_override(setup, tmp_path, capsys):
     assert 0 <= nb[0]["distance"] < 1e-4 and all(0 <= n["distance"] <= 2 for n in nb)  # 1 - cos
     assert search.main(["query", str(idx), q, "--search-params", "bogus=3"]) == 2
     assert "bogus=3" in capsys.readouterr().err
+
+
+def test_queries_run_on_the_onnx_graphs_kept_in_the_index(setup, tmp_path, capsys):
+    """An ae index keeps its model as checked ONNX graphs: a query needs neither torch nor the
+    checkpoint, and finds what the torch encoder finds (same ids, distances within 1e-4)."""
+    import subprocess
+    import sys
+
+    folder, ckpt, _ = setup
+    idx = tmp_path / "idx"
+    assert search.main(["index", str(folder), "--method", "ae", "--checkpoint", str(ckpt), "-o", str(idx)]) == 0
+    info = json.loads((idx / "onnx.json").read_text())
+    assert info["fingerprint"] == json.loads((idx / "meta.json").read_text())["version"]
+    assert max(info["max_abs_diff"].values()) <= info["tolerance"]
+    capsys.readouterr()
+    queries = [str(folder / "rings" / "03.png"), str(folder / "down" / "05.png")]
+    assert search.main(["query", str(idx), *queries, "-k", "5", "--json", "--checkpoint", str(ckpt)]) == 0
+    with_torch = _json(capsys)
+    code = ("import json, sys\nfrom encoder.cli.search import main\n"
+            f"rc = main(['query', {str(idx)!r}, *{queries!r}, '-k', '5', '--json'])\n"
+            "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules}), file=sys.stderr)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert json.loads(p.stderr.strip().splitlines()[-1]) == {"rc": 0, "torch": False}, p.stderr
+    onnx = json.loads(p.stdout)
+    for a, b in zip(with_torch, onnx):
+        assert [n["id"] for n in a["neighbours"]] == [n["id"] for n in b["neighbours"]]
+        np.testing.assert_allclose([n["distance"] for n in a["neighbours"]],
+                                   [n["distance"] for n in b["neighbours"]], atol=1e-4)
+    # the checkpoint may be gone: the index still answers (and decodes its neighbours)
+    moved = tmp_path / "gone.pt"
+    Path(ckpt).rename(moved)
+    try:
+        assert search.main(["query", str(idx), queries[0], "-k", "3", "--show-recon", "--plot",
+                            str(tmp_path / "q.png")]) == 0
+    finally:
+        moved.rename(ckpt)
+    # an edited graph is refused by name, never run
+    (idx / "encoder.onnx").write_bytes((idx / "encoder.onnx").read_bytes()[:-10])
+    assert search.main(["query", str(idx), queries[0]]) == 2
+    assert "encoder.onnx" in capsys.readouterr().err

@@ -7,7 +7,8 @@ from sklearn.decomposition import PCA
 
 import search
 from encoder.search.evaluate import class_labels, evaluate_folder, retrieval_metrics
-from encoder.search.methods import get_method, pca_fit, pca_project
+from encoder.search.baselines import pca_fit, pca_project
+from encoder.search.methods import get_method
 from helpers import class_folder, tiny_checkpoint
 
 
