@@ -4,9 +4,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian data and tools used by the demo and the benchmarks
 APT_PACKAGES := dataset-fashion-mnist pngquant
+# the real-browser test of the web page (headless Chromium driven by Selenium)
+TEST_APT_PACKAGES := chromium chromium-driver
 
-.PHONY: setup apt test demo bench clean
+.PHONY: setup apt apt-test test demo bench bench-data clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
@@ -16,17 +19,25 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 setup: $(VENV)/.installed
 
-# Debian data and tools used by the demo and the benchmarks (not by the tests).
 apt:
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(APT_PACKAGES); }
 
-test: setup
+apt-test:
+	@dpkg -s $(TEST_APT_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(TEST_APT_PACKAGES); }
+
+test: setup apt-test
 	$(PY) -m pytest
 
 demo: setup apt
 	$(PY) -m encoder.cli.demo --out runs/demo
 
-bench: setup apt
+# Few-colour images made by others for the palette bench (Debian's desktop-base wallpapers),
+# unpacked under data/ without installing the package.
+bench-data:
+	@[ -d data/desktop-base ] || { mkdir -p data/pkgs && cd data/pkgs && apt-get download desktop-base \
+	  && dpkg -x desktop-base_*.deb ../desktop-base; }
+
+bench: setup apt bench-data
 	for b in bench/*_bench.py; do $(PY) $$b || exit 1; done
 
 clean:

@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     write_text(out / "summary.md", render_summary(summary))
     print("\n" + render_summary(summary))
     print(f"\nall outputs in {out}")
+    rel = lambda q: os.path.relpath(q, ROOT)  # noqa: E731
+    print(f"browse them: python search.py serve {rel(out / 'index_phash')} {rel(out / 'index_ae')} "
+          f"--run-dir {rel(out / 'train')}   (then open http://127.0.0.1:8000)")
     return 0
 
 

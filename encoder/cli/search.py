@@ -229,6 +229,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--neardup", action="store_true", help="recall@1/@5 of transformed copies, per transform")
     s.add_argument("--json", action="store_true")
     s.add_argument("-o", "--output", help="also write the JSON report here")
+    sub.add_parser("serve", help="a local web page over indexes (search.py serve -h)", add_help=False)
     for name in ("index", "add", "query", "evaluate"):
         sub.choices[name].add_argument("--checkpoint", help="autoencoder checkpoint (.ckpt or exported .pt)")
         sub.choices[name].add_argument("--batch-size", type=int, default=None, help="(ae; default 256)")
@@ -238,8 +239,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     for name in ("index", "add", "remove"):
         sub.choices[name].add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT,
                                        help="seconds to wait for another writer of the index (default %(default)g)")
-    for s in sub.choices.values():
-        s.add_argument("--workers", type=int, default=None)
+    for name, s in sub.choices.items():
+        if name != "serve":
+            s.add_argument("--workers", type=int, default=None)
     return p
 
 
@@ -259,11 +261,17 @@ DESCRIPTION = """Similarity search over an image folder: perceptual hashes or au
     search.py add runs/idx more/ ; search.py remove runs/idx old.jpg
     search.py dedup runs/idx --threshold 10 --csv runs/dups.csv --plot runs/dups.png
     search.py evaluate data/fashion-mnist/train --queries data/fashion-mnist/test --checkpoint CKPT
+    search.py serve runs/demo/index_phash runs/demo/index_ae      # a local web page: http://127.0.0.1:8000
 """
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse and run one command; errors about inputs print ``error: ...`` and return 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # its own parser; FastAPI and uvicorn are imported only there
+        from encoder.cli.serve import main as serve_main
+
+        return serve_main(argv[1:])
     p = build_parser(DESCRIPTION)
     a = p.parse_args(argv)
     if a.cmd == "query" and a.k <= 0:

@@ -1,0 +1,83 @@
+"""``search.py serve``: a local web page over one or more indexes (FastAPI + uvicorn).
+
+    search.py serve runs/demo/index_phash runs/demo/index_ae
+    search.py serve runs/idx --checkpoint CKPT --run-dir runs/demo/train --port 8080
+    search.py serve runs/idx --host 0.0.0.0 --token "$(openssl rand -hex 16)"   # reachable by others
+
+Pages: Search (drop an image, see its top-k; click a result to search from it), Duplicates
+(groups of a hash index at a threshold you move), Palette (k-means palette of a photo) and,
+with ``--run-dir``, Training (loss/PSNR curves and per-epoch reconstruction grids). The JSON
+API behind them is listed in :mod:`encoder.web.app`. Indexes and models load once, before
+the server starts; nothing is written into the index folders.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from typing import Sequence
+
+LOOPBACK = ("localhost",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="search.py serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("indexes", nargs="+", metavar="IDX", help="index folders (search.py index -o ...)")
+    p.add_argument("--checkpoint", help="autoencoder for ae indexes (default: the one each index records)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="a secret every request must carry (open the page once with ?token=T)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default %(default)g)")
+    p.add_argument("--run-dir", help="a training run folder (train.py fit's default_root_dir) for the Training page")
+    p.add_argument("--workers", type=int, default=None, help="threads for CPU work (default: the number of cores)")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    return p
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load the indexes, then serve until Ctrl-C; errors about the inputs print ``error: ...`` and return 2."""
+    p = build_parser()
+    a = p.parse_args(argv)
+    if not 0 < a.port < 65536:
+        p.error(f"--port {a.port} must be in [1, 65535]")
+    if a.max_upload_mb <= 0:
+        p.error(f"--max-upload-mb {a.max_upload_mb:g} must be > 0")
+    if a.workers is not None and a.workers < 1:
+        p.error(f"--workers {a.workers} must be >= 1")
+    try:
+        import uvicorn
+
+        from encoder.web.app import create_app
+    except ImportError as e:  # the web extras are in requirements.txt; say so rather than trace
+        print(f"error: serving needs FastAPI and uvicorn ({e}); run `make setup`", file=sys.stderr)
+        return 2
+    if not is_loopback(a.host):
+        print(f"warning: --host {a.host} makes the page reachable from other machines"
+              + ("" if a.token else "; anyone who can reach it can query the indexes (consider --token)"),
+              file=sys.stderr)
+    try:
+        app = create_app(a.indexes, checkpoint=a.checkpoint, run_dir=a.run_dir, token=a.token,
+                         max_upload=int(a.max_upload_mb * 1e6), workers=a.workers)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:  # incl. IndexMismatch/Corrupt/Checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    names = ", ".join(app.app.state.service.indexes)
+    host = f"[{a.host}]" if ":" in a.host else a.host
+    print(f"serving {names} on http://{host}:{a.port}/" + ("?token=..." if a.token else "") + "  (Ctrl-C stops)",
+          flush=True)
+    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Small indexes for the web tests: a phash and an ae index of one gallery, a training run folder.
+
+The gallery: three classes of generated images (helpers.class_folder), four scikit-image photos,
+and two near-copies of the astronaut (so the phash index has a duplicate group).
+"""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from encoder.cli.search import main as search_main
+from helpers import class_folder, tiny_checkpoint
+
+PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
+
+
+def _gallery(root: Path, skimage_data: Path) -> Path:
+    class_folder(root, per_class=6)
+    (root / "photos").mkdir()
+    for name in PHOTOS:
+        shutil.copy(skimage_data / name, root / "photos" / name)
+    astro = Image.open(skimage_data / "astronaut.png").convert("RGB")
+    astro.resize((384, 384)).save(root / "photos" / "astronaut_small.jpg", quality=90)
+    astro.save(root / "photos" / "astronaut_copy.jpg", quality=70)
+    return root
+
+
+def _run_dir(root: Path, gallery: Path) -> Path:
+    version = root / "lightning_logs" / "version_0"
+    version.mkdir(parents=True)
+    with open(version / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "step", "train/loss", "val/loss", "val/psnr"])
+        for e in range(4):
+            w.writerow([e, e * 10, 0.05 / (e + 1), "", ""])
+            w.writerow([e, e * 10 + 9, "", 0.06 / (e + 1), 14 + 2 * e])
+    for e in range(2):
+        shutil.copy(gallery / "photos" / "coffee.png", version / f"recon_epoch{e:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def web_data(tmp_path_factory, skimage_data) -> dict:
+    base = tmp_path_factory.mktemp("web")
+    gallery = _gallery(base / "gallery", skimage_data)
+    ckpt = tiny_checkpoint(base / "tiny.pt")
+    assert search_main(["index", str(gallery), "--method", "phash", "-o", str(base / "phash")]) == 0
+    assert search_main(["index", str(gallery), "--method", "ae", "--checkpoint", str(ckpt),
+                        "-o", str(base / "ae")]) == 0
+    rng = np.random.default_rng(0)
+    upload = base / "query.jpg"
+    Image.open(skimage_data / "astronaut.png").convert("RGB").resize((640, 480)).save(upload, quality=85)
+    noise = base / "noise.png"
+    Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(noise)
+    return {"base": base, "gallery": gallery, "checkpoint": ckpt, "phash": base / "phash", "ae": base / "ae",
+            "upload": upload, "noise": noise, "run_dir": _run_dir(base / "run", gallery)}
