@@ -20,86 +20,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.plugins.io import TorchCheckpointIO
-
-from encoder.atomic import save_torch
-from encoder.ae.datamodule import ImageFolderDataModule
-from encoder.ae.lit import AutoencoderModule, ReconstructionGrid
+# Only the standard library above: `train.py --help` and the tools answer without Lightning
+# (5 s to import); encoder.cli.fit, the LightningCLI, is imported for fit/validate/test/predict.
 
 TOOLS = ("prepare-fashion-mnist", "reconstruct", "decode", "export")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file, fsynced, then renamed; loaded weights-only."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_torch(path, checkpoint)
-
-    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
-        from encoder.ae.inference import CheckpointError, read_checkpoint
-
-        try:
-            return read_checkpoint(path)
-        except CheckpointError as e:
-            raise SystemExit(f"error: {e}") from None
-
-
-class BestAndLastCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose ``last.ckpt`` is refreshed at every validation, improved or not
-    (Lightning's own writes ``last`` only when a best checkpoint is written), so resuming
-    always continues from the latest epoch."""
-
-    def _refresh_last(self, trainer) -> None:
-        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
-                and self._last_global_step_saved != trainer.global_step):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        super().on_train_epoch_end(trainer, pl_module)      # best (top-k) first, then last
-        if self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
-
-
-class TrainCLI(LightningCLI):
-    """LightningCLI with the toolkit's callbacks configurable under their own keys."""
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min",
-                             "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
-                             "checkpoint.filename": "best"})
-        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        # checked after validation (not at train-epoch end), where val/loss always exists, resume included
-        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.patience": 5,
-                             "early_stopping.mode": "min", "early_stopping.check_on_train_epoch_end": False})
-        parser.add_lightning_class_args(ReconstructionGrid, "recon_grid")
-        parser.link_arguments("data.image_size", "model.image_size")
-        parser.link_arguments("data", "model.num_classes", compute_fn=lambda dm: dm.num_classes,
-                              apply_on="instantiate")
-
-    def instantiate_trainer(self, **kwargs):
-        plugins = self.config_init[self.subcommand]["trainer"].get("plugins") if self.subcommand else None
-        if not plugins:
-            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
-        return super().instantiate_trainer(**kwargs)
-
-
-def run_lightning(args: list[str] | None = None) -> TrainCLI:
-    torch.set_float32_matmul_precision("high")
-    return TrainCLI(AutoencoderModule, ImageFolderDataModule, seed_everything_default=0,
-                    save_config_kwargs={"overwrite": True}, args=args,
-                    parser_kwargs={"default_env": False})
 
 
 # ----------------------------------------------------------------------------- tools
@@ -203,9 +128,33 @@ def _export(*, checkpoint: str, output: str, check: bool) -> int:
     return 0
 
 
+LIGHTNING = ("fit", "validate", "test", "predict")
+OVERVIEW = f"""usage: train.py {{{','.join(LIGHTNING)}}} ... | {{{','.join(TOOLS)}}} ...
+
+Train the autoencoder (LightningCLI) and use it.
+
+Training (train.py SUBCOMMAND --help for the options of each; every key of the config can be
+overridden on the command line, e.g. --data.root photos/ --trainer.max_epochs 5):
+  fit                    train: train.py fit --config configs/default.yaml --data.root photos/
+  validate, test, predict
+                         the other LightningCLI subcommands
+
+Tools (train.py TOOL --help):
+  prepare-fashion-mnist  export Fashion-MNIST as an image folder with class subfolders
+  reconstruct            encode images, decode the codes: grid, PSNR/SSIM, codes.npy
+  decode                 decode a codes .npy file back into images
+  export                 the encoder for inference without Lightning (.onnx checked against torch, or .pt)
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] in TOOLS:
         return run_tool(args)
+    if not args or args[0] in ("-h", "--help"):
+        print(OVERVIEW, file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    from encoder.cli.fit import run_lightning  # Lightning: only to train
+
     run_lightning(argv)     # None: LightningCLI reads sys.argv itself
     return 0
