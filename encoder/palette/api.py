@@ -62,9 +62,14 @@ KPP_BITS = 5
 # (bench/fewcolor_images.py and desktop-base's wallpapers): worst vs pngquant --nofs from
 # -3.16 to +0.04 dB, 0.02-0.18 s/MP. The bench photos (32k+ colours) keep the cell path.
 EXACT_MAX_COLORS = 24_576
-# starts there for n_colors <= 64 (few colours make each start cheap): 3 -> 5 starts took the
-# 480x300 test illustration at K=16 from 0.11 dB below scikit-learn's KMeans(n_init=3) to 0.03.
+# starts there for n_colors <= 64, and for any size up to EXACT_STARTS_MAX_COLORS colours (few
+# colours make each start cheap): 3 -> 5 starts took the 480x300 test illustration at K=16 from
+# 0.11 dB below scikit-learn's KMeans(n_init=3) to 0.03; at K=256 Var-Part alone left the rendered
+# illustration and wallpaper 0.6-0.8 dB below full k-means, 5 starts +0.05 and +0.3 dB (k-means++
+# on 13k colours at K=256 would cost 0.5 s for +0.07 dB: not above EXACT_STARTS_MAX_COLORS; the
+# 4,128-colour chart needed them: -0.22 dB with Var-Part alone).
 N_INIT_EXACT = 5
+EXACT_STARTS_MAX_COLORS = 8192
 CELLS_PER_CENTRE = 32
 N_INIT_SMALL = 3
 
@@ -184,7 +189,8 @@ def _fit_colors(colors: np.ndarray, counts: np.ndarray, n_colors: int, *, seed: 
     coarse, cw = binned_colors(colors, bits=6, counts=counts)
     few = len(colors) <= EXACT_MAX_COLORS and len(coarse) < CELLS_PER_CENTRE * n_colors
     if n_init is None:
-        n_init = (N_INIT_EXACT if few else N_INIT_SMALL) if n_colors <= 64 else 1
+        n_init = (N_INIT_EXACT if few and (n_colors <= 64 or len(colors) <= EXACT_STARTS_MAX_COLORS)
+                  else N_INIT_SMALL if n_colors <= 64 else 1)
     if few or len(coarse) < 4 * n_colors:  # Lloyd on the colours themselves, to convergence
         x, w = binned_colors(colors, bits=7, counts=counts) if len(colors) > max_points else (colors, counts)
         x, w = conv(x), np.asarray(w, np.float64)
