@@ -310,12 +310,18 @@ def test_corrupt_ae_index_is_refused(ae_built, built, encoder_file, tmp_path, ca
 
 
 def test_ae_index_whose_recorded_checkpoint_was_corrupted(ae_built, built, tmp_path, capsys):
-    """The index remembers its checkpoint; if that file is later broken, query names it."""
+    """The index remembers its checkpoint; if that file is later broken, an index without its own
+    ONNX graphs (made before they were kept) names it; one with them answers from the graphs."""
     bad = tmp_path / "idx"
     shutil.copytree(ae_built, bad)
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"PK\x03\x04 not really a zip")
     edit_json("meta.json", lambda m: {**m, "checkpoint": str(ckpt)})(bad)
+    assert search.main(["query", str(bad), str(built[1] / "img0.png")]) == 0
+    capsys.readouterr()
+    for name in ("encoder.onnx", "decoder.onnx", "onnx.json"):
+        (bad / name).unlink()
+    edit_json("meta.json", lambda m: {k: v for k, v in m.items() if k != "attachments"})(bad)
     assert search.main(["query", str(bad), str(built[1] / "img0.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(ckpt) in err, err
