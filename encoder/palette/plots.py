@@ -1,6 +1,6 @@
 """Figures for palette quantization (matplotlib, Agg backend; every figure is written to a PNG).
 
-* :func:`side_by_side` - original + one panel per K, colour counts in the titles.
+* :func:`side_by_side` - original + one panel per K, colour counts in the titles (Pillow).
 * :func:`error_vs_k` - PSNR and mean CIEDE2000 against K (the "how do I choose K" plot).
 * :func:`scatter` - 2-D (R-G, R-B) and 3-D RGB scatter of a pixel sample, coloured by
   original colour and by assigned palette colour.
@@ -41,21 +41,39 @@ def _save(fig, path: str | os.PathLike) -> None:
     _plt().close(fig)
 
 
+PANEL_HEIGHT = 360  # pixels of each panel of the side-by-side figure
+
+
 def side_by_side(image: np.ndarray, results: Sequence[Quantized], path: str | os.PathLike,
                  labels: Sequence[str] | None = None) -> None:
-    """Original (H, W, 3) uint8 and each quantized result side by side, colour counts in titles."""
-    n = 1 + len(results)
-    fig, axes = _plt().subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
-    axes = axes[0]
-    axes[0].imshow(image)
-    axes[0].set_title(f"original\n{len(distinct_colors(image.reshape(-1, 3))[0]):,} colours", fontsize=9)
-    for i, q in enumerate(results):
-        axes[i + 1].imshow(q.image())
-        name = labels[i] if labels else f"K={q.n_colors}"
-        axes[i + 1].set_title(f"{name}\n{len(q.palette)} colours", fontsize=9)
-    for a in axes:
-        a.axis("off")
-    _save(fig, path)
+    """Original (H, W, 3) uint8 and each quantized result side by side, colour counts in titles.
+
+    Drawn with Pillow, not matplotlib: the panels are the pictures themselves, scaled to
+    :data:`PANEL_HEIGHT` (box-filtered, so a 16 MP photo costs 0.1 s, not the 0.8 s of
+    matplotlib's import plus its resampling), with a title line over each.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = image.shape[:2]
+    size = (max(1, round(w * PANEL_HEIGHT / h)), PANEL_HEIGHT)
+    before = next((q.info["colors_before"] for q in results if "colors_before" in q.info), None)
+    if before is None:
+        before = len(distinct_colors(image.reshape(-1, 3))[0])
+    panels = [("original", f"{before:,} colours", image)] + [
+        (labels[i] if labels else f"K={q.n_colors}", f"{len(q.palette)} colours", q.image())
+        for i, q in enumerate(results)]
+    font = ImageFont.load_default(size=15)
+    pad, head = 12, 46
+    fig = Image.new("RGB", (pad + len(panels) * (size[0] + pad), head + PANEL_HEIGHT + pad), "white")
+    draw = ImageDraw.Draw(fig)
+    for i, (title, sub, pixels) in enumerate(panels):
+        x = pad + i * (size[0] + pad)
+        fig.paste(Image.fromarray(pixels).resize(size, Image.Resampling.BOX), (x, head))
+        for line, y in ((title, 6), (sub, 24)):
+            tw = draw.textlength(line, font=font)
+            draw.text((x + (size[0] - tw) / 2, y), line, fill=(20, 20, 20), font=font)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.save(tmp, format="PNG")
 
 
 def error_vs_k(curve: Sequence[dict], path: str | os.PathLike, target_psnr: float | None = None,
