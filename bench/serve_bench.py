@@ -116,10 +116,18 @@ def multipart(jpeg: bytes, index: str, k: int = 5) -> tuple[bytes, str]:
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of the server: the process and its children (the --processes workers)."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += rss_mb(int(child))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return total
 
 
 def client_loop(port: int, bodies: list, stop: float, lat: list, errors: list, seed: int) -> None:
@@ -165,11 +173,12 @@ def phase(port: int, pid: int, bodies: list, clients: int, seconds: float) -> di
             "rss_end_mb": round(rss_mb(pid), 1)}
 
 
-def start_server(idx: dict[str, Path], log: Path) -> tuple[subprocess.Popen, int]:
+def start_server(idx: dict[str, Path], log: Path, processes: int = 1) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "encoder.cli.serve", *map(str, idx.values()), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "encoder.cli.serve", *map(str, idx.values()), "--port", str(port),
+                             "--processes", str(processes)],
                             cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -192,6 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="work folder (default runs/serve_bench[_quick])")
     ap.add_argument("--clients", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--processes", type=int, default=2, help="server processes (search.py serve --processes)")
     a = ap.parse_args(argv)
     out = ROOT / (a.out or ("runs/serve_bench_quick" if a.quick else "runs/serve_bench"))
     out.mkdir(parents=True, exist_ok=True)
@@ -201,8 +211,8 @@ def main(argv=None) -> int:
     gallery = build_gallery(out, n_fashion, n_photos)
     idx = build_indexes(out, gallery)
     jpegs = uploads(out)
-    proc, port = start_server(idx, out / "server.log")
-    report = {"cores": os.cpu_count(), "upload_bytes": [len(j) for j in jpegs], "upload_size": "640x480 JPEG q90",
+    proc, port = start_server(idx, out / "server.log", a.processes)
+    report = {"cores": os.cpu_count(), "server_processes": a.processes, "upload_bytes": [len(j) for j in jpegs], "upload_size": "640x480 JPEG q90",
               "ae_model": "untrained ConvAutoencoder(), torch.manual_seed(0), save_encoder", "indexes": {}}
     try:
         for name, path in idx.items():
@@ -212,7 +222,7 @@ def main(argv=None) -> int:
             one = phase(port, proc.pid, bodies, 1, min(10.0, seconds))
             many = phase(port, proc.pid, bodies, clients, seconds)
             report["indexes"][name] = {"images": count, "one_client": one, "concurrent": many}
-            print_phase(name, count, one, many)
+            print_phase(name, count, one, many, a.processes)
         report["server_rss_mb"] = {"end": round(rss_mb(proc.pid), 1)}
     finally:
         proc.terminate()
@@ -222,8 +232,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def print_phase(name: str, count: int, one: dict, many: dict) -> None:
-    print(f"\n{name} index, {count:,} images, 640x480 JPEG uploads, k=5")
+def print_phase(name: str, count: int, one: dict, many: dict, processes: int = 1) -> None:
+    print(f"\n{name} index, {count:,} images, 640x480 JPEG uploads, k=5, server processes: {processes}")
     for label, r in (("1 client", one), (f"{many['clients']} clients", many)):
         growth = (r["rss_end_mb"] / r["rss_start_mb"] - 1) * 100
         print(f"  {label:>10}: {r['queries']:>6} queries in {r['seconds']:>5} s = {r['qps']:>6} q/s   "

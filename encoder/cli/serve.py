@@ -30,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="a secret every request must carry (open the page once with ?token=T)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default %(default)g)")
     p.add_argument("--run-dir", help="a training run folder (train.py fit's default_root_dir) for the Training page")
-    p.add_argument("--workers", type=int, default=None, help="threads for CPU work (default: the number of cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads for CPU work per process (default: the number of cores)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="server processes, each with the indexes loaded (more throughput under many clients, "
+                        "N times the memory; default %(default)s)")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     return p
 
@@ -52,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--port {a.port} must be in [1, 65535]")
     if a.max_upload_mb <= 0:
         p.error(f"--max-upload-mb {a.max_upload_mb:g} must be > 0")
-    if a.workers is not None and a.workers < 1:
-        p.error(f"--workers {a.workers} must be >= 1")
+    for flag in ("workers", "processes"):
+        if getattr(a, flag) is not None and getattr(a, flag) < 1:
+            p.error(f"--{flag} {getattr(a, flag)} must be >= 1")
     try:
         import uvicorn
 
@@ -65,17 +70,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: --host {a.host} makes the page reachable from other machines"
               + ("" if a.token else "; anyone who can reach it can query the indexes (consider --token)"),
               file=sys.stderr)
-    try:
-        app = create_app(a.indexes, checkpoint=a.checkpoint, run_dir=a.run_dir, token=a.token,
-                         max_upload=int(a.max_upload_mb * 1e6), workers=a.workers)
+    config = dict(index_dirs=[str(i) for i in a.indexes], checkpoint=a.checkpoint, run_dir=a.run_dir,
+                  token=a.token, max_upload=int(a.max_upload_mb * 1e6), workers=a.workers)
+    try:  # loaded here once even with --processes: bad inputs stop now, with the message, not in a worker
+        app = create_app(**config)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:  # incl. IndexMismatch/Corrupt/Checkpoint
         print(f"error: {e}", file=sys.stderr)
         return 2
     names = ", ".join(app.app.state.service.indexes)
     host = f"[{a.host}]" if ":" in a.host else a.host
-    print(f"serving {names} on http://{host}:{a.port}/" + ("?token=..." if a.token else "") + "  (Ctrl-C stops)",
-          flush=True)
-    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, access_log=False)
+    print(f"serving {names} on http://{host}:{a.port}/" + ("?token=..." if a.token else "")
+          + (f" with {a.processes} processes" if a.processes > 1 else "") + "  (Ctrl-C stops)", flush=True)
+    if a.processes == 1:
+        uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, access_log=False)
+        return 0
+    import json
+    import os
+
+    from encoder.web.app import CONFIG_ENV
+
+    app.app.state.service.close()
+    os.environ[CONFIG_ENV] = json.dumps(config)  # each process builds its own app from it
+    uvicorn.run("encoder.web.app:app_from_env", factory=True, workers=a.processes, host=a.host, port=a.port,
+                log_level=a.log_level, access_log=False)
     return 0
 
 

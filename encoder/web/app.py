@@ -25,6 +25,7 @@ with no trace in the response (the server log has it). CPU work runs in a bounde
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -182,4 +183,13 @@ def create_app(index_dirs: Sequence[str | os.PathLike], checkpoint: str | None =
     return Guard(app, token=token, max_upload=max_upload)
 
 
-__all__ = ["create_app", "DEFAULT_MAX_UPLOAD"]
+CONFIG_ENV = "ENCODER_SERVE_CONFIG"
+
+
+def app_from_env() -> Guard:
+    """:func:`create_app` with the keyword arguments in the JSON of ``$ENCODER_SERVE_CONFIG``: the
+    factory each process of ``search.py serve --processes N`` calls (uvicorn starts them)."""
+    return create_app(**json.loads(os.environ[CONFIG_ENV]))
+
+
+__all__ = ["create_app", "app_from_env", "CONFIG_ENV", "DEFAULT_MAX_UPLOAD"]
