@@ -30,7 +30,7 @@ import torch
 
 from encoder.atomic import save_torch
 from encoder.ae.model import ARCH, DEFAULT_WIDTH, ConvAutoencoder
-from encoder.ae.runtime import encode_paths  # noqa: F401  (re-exported: inference's public API)
+from encoder.ae.runtime import BatchedCoder, encode_paths  # noqa: F401  (encode_paths: re-exported)
 from encoder.data import GRAY_PREPROCESS_VERSION
 
 
@@ -43,7 +43,7 @@ def best_device() -> torch.device:
 
 
 @dataclass
-class Encoder:
+class Encoder(BatchedCoder):
     """A loaded autoencoder ready for inference (eval mode, no gradients)."""
 
     model: ConvAutoencoder
@@ -60,31 +60,13 @@ class Encoder:
         return self.model.image_size
 
     @torch.inference_mode()
-    def encode(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """``(N,S,S)`` float32 in [0,1] (or uint8) -> ``(N, code_dim)`` float32."""
-        images = np.asarray(images)
-        s = self.image_size
-        if images.ndim != 3 or images.shape[1:] != (s, s):
-            raise ValueError(f"expected images of shape (N, {s}, {s}), got {images.shape}")
-        out = np.empty((len(images), self.code_dim), np.float32)
-        for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size]))
-            x = (x.float() / 255.0 if x.dtype == torch.uint8 else x.float()).unsqueeze(1)
-            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-            out[i:i + batch_size] = self.model.encode(x).float().cpu().numpy()
-        return out
+    def _encode_batch(self, x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.model.encode(t).float().cpu().numpy()
 
     @torch.inference_mode()
-    def decode(self, codes: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """``(N, code_dim)`` -> ``(N,S,S)`` float32 in [0,1]."""
-        codes = np.asarray(codes, np.float32)
-        if codes.ndim != 2 or codes.shape[1] != self.code_dim:
-            raise ValueError(f"expected codes of shape (N, {self.code_dim}), got {codes.shape}")
-        out = np.empty((len(codes), self.image_size, self.image_size), np.float32)
-        for i in range(0, len(codes), batch_size):
-            z = torch.from_numpy(codes[i:i + batch_size]).to(self.device)
-            out[i:i + batch_size] = self.model.decode(z).squeeze(1).float().cpu().numpy()
-        return out
+    def _decode_batch(self, z: np.ndarray) -> np.ndarray:
+        return self.model.decode(torch.from_numpy(z).to(self.device)).squeeze(1).float().cpu().numpy()
 
 
 def fingerprint(model: ConvAutoencoder) -> str:

@@ -59,7 +59,47 @@ def encode_paths(enc: Any, paths: Sequence[str | os.PathLike], batch_size: int =
     return out, kept
 
 
-class OnnxEncoder:
+class BatchedCoder:
+    """``encode``/``decode`` in batches with their shape checks; subclasses run one batch.
+
+    Subclasses set ``code_dim`` and ``image_size`` and define ``_encode_batch`` ((n,1,S,S)
+    float32 in [0,1] -> (n,D)) and ``_decode_batch`` ((n,D) float32 -> (n,S,S) in [0,1]).
+    """
+
+    code_dim: int
+    image_size: int
+
+    def encode(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """``(N,S,S)`` float32 in [0,1] (or uint8) -> ``(N, code_dim)`` float32."""
+        images = np.asarray(images)
+        s = self.image_size
+        if images.ndim != 3 or images.shape[1:] != (s, s):
+            raise ValueError(f"expected images of shape (N, {s}, {s}), got {images.shape}")
+        out = np.empty((len(images), self.code_dim), np.float32)
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size]
+            x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32)
+            out[i:i + batch_size] = self._encode_batch(np.ascontiguousarray(x[:, None]))
+        return out
+
+    def decode(self, codes: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """``(N, code_dim)`` -> ``(N,S,S)`` float32 in [0,1]."""
+        codes = np.asarray(codes, np.float32)
+        if codes.ndim != 2 or codes.shape[1] != self.code_dim:
+            raise ValueError(f"expected codes of shape (N, {self.code_dim}), got {codes.shape}")
+        out = np.empty((len(codes), self.image_size, self.image_size), np.float32)
+        for i in range(0, len(codes), batch_size):
+            out[i:i + batch_size] = self._decode_batch(np.ascontiguousarray(codes[i:i + batch_size]))
+        return out
+
+    def _encode_batch(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _decode_batch(self, z: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OnnxEncoder(BatchedCoder):
     """The encoder and decoder graphs of one model, run by ONNX Runtime on the CPU (no torch).
 
     Same interface as :class:`encoder.ae.inference.Encoder`: ``fingerprint``, ``path``,
@@ -79,33 +119,13 @@ class OnnxEncoder:
         self._dec = ort.InferenceSession(decoder_onnx, opts, providers=providers) if decoder_onnx else None
         self.fingerprint, self.code_dim, self.image_size, self.path = fingerprint, code_dim, image_size, path
 
-    def encode(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """``(N,S,S)`` float32 in [0,1] (or uint8) -> ``(N, code_dim)`` float32."""
-        images = np.asarray(images)
-        s = self.image_size
-        if images.ndim != 3 or images.shape[1:] != (s, s):
-            raise ValueError(f"expected images of shape (N, {s}, {s}), got {images.shape}")
-        out = np.empty((len(images), self.code_dim), np.float32)
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size]
-            x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32)
-            out[i:i + batch_size] = self._enc.run(None, {"images": x[:, None]})[0]
-        return out
+    def _encode_batch(self, x: np.ndarray) -> np.ndarray:
+        return self._enc.run(None, {"images": x})[0]
 
-    def decode(self, codes: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """``(N, code_dim)`` -> ``(N,S,S)`` float32 in [0,1]."""
+    def _decode_batch(self, z: np.ndarray) -> np.ndarray:
         if self._dec is None:
             raise ValueError("this ONNX encoder has no decoder graph")
-        codes = np.asarray(codes, np.float32)
-        if codes.ndim != 2 or codes.shape[1] != self.code_dim:
-            raise ValueError(f"expected codes of shape (N, {self.code_dim}), got {codes.shape}")
-        out = np.empty((len(codes), self.image_size, self.image_size), np.float32)
-        for i in range(0, len(codes), batch_size):
-            out[i:i + batch_size] = np.clip(self._dec.run(None, {"codes": codes[i:i + batch_size]})[0][:, 0], 0, 1)
-        return out
-
-
-
+        return np.clip(self._dec.run(None, {"codes": z})[0][:, 0], 0, 1)
 
 
 def onnx_encoder_for_index(meta: dict, attachments: dict[str, bytes]) -> OnnxEncoder | None:
@@ -123,4 +143,4 @@ def onnx_encoder_for_index(meta: dict, attachments: dict[str, bytes]) -> OnnxEnc
     return OnnxEncoder(attachments["encoder.onnx"], attachments["decoder.onnx"], fingerprint=info["fingerprint"],
                        code_dim=int(info["code_dim"]), image_size=int(info["image_size"]),
                        path=f"{meta.get('checkpoint')} (ONNX graphs in the index)")
-__all__ = ["encode_paths", "OnnxEncoder", "onnx_encoder_for_index"]
+__all__ = ["encode_paths", "BatchedCoder", "OnnxEncoder", "onnx_encoder_for_index"]

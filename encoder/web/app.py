@@ -36,7 +36,7 @@ from typing import Sequence
 import anyio
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
@@ -46,8 +46,17 @@ from encoder.web.guard import Guard
 from encoder.web.service import MAX_GROUPS, MAX_K, BadInput, NotFound, Service
 
 STATIC = Path(__file__).parent / "static"
-PAGES = {"/": "search.html", "/duplicates": "duplicates.html", "/palette": "palette.html",
-         "/training": "training.html"}
+# route -> (page, title): static/pages/<page>.html is the page's <main>, static/layout.html the rest
+PAGES = {"/": ("search", "Search"), "/duplicates": ("duplicates", "Duplicates"), "/palette": ("palette", "Palette"),
+         "/training": ("training", "Training")}
+
+
+def page_html(page: str, title: str) -> str:
+    """A whole page: the shared layout (head, navigation) around static/pages/<page>.html."""
+    layout = (STATIC / "layout.html").read_text(encoding="utf-8")
+    main = (STATIC / "pages" / f"{page}.html").read_text(encoding="utf-8")
+    return (layout.replace("<!--TITLE-->", title).replace("<!--PAGE-->", page)
+            .replace("<!--MAIN-->", main.rstrip("\n")))
 DEFAULT_MAX_UPLOAD = 20_000_000
 log = logging.getLogger("encoder.web")
 
@@ -84,11 +93,11 @@ def _handlers(app: FastAPI) -> None:
 
 
 def _pages(app: FastAPI, service: Service) -> None:
-    for route, page in PAGES.items():
-        def serve(page: str = page):
-            if page == "training.html" and service.run_dir is None:
+    for route, (page, title) in PAGES.items():
+        def serve(page: str = page, html: str = page_html(page, title)):
+            if page == "training" and service.run_dir is None:
                 raise NotFound("no training run: start the server with --run-dir RUN")
-            return FileResponse(STATIC / page, media_type="text/html")
+            return HTMLResponse(html)
         app.add_api_route(route, serve, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import csv
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,30 @@ from encoder.cli.search import main as search_main
 from helpers import class_folder, tiny_checkpoint
 
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """``start(args) -> (process, url)``: ``search.py serve ARGS --port P`` as a user starts it, once it
+    answers /healthz (the test fails with the server's output if it does not within 90 s)."""
+    def start(args: list[str]) -> tuple[subprocess.Popen, str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "search.py", "serve", *map(str, args), "--port", str(port)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        url, deadline = f"http://127.0.0.1:{port}", time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1).read()
+                return proc, url
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    proc.kill()
+                    pytest.fail(f"search.py serve did not start:\n{proc.stdout.read()}")
+                time.sleep(0.2)
+    return start
 
 
 def _gallery(root: Path, skimage_data: Path) -> Path:

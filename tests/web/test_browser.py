@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,29 +24,9 @@ MISSING = ("headless Chromium is needed for the browser test: `make test` instal
            "chromium and chromium-driver; by hand: sudo apt-get install -y chromium chromium-driver)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(web_data):
-    port = _free_port()
-    cmd = [sys.executable, "-m", "encoder.cli.serve", str(web_data["phash"]), str(web_data["ae"]),
-           "--run-dir", str(web_data["run_dir"]), "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"search.py serve did not start:\n{proc.stdout.read()}")
-            time.sleep(0.2)
+def server(web_data, start_server):
+    proc, url = start_server([web_data["phash"], web_data["ae"], "--run-dir", web_data["run_dir"]])
     yield url
     proc.terminate()
     proc.wait(10)

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -23,23 +19,9 @@ def _post_image(url: str, path: Path, index: str) -> dict:
     return json.loads(urllib.request.urlopen(req, timeout=30).read())
 
 
-def test_two_processes_serve_the_same_answers(web_data):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "search.py", "serve", str(web_data["phash"]), str(web_data["ae"]),
-                             "--port", str(port), "--processes", "2"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+def test_two_processes_serve_the_same_answers(web_data, start_server):
+    proc, url = start_server([web_data["phash"], web_data["ae"], "--processes", "2"])
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1).read()
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() else "timeout"
-                time.sleep(0.3)
         answers = [_post_image(url, web_data["upload"], "ae") for _ in range(6)]  # spread over both processes
         ids = [[n["id"] for n in a["neighbours"]] for a in answers]
         assert len(ids[0]) == 5 and all(i == ids[0] for i in ids)
