@@ -62,14 +62,21 @@ KPP_BITS = 5
 # (bench/fewcolor_images.py and desktop-base's wallpapers): worst vs pngquant --nofs from
 # -3.16 to +0.04 dB, 0.02-0.18 s/MP. The bench photos (32k+ colours) keep the cell path.
 EXACT_MAX_COLORS = 24_576
-# starts there for n_colors <= 64, and for any size up to EXACT_STARTS_MAX_COLORS colours (few
-# colours make each start cheap): 3 -> 5 starts took the 480x300 test illustration at K=16 from
+# starts there for images of up to EXACT_STARTS_MAX_COLORS colours (few colours make each start
+# cheap; above, 3 starts for n_colors <= 64 as for photos): 3 -> 5 starts took the 480x300 test illustration at K=16 from
 # 0.11 dB below scikit-learn's KMeans(n_init=3) to 0.03; at K=256 Var-Part alone left the rendered
 # illustration and wallpaper 0.6-0.8 dB below full k-means, 5 starts +0.05 and +0.3 dB (k-means++
 # on 13k colours at K=256 would cost 0.5 s for +0.07 dB: not above EXACT_STARTS_MAX_COLORS; the
 # 4,128-colour chart needed them: -0.22 dB with Var-Part alone).
 N_INIT_EXACT = 5
 EXACT_STARTS_MAX_COLORS = 8192
+# Also on the exact colours: an image whose 10 commonest colours hold PEAKY_SHARE of its pixels
+# (a screenshot with a photo in it: desktop-base's 2 MP preview, 39k colours, 48% in 10) - the
+# cells left it 0.16 dB below full k-means at K=256, the exact colours +0.00 in 0.1 s. The bench
+# photos hold 1-22% in their 10 commonest colours and keep the cell path (the exact one would
+# cost them up to 5x the time).
+PEAKY_SHARE = 0.3
+PEAKY_MAX_COLORS = 65_536
 CELLS_PER_CENTRE = 32
 N_INIT_SMALL = 3
 
@@ -187,9 +194,9 @@ def _fit_colors(colors: np.ndarray, counts: np.ndarray, n_colors: int, *, seed: 
         return colors
     conv = srgb_to_lab if lab else (lambda a: np.asarray(a, np.float64))
     coarse, cw = binned_colors(colors, bits=6, counts=counts)
-    few = len(colors) <= EXACT_MAX_COLORS and len(coarse) < CELLS_PER_CENTRE * n_colors
-    if n_init is None:
-        n_init = (N_INIT_EXACT if few and (n_colors <= 64 or len(colors) <= EXACT_STARTS_MAX_COLORS)
+    few = len(colors) <= EXACT_MAX_COLORS and len(coarse) < CELLS_PER_CENTRE * n_colors or _peaky(counts, colors)
+    if n_init is None:  # starts: cheap on a few thousand exact colours (see N_INIT_EXACT)
+        n_init = (N_INIT_EXACT if few and len(colors) <= EXACT_STARTS_MAX_COLORS
                   else N_INIT_SMALL if n_colors <= 64 else 1)
     if few or len(coarse) < 4 * n_colors:  # Lloyd on the colours themselves, to convergence
         x, w = binned_colors(colors, bits=7, counts=counts) if len(colors) > max_points else (colors, counts)
@@ -206,6 +213,14 @@ def _fit_colors(colors: np.ndarray, counts: np.ndarray, n_colors: int, *, seed: 
     else:
         pal = np.clip(np.rint(centers), 0, 255).astype(np.uint8)
     return np.unique(pal, axis=0)  # rounding can merge centres
+
+
+def _peaky(counts: np.ndarray, colors: np.ndarray) -> bool:
+    """Dominated by a few exact colours (``PEAKY_SHARE`` of the pixels in the 10 commonest) and
+    with at most ``PEAKY_MAX_COLORS`` colours: fitted on the exact colours too."""
+    if len(colors) > PEAKY_MAX_COLORS or len(counts) <= 10:
+        return False
+    return float(np.partition(counts, len(counts) - 10)[-10:].sum()) >= PEAKY_SHARE * float(counts.sum())
 
 
 def _fit_cells(colors, counts, n_colors, coarse, cw, conv, *, seed, max_points, polish_iter, n_init, threads):
