@@ -34,7 +34,7 @@ from PIL import Image  # noqa: E402
 
 from encoder.data import open_image  # noqa: E402
 from encoder.hashing import lanczos  # noqa: E402
-from encoder.search.neardup import TRANSFORMS  # noqa: E402
+from encoder.search.neardup import CLASSIC_TRANSFORMS as TRANSFORMS  # noqa: E402  (the set its figures were measured on)
 from encoder.hashing.hashes import (METHODS, _pillow_block_cache, hamming, hash_images, hash_paths,  # noqa: E402
                                     hash_to_hex)
 

@@ -26,7 +26,7 @@ from encoder.hashing.dedup import DEFAULT_THRESHOLD, find_groups
 from encoder.hashing.hashes import ALPHA_MODES
 from encoder.search.index import Index, IndexMismatchError
 from encoder.search.lock import LOCK_TIMEOUT, writer_lock
-from encoder.search.methods import FLAGS, INDEX_METHODS, METHODS, get_method, method_for_index
+from encoder.search.methods import EVALUATION_METHODS, FLAGS, INDEX_METHODS, get_method, method_for_index
 
 
 def _id_for(path: Path, root: Path) -> str:
@@ -220,7 +220,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--plot")
     s = sub.add_parser("evaluate", help="P@1/P@5/mAP@5 per method on a labelled folder, or near-duplicate recall")
     s.add_argument("folder", help="images in class subfolders (class = top-level subfolder)")
-    s.add_argument("--methods", nargs="+", default=["ae", "phash", "raw", "pca"], choices=METHODS)
+    s.add_argument("--methods", nargs="+", default=["ae", "phash", "raw", "pca"], choices=EVALUATION_METHODS)
     s.add_argument("--queries", help="a folder of query images (default: a seeded split of FOLDER); with "
                    "--neardup, the originals to transform (FOLDER then holds distractors)")
     s.add_argument("--n-queries", type=int, default=500)

@@ -58,6 +58,11 @@ class Method:
     def version(self) -> str:
         return self.name
 
+    @property
+    def label(self) -> str:
+        """The method's name in an evaluation report (a variant such as a mirror-aware hash adds to it)."""
+        return self.name
+
     def index_meta(self) -> dict[str, Any]:
         """Meta keys an index made by this method records (checked again by :meth:`from_index`)."""
         return {}

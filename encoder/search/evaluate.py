@@ -16,7 +16,8 @@ Methods, all on the same decoded 64x64 grey images (encoder.data.load_gray):
 * ``pca``: PCA with 128 components fitted on the gallery (randomized SVD, torch);
 
   all three ranked by ``metric`` (L2, or cosine: the same for all, so the comparison is fair);
-* ``phash``/``dhash``/``ahash``: 64-bit hashes of the original files, Hamming.
+* ``phash``/``dhash``/``ahash``: 64-bit hashes of the original files, Hamming; ``phash-mirror``
+  (or ``HashMethod("phash", mirror=True)``): each query also mirrored, the better distance kept.
 
 Each is a :class:`encoder.search.methods.Method` (its ``fit`` on the gallery, ``features`` and
 ``knn``); this module only splits, ranks and scores.
@@ -89,12 +90,12 @@ class _Gallery:
         self.methods, self.vectors, self.seconds = methods, {}, {}
         for m in methods:
             t = time.perf_counter()
-            self.vectors[m.name] = m.fit(g_images, g_paths).features(g_images, g_paths)
-            self.seconds[m.name] = time.perf_counter() - t
+            self.vectors[m.label] = m.fit(g_images, g_paths).features(g_images, g_paths)
+            self.seconds[m.label] = time.perf_counter() - t
 
     def ranked(self, q_images: np.ndarray, q_sources: Sequence, k: int, metric: str) -> dict[str, np.ndarray]:
         """{method: top-k gallery rows (Q,k)} of the queries (grey images and the files/PIL images they came from)."""
-        return {m.name: m.knn(self.vectors[m.name], m.features(q_images, q_sources), k, metric) for m in self.methods}
+        return {m.label: m.knn(self.vectors[m.label], m.features(q_images, q_sources), k, metric) for m in self.methods}
 
 
 def _setup(methods, enc, image_size: int | None) -> tuple[list[Method], int, object]:

@@ -38,6 +38,8 @@ from encoder.search.base import FLAGS, Method, Neighbours, Vectors  # noqa: F401
 from encoder.search.errors import IndexMismatchError, check_meta
 
 DEFAULT_ALPHA = "imagehash"
+# ``evaluation_methods(["phash-mirror"])``: the hash with mirror-aware queries (evaluation only)
+MIRROR_SUFFIX = "-mirror"
 # An index built before hashes recorded their alpha mode composited transparent images on white.
 LEGACY_ALPHA = "white"
 
@@ -68,6 +70,10 @@ class HashMethod(Method):
     def version(self) -> str:
         return hash_version(self.name, self.alpha)
 
+    @property
+    def label(self) -> str:
+        return f"{self.name}{MIRROR_SUFFIX}" if self.mirror else self.name
+
     def index_meta(self) -> dict[str, Any]:
         return {"decode": "draft" if self.draft else "full", "alpha": self.alpha}
 
@@ -95,17 +101,30 @@ class HashMethod(Method):
         return Neighbours(got.paths, [[int(d) for d in row] for row in distances], ids)
 
     def features(self, images, sources) -> np.ndarray:
+        """(N,8) hashes; with ``mirror`` (N,16): each hash, then the hash of the mirrored image."""
+        h = self._hashes(sources, mirror=False)
+        return np.concatenate([h, self._hashes(sources, mirror=True)], 1) if self.mirror else h
+
+    def _hashes(self, sources, mirror: bool) -> np.ndarray:
         if len(sources) and isinstance(sources[0], Image.Image):
-            return hash_images(list(sources), self.name, alpha=self.alpha)
-        h, kept, _ = hash_paths(sources, self.name, alpha=self.alpha, errors=[])
+            flip = Image.Transpose.FLIP_LEFT_RIGHT
+            return hash_images([im.transpose(flip) if mirror else im for im in sources], self.name, alpha=self.alpha)
+        h, kept, _ = hash_paths(sources, self.name, alpha=self.alpha, errors=[], mirror=mirror)
         if len(kept) != len(sources):
             raise ValueError(f"{len(sources) - len(kept)} images decode to grey but cannot be hashed with {self.name}")
         return h
 
     def knn(self, gallery, queries, k, metric="l2") -> np.ndarray:
-        index = faiss.IndexBinaryFlat(gallery.shape[1] * 8)
-        index.add(np.ascontiguousarray(gallery))
-        return index.search(np.ascontiguousarray(queries), min(k, len(gallery)))[1]
+        """Top-k rows by Hamming; with ``mirror`` each gallery row at the smaller distance of the query
+        and its mirror (as :meth:`query` does)."""
+        nb = gallery.shape[1] // 2 if self.mirror else gallery.shape[1]
+        index = faiss.IndexBinaryFlat(nb * 8)
+        index.add(np.ascontiguousarray(gallery[:, :nb]))
+        k = min(k, len(gallery))
+        d, i = index.search(np.ascontiguousarray(queries[:, :nb]), k)
+        if not self.mirror:
+            return i
+        return np.array(_merge_best(d, i, *index.search(np.ascontiguousarray(queries[:, nb:]), k), k)[1], np.int64)
 
 
 def _merge_best(d1, i1, d2, i2, k: int) -> tuple[list[list[int]], list[list[str]]]:
@@ -251,6 +270,7 @@ _CLASSES: dict[str, type[Method]] = {**{n: HashMethod for n in HASHES}, "ae": Au
                                      "raw": RawMethod, "pca": PcaMethod}
 METHODS = tuple(_CLASSES)
 INDEX_METHODS = tuple(n for n, c in _CLASSES.items() if c.indexable)
+EVALUATION_METHODS = METHODS + tuple(f"{n}{MIRROR_SUFFIX}" for n in HASHES)  # ``search.py evaluate --methods``
 
 
 def _method_class(name: str) -> type[Method]:
@@ -306,6 +326,8 @@ def evaluation_methods(names: Sequence[str | Method], *, checkpoint: str | None 
     for n in dict.fromkeys(names):
         if isinstance(n, Method):
             out.append(n)
+        elif isinstance(n, str) and n.endswith(MIRROR_SUFFIX) and n[:-len(MIRROR_SUFFIX)] in HASHES:
+            out.append(HashMethod(n[:-len(MIRROR_SUFFIX)], mirror=True))
         elif n not in _CLASSES:
             raise ValueError(f"methods={[n]} unknown; choose from {METHODS}")
         else:

@@ -92,7 +92,8 @@ def test_evaluate_command_json_queries_folder_and_neardup(tmp_path, capsys):
     res = {r["method"]: r for r in nd["results"]}
     assert set(res) == {"ae", "phash", "raw"} and nd["n_queries"] == 4
     assert set(res["phash"]["transforms"]) == {"jpeg_q30", "resize_50", "crop_90", "bright_+20", "blur", "hflip",
-                                               "rotate_5", "grey"}
+                                               "rotate_5", "grey", "aspect_9x16", "crop50", "gamma_dark",
+                                               "recolour", "overlay"}
     assert res["raw"]["transforms"]["jpeg_q30"]["R@5"] == 1.0 and res["raw"]["transforms"]["grey"]["R@1"] == 1.0
     assert all(v["R@1"] <= v["R@5"] for r in res.values() for v in r["transforms"].values())
     # --queries names the originals; the folder is then the distractors
