@@ -27,6 +27,7 @@ import torch
 
 from encoder.ae.inference import fingerprint, load_model, save_encoder
 from encoder.ae.model import ConvAutoencoder
+from encoder.ae.runtime import ONNX_FILES
 from encoder.atomic import write_bytes
 
 ONNX_TOLERANCE = 1e-4
@@ -113,8 +114,6 @@ def check_onnx(net: torch.nn.Module, graph: str | os.PathLike | bytes, inputs: t
                            f"> {ONNX_TOLERANCE:.0e}")
     return diff
 
-
-ONNX_FILES = ("encoder.onnx", "decoder.onnx", "onnx.json")
 
 
 def onnx_attachments(model: ConvAutoencoder) -> dict[str, bytes]:

@@ -128,6 +128,10 @@ class OnnxEncoder(BatchedCoder):
         return np.clip(self._dec.run(None, {"codes": z})[0][:, 0], 0, 1)
 
 
+# The files an ae index keeps (written by encoder.ae.export.onnx_attachments): graphs and their info.
+ONNX_FILES = ("encoder.onnx", "decoder.onnx", "onnx.json")
+
+
 def onnx_encoder_for_index(meta: dict, attachments: dict[str, bytes]) -> OnnxEncoder | None:
     """The :class:`OnnxEncoder` an ae index keeps (:func:`encoder.ae.export.onnx_attachments`), or
     None when it has none, when they are of another model than the index's codes, or when
@@ -135,7 +139,7 @@ def onnx_encoder_for_index(meta: dict, attachments: dict[str, bytes]) -> OnnxEnc
     import importlib.util
     import json
 
-    if not {"encoder.onnx", "decoder.onnx", "onnx.json"} <= set(attachments):
+    if not set(ONNX_FILES) <= set(attachments):
         return None
     info = json.loads(attachments["onnx.json"])
     if info.get("fingerprint") != meta.get("version") or importlib.util.find_spec("onnxruntime") is None:
@@ -143,4 +147,4 @@ def onnx_encoder_for_index(meta: dict, attachments: dict[str, bytes]) -> OnnxEnc
     return OnnxEncoder(attachments["encoder.onnx"], attachments["decoder.onnx"], fingerprint=info["fingerprint"],
                        code_dim=int(info["code_dim"]), image_size=int(info["image_size"]),
                        path=f"{meta.get('checkpoint')} (ONNX graphs in the index)")
-__all__ = ["encode_paths", "BatchedCoder", "OnnxEncoder", "onnx_encoder_for_index"]
+__all__ = ["encode_paths", "BatchedCoder", "OnnxEncoder", "ONNX_FILES", "onnx_encoder_for_index"]

@@ -25,8 +25,6 @@ from typing import Sequence
 # Only argparse above: `--help` and bad arguments answer before numpy, faiss and Pillow load
 # (0.5 s); matplotlib (0.8 s) loads only when a figure is drawn.
 
-N_COLORS_RANGE = (2, 256)  # checked again, with the library's message, by check_n_colors
-
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="quantize.py", description=__doc__,
@@ -58,10 +56,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     for flag in ("threads", "workers"):
         if getattr(a, flag) is not None and getattr(a, flag) < 1:
             p.error(f"--{flag} must be >= 1, got {getattr(a, flag)}")
-    bad = [n for n in a.n_colors if not N_COLORS_RANGE[0] <= n <= N_COLORS_RANGE[1]]
-    if bad:
-        p.error(f"argument -k/--n-colors: n_colors={bad[0]} must be an integer in [2, 256] "
-                "(a PNG palette holds at most 256 colours)")
+    from encoder.palette.limits import check_n_colors  # standard library only
+
+    for n in a.n_colors:
+        try:
+            check_n_colors(n)
+        except ValueError as e:
+            p.error(f"argument -k/--n-colors: {e}")
     if a.auto and (a.target_psnr is None) == (a.max_bytes is None):
         p.error("--auto needs exactly one of --target-psnr or --max-bytes")
     return a
@@ -127,15 +128,13 @@ def _extras(img, q, tag: str, *, segment: bool, scatter: bool, seed: int) -> Non
 
 def _one(job: tuple[Path, str, Path, dict]) -> tuple[Path, list[dict] | None, str | None]:
     """One image in a worker process: (path, rows, None) or (path, None, the reason it failed)."""
-    from encoder.data import ImageLoadError
+    from encoder.data import load_each
 
     path, ident, out, options = job
-    try:
-        return path, process(path, ident, out, **options), None
-    except ImageLoadError as e:
-        return path, None, e.reason
-    except OSError as e:
-        return path, None, f"cannot read: {e}"
+    errors: list = []
+    for _, rows in load_each([path], lambda p: process(p, ident, out, **options), errors):
+        return path, rows, None
+    return path, None, errors[0][1]
 
 
 def _run_all(jobs: list, workers: int) -> list[tuple[Path, list[dict] | None, str | None]]:

@@ -37,9 +37,9 @@ import numpy as np
 from PIL import Image
 
 from encoder.palette.colors import ColorSet, binned_colors, lab_to_srgb, srgb_to_lab
+from encoder.palette.limits import N_COLORS_MAX, N_COLORS_MIN, check_n_colors  # noqa: F401  (re-exported)
 from encoder.palette.kmeans import lloyd, kmeanspp, nearest, pad, varpart
 
-N_COLORS_MIN, N_COLORS_MAX = 2, 256
 DEFAULT_MAX_POINTS = 1 << 18  # more distinct colours than this: polish on 7-bit cells
 # Measured on the 7 bench photos at K=256 (worst per-photo PSNR vs full-pixel k-means / mean
 # s/MP on 2 cores, over-relaxation 1.95): polish 3 steps -0.07 dB / 0.084-0.097 s/MP, 4 steps
@@ -84,15 +84,6 @@ PEAKY_SHARE = 0.3
 PEAKY_MAX_COLORS = 65_536
 CELLS_PER_CENTRE = 32
 N_INIT_SMALL = 3
-
-
-def check_n_colors(n_colors: int) -> int:
-    """Return ``n_colors`` as int if it is in [2, 256], else raise ``ValueError`` naming it."""
-    if (isinstance(n_colors, bool) or not isinstance(n_colors, (int, np.integer))
-            or not N_COLORS_MIN <= int(n_colors) <= N_COLORS_MAX):
-        raise ValueError(f"n_colors={n_colors!r} must be an integer in [{N_COLORS_MIN}, {N_COLORS_MAX}] "
-                         "(a PNG palette holds at most 256 colours)")
-    return int(n_colors)
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

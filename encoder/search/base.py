@@ -105,6 +105,10 @@ class Method:
         """(N,S,S) uint8 grey images, and the files or PIL images they came from -> (N,...) vectors."""
         raise NotImplementedError
 
+    def gallery_features(self, images: np.ndarray, sources: Sequence) -> np.ndarray:
+        """The gallery's vectors: :meth:`features`, unless the queries need more (a mirror-aware hash)."""
+        return self.features(images, sources)
+
     def knn(self, gallery: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2") -> np.ndarray:
         """Exact top-k gallery rows (Q,k) of each query, by ``metric`` (codes) or Hamming (hashes)."""
         return ann.exact_knn(queries, gallery, k, metric)[1]

@@ -90,7 +90,7 @@ class _Gallery:
         self.methods, self.vectors, self.seconds = methods, {}, {}
         for m in methods:
             t = time.perf_counter()
-            self.vectors[m.label] = m.fit(g_images, g_paths).features(g_images, g_paths)
+            self.vectors[m.label] = m.fit(g_images, g_paths).gallery_features(g_images, g_paths)
             self.seconds[m.label] = time.perf_counter() - t
 
     def ranked(self, q_images: np.ndarray, q_sources: Sequence, k: int, metric: str) -> dict[str, np.ndarray]:

@@ -105,6 +105,10 @@ class HashMethod(Method):
         h = self._hashes(sources, mirror=False)
         return np.concatenate([h, self._hashes(sources, mirror=True)], 1) if self.mirror else h
 
+    def gallery_features(self, images, sources) -> np.ndarray:
+        """(N,8) hashes: only queries are mirrored."""
+        return self._hashes(sources, mirror=False)
+
     def _hashes(self, sources, mirror: bool) -> np.ndarray:
         if len(sources) and isinstance(sources[0], Image.Image):
             flip = Image.Transpose.FLIP_LEFT_RIGHT
@@ -117,9 +121,9 @@ class HashMethod(Method):
     def knn(self, gallery, queries, k, metric="l2") -> np.ndarray:
         """Top-k rows by Hamming; with ``mirror`` each gallery row at the smaller distance of the query
         and its mirror (as :meth:`query` does)."""
-        nb = gallery.shape[1] // 2 if self.mirror else gallery.shape[1]
+        nb = gallery.shape[1]
         index = faiss.IndexBinaryFlat(nb * 8)
-        index.add(np.ascontiguousarray(gallery[:, :nb]))
+        index.add(np.ascontiguousarray(gallery))
         k = min(k, len(gallery))
         d, i = index.search(np.ascontiguousarray(queries[:, :nb]), k)
         if not self.mirror:

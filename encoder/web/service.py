@@ -27,8 +27,9 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from encoder.data import IMAGE_EXTENSIONS, load_rgb
+from encoder.data import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
 from encoder.hashing.dedup import find_groups
+from encoder.palette.limits import check_n_colors
 from encoder.search.index import Index
 from encoder.search.methods import method_for_index
 
@@ -258,14 +259,14 @@ def _palette_size(k: str) -> int | None:
         n = int(k)
     except (TypeError, ValueError):
         raise BadInput(f"k={k!r} must be an integer in [2, 256] or 'auto'") from None
-    if not 2 <= n <= 256:
-        raise BadInput(f"k={n} must be an integer in [2, 256] (a PNG palette holds at most 256 colours)")
+    try:
+        check_n_colors(n)
+    except ValueError as e:
+        raise BadInput(str(e).replace("n_colors=", "k=", 1)) from None
     return n
 
 
 def _load_rgb(path: Path, shown: str) -> np.ndarray:
-    from encoder.data import ImageLoadError
-
     try:
         return load_rgb(path)
     except ImageLoadError as e:
