@@ -32,10 +32,12 @@ demo: setup apt
 	$(PY) -m encoder.cli.demo --out runs/demo
 
 # Few-colour images made by others for the palette bench (Debian's desktop-base wallpapers),
-# unpacked under data/ without installing the package.
-bench-data:
+# unpacked under data/ without installing the package; then data/photos200, a folder of 200
+# photos and photo-like wallpapers (Debian wallpaper packages, scikit-image, scikit-learn).
+bench-data: setup
 	@[ -d data/desktop-base ] || { mkdir -p data/pkgs && cd data/pkgs && apt-get download desktop-base \
 	  && dpkg -x desktop-base_*.deb ../desktop-base; }
+	$(PY) bench/photo_folder.py
 
 bench: setup apt bench-data
 	for b in bench/*_bench.py; do $(PY) $$b || exit 1; done

@@ -197,10 +197,11 @@ def test_dedup_and_remove(corpus, phash_index, tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A smoke-sized fit on the mixed folder, one image per batch so the step counts are image counts."""
+    """A smoke-sized fit on the mixed folder, one image per batch (and no repeats of a small folder)
+    so the step counts are image counts."""
     run_dir = tmp_path_factory.mktemp("train")
     p = run("train.py", "fit", "--config", "configs/smoke.yaml", "--data.root", str(corpus.root),
-            "--data.batch_size", "1", "--trainer.default_root_dir", str(run_dir),
+            "--data.batch_size", "1", "--data.min_steps_per_epoch", "1", "--trainer.default_root_dir", str(run_dir),
             "--trainer.logger.init_args.save_dir", str(run_dir), "--trainer.enable_progress_bar", "false")
     return run_dir, p
 

@@ -31,15 +31,21 @@ class ImageFolderDataModule(pl.LightningDataModule):
         num_workers: processes decoding the folder once (0 = up to 4 by CPU count).
         seed: split seed.
         limit: use only the first ``limit`` images (sorted by path), for quick runs.
+        min_steps_per_epoch: a training epoch has at least this many batches: a small folder
+            (200 photos are one batch) is drawn again, in a new order each time, so training
+            counts in steps and the augmented second views give every repeat new variety;
+            early stopping and the learning-rate schedule then see real progress per epoch.
     """
 
     def __init__(self, root: str = "data/fashion-mnist/train", image_size: int = 64, batch_size: int = 256,
-                 val_fraction: float = 0.1, num_workers: int = 0, seed: int = 0, limit: int | None = None):
+                 val_fraction: float = 0.1, num_workers: int = 0, seed: int = 0, limit: int | None = None,
+                 min_steps_per_epoch: int = 20):
         super().__init__()
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size < 1 or min_steps_per_epoch < 1:
+            raise ValueError(f"batch_size and min_steps_per_epoch must be >= 1, got {batch_size}, {min_steps_per_epoch}")
+        self.min_steps_per_epoch = min_steps_per_epoch
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.val_fraction, self.num_workers, self.seed, self.limit = val_fraction, num_workers, seed, limit
         self.images: torch.Tensor | None = None
@@ -93,6 +99,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return TensorDataset(self.images[rows], self.labels[rows])
 
     def _loader(self, rows, shuffle: bool) -> DataLoader:
+        draws = self.min_steps_per_epoch * self.batch_size
+        if shuffle and len(rows) < draws:   # a small folder: repeated (the shuffle mixes the repeats)
+            rows = rows.repeat(-(-draws // len(rows)))
         return DataLoader(self._dataset(rows), batch_size=self.batch_size, shuffle=shuffle,
                           drop_last=shuffle and len(rows) > self.batch_size,
                           pin_memory=torch.cuda.is_available())

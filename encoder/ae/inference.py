@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from encoder.atomic import save_torch
-from encoder.ae.model import ARCH, DEFAULT_WIDTH, ConvAutoencoder
+from encoder.ae.model import ARCH, DEFAULT_WIDTH, WHITENING_KEYS, ConvAutoencoder
 from encoder.ae.runtime import BatchedCoder, encode_paths  # noqa: F401  (encode_paths: re-exported)
 from encoder.data import GRAY_PREPROCESS_VERSION
 
@@ -74,7 +75,10 @@ def fingerprint(model: ConvAutoencoder) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(model.config, sort_keys=True).encode())
     h.update(GRAY_PREPROCESS_VERSION.encode())
+    plain = not model.whitened    # identity whitening hashes as before the buffers existed
     for name, t in sorted(model.state_dict().items()):
+        if plain and name in WHITENING_KEYS:
+            continue
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
@@ -96,7 +100,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if path.is_dir():
         raise CheckpointError(f"expected a checkpoint file (.ckpt or .pt), got a folder: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch's pickle-protocol notice would come before our message
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - garbage bytes fail in many ways (IndexError, KeyError, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot load checkpoint {path}: not a torch checkpoint of plain tensors "
@@ -115,7 +121,8 @@ def _config_and_weights(obj: dict, path: Path) -> tuple[dict, dict]:
         # mean a run with its default width, which has always been 16 (= DEFAULT_WIDTH; only the
         # bare model's default used to be 32). Reading it as 16 is what this did before.
         cfg = {"arch": hp.get("arch", ARCH), "code_dim": hp.get("code_dim", 128),
-               "width": hp.get("width", DEFAULT_WIDTH), "image_size": hp.get("image_size", 64)}
+               "width": hp.get("width", DEFAULT_WIDTH), "image_size": hp.get("image_size", 64),
+               "tone": hp.get("tone", False)}
         sd = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
         if not sd:
             raise CheckpointError(f"checkpoint {path}: a Lightning checkpoint but not of this toolkit's "
@@ -132,8 +139,11 @@ def load_model(path: str | os.PathLike) -> ConvAutoencoder:
     if cfg.get("arch") != ARCH:
         raise CheckpointError(f"checkpoint {path}: architecture {cfg.get('arch')!r}, this toolkit reads {ARCH!r}")
     try:
-        model = ConvAutoencoder(int(cfg["code_dim"]), int(cfg["width"]), int(cfg["image_size"]))
-        model.load_state_dict(sd, strict=True)
+        model = ConvAutoencoder(int(cfg["code_dim"]), int(cfg["width"]), int(cfg["image_size"]), bool(cfg.get("tone", False)))
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if unexpected or set(missing) - WHITENING_KEYS:   # older checkpoints: no whitening (identity)
+            raise RuntimeError(f"missing keys {sorted(set(missing) - WHITENING_KEYS)[:5]}, "
+                               f"unexpected keys {sorted(unexpected)[:5]}")
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         msg = str(e).strip().splitlines()
         raise CheckpointError(f"checkpoint {path}: weights do not fit {ARCH} with config {cfg} "

@@ -34,6 +34,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from encoder.ae.augment import PRESETS, augment
 from encoder.ae.model import DEFAULT_WIDTH, ConvAutoencoder
 from encoder.ae.recon import save_grid
 from encoder.metrics import psnr
@@ -97,15 +98,23 @@ def reconstruction_term(module: "AutoencoderModule", step: Step) -> tuple[torch.
 
 def contrastive_term(module: "AutoencoderModule", step: Step) -> tuple[torch.Tensor, dict] | None:
     """NT-Xent between the codes of the first ``contrastive_fraction`` of the batch and of a
-    randomly shifted copy (training only: the validation loss stays reconstruction)."""
+    randomly shifted or augmented copy. With augmentations it counts in the validation loss too
+    (seeded views); the shift-only term is for training only, as it always was."""
     hp, x, code = module.hparams, step.x, step.code
-    if step.stage != "train" or len(x) < 2:
+    if len(x) < 2 or (step.stage != "train" and hp.augment == "shift"):
         return None
     k = max(2, int(len(x) * hp.contrastive_fraction))
-    view = random_shift(x[:k], hp.shift).contiguous(
-        memory_format=torch.channels_last if hp.channels_last else torch.contiguous_format)
-    centre = code.mean(0).detach()
-    nt = nt_xent(code[:k] - centre, module.model.encode(view) - centre, hp.temperature)
+    preset = PRESETS[hp.augment]
+    # validation draws the same views every epoch (a seeded generator), so the validation loss,
+    # which early stopping and the best checkpoint follow, measures the codes as well as the pixels
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else [], enabled=step.stage != "train"):
+        if step.stage != "train":
+            torch.manual_seed(len(x))
+        view = (random_shift(x[:k], hp.shift) if preset is None else augment(x[:k], preset)).contiguous(
+            memory_format=torch.channels_last if hp.channels_last else torch.contiguous_format)
+    c = module.model.content_dim    # the tone entries are measured, not learned: left out
+    centre = code[:, :c].mean(0).detach()
+    nt = nt_xent(code[:k, :c] - centre, module.model.encoder.raw(view)[:, :c] - centre, hp.temperature)
     return nt, {"ntxent": nt}
 
 
@@ -173,19 +182,40 @@ class AutoencoderModule(pl.LightningModule):
         temperature: NT-Xent temperature.
         contrastive_fraction: share of each batch that gets a second view (the term costs one
             more encoder pass over that share).
+        augment: the second view of that term: "shift" (a random shift of up to ``shift``
+            pixels) or a preset of :mod:`encoder.ae.augment` ("light", "strong": crops with
+            aspect changes, flips, rotation, tone curves, blur, resizing, noise, banners).
+        tone: standardise each image (mean 0, contrast 1) before encoding and keep its mean and
+            contrast as the last two code entries (the decoder restores them exactly): codes
+            compare pictures, not exposures.
+        tone_weight: the weight of those two entries in code distances (after whitening), as a
+            share of one content entry's spread.
+        recon_augment: "none", or a preset of :mod:`encoder.ae.augment` applied to the training
+            batches themselves (and to the PCA start of a folder under 2,000 images): a small
+            folder seen in ever new crops and tones stops being memorised by epoch 5.
+        whiten: partial whitening of the codes handed out (0 = none, 0.5 = divide each principal
+            direction by the 4th root of its variance; see :meth:`ConvAutoencoder.set_whitening`).
     """
 
     def __init__(self, code_dim: int = 128, width: int = DEFAULT_WIDTH, image_size: int = 64, lr: float = 3e-3,
                  weight_decay: float = 1e-4, supervised_weight: float = 0.0, num_classes: int = 0,
                  channels_last: bool = True, pca_init: bool = True, linear_lr_scale: float = 0.02,
                  contrastive_weight: float = 0.001, shift: int = 3, temperature: float = 0.2,
-                 contrastive_fraction: float = 0.5):
+                 contrastive_fraction: float = 0.5, augment: str = "shift", whiten: float = 0.0,
+                 tone: bool = False, tone_weight: float = 0.1, recon_augment: str = "none"):
         super().__init__()
         _check_hparams(supervised_weight=supervised_weight, num_classes=num_classes,
                        contrastive_weight=contrastive_weight, shift=shift, temperature=temperature,
                        contrastive_fraction=contrastive_fraction)
+        if not 0 <= whiten <= 1 or tone_weight < 0:
+            raise ValueError(f"whiten must be in [0, 1] and tone_weight >= 0, got {whiten}, {tone_weight}")
+        if augment not in PRESETS:
+            raise ValueError(f"augment must be one of {sorted(PRESETS)}, got {augment!r}")
+        if recon_augment != "none" and PRESETS.get(recon_augment) is None:
+            raise ValueError(f"recon_augment must be 'none' or one of {sorted(k for k, v in PRESETS.items() if v)}, "
+                             f"got {recon_augment!r}")
         self.save_hyperparameters()
-        self.model = ConvAutoencoder(code_dim, width, image_size)
+        self.model = ConvAutoencoder(code_dim, width, image_size, tone)
         self.head = torch.nn.Linear(code_dim, num_classes) if supervised_weight > 0 else None
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -200,16 +230,51 @@ class AutoencoderModule(pl.LightningModule):
         if (self.hparams.pca_init and self.trainer.ckpt_path is None and self.global_step == 0
                 and dm is not None and getattr(dm, "images", None) is not None):
             rows = dm.train_rows[:20000]
-            share = self.model.init_linear_from_data(to_input(dm.images[rows], False).to(self.device))
+            x = to_input(dm.images[rows], False).to(self.device)
+            if self.hparams.recon_augment != "none" and len(rows) < 2000:   # a small folder: PCA of varied copies
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    x = torch.cat([x, augment(x.repeat(-(-2000 // len(x)) - 1, 1, 1, 1), PRESETS[self.hparams.recon_augment])])
+            share = self.model.init_linear_from_data(x)
             if self.trainer.is_global_zero:
-                print(f"PCA initialisation on {len(rows)} images: {share:.1%} of variance in the code", file=sys.stderr)
+                copies = " and augmented copies" if len(x) > len(rows) else ""
+                print(f"PCA initialisation on {len(x)} images ({len(rows)} training images{copies}): "
+                      f"{share:.1%} of variance in the code", file=sys.stderr)
+
+    @torch.no_grad()
+    def refresh_whitening(self) -> None:
+        """Set the model's code whitening (power ``whiten``) from the raw codes of up to 10,000
+        training images; runs after every validation (before checkpoints are written) and at
+        the end of each training epoch, so every checkpoint holds the whitening of its weights."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if (not self.hparams.whiten or dm is None or getattr(dm, "images", None) is None
+                or getattr(self, "_whitened_at", None) == self.global_step):
+            return
+        was_training = self.training
+        self.eval()
+        rows = dm.train_rows[:10000]
+        codes = torch.cat([self.model.encoder.raw(to_input(dm.images[rows[i:i + 1024]], self.hparams.channels_last)
+                                                  .to(self.device)) for i in range(0, len(rows), 1024)])
+        self.model.set_whitening(codes, self.hparams.whiten, self.hparams.tone_weight)
+        self.train(was_training)
+        self._whitened_at = self.global_step
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.refresh_whitening()
+
+    def on_train_epoch_end(self) -> None:
+        self.refresh_whitening()
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         """The weighted sum of :data:`LOSS_TERMS`; logs each term's values and the total."""
         images, labels = batch
         x = to_input(images, self.hparams.channels_last)
-        code = self.model.encode(x)
-        step = Step(x, code, self.model.decoder(code), labels, stage)
+        if stage == "train" and self.hparams.recon_augment != "none":   # varied copies for small folders
+            x = augment(x, PRESETS[self.hparams.recon_augment]).contiguous(
+                memory_format=torch.channels_last if self.hparams.channels_last else torch.contiguous_format)
+        code = self.model.encoder.raw(x)
+        step = Step(x, code, self.model.decoder.raw(code), labels, stage)
         loss, log = None, {}
         for term in LOSS_TERMS:
             weight = 1.0 if term.weight is None else self.hparams[term.weight]

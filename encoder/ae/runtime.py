@@ -30,9 +30,9 @@ from encoder.data import decode_folder, decoding_pool, decoding_workers
 
 
 def encode_paths(enc: Any, paths: Sequence[str | os.PathLike], batch_size: int = 256,
-                 errors: list | None = None, progress: bool = False, workers: int = 0,
+                 errors: list | None = None, progress: bool = False, workers: int = 0, mirror: bool = False,
                  ) -> tuple[np.ndarray, list[Path]]:
-    """Decode and encode image files in batches.
+    """Decode and encode image files in batches (``mirror``: each picture flipped left-right).
 
     Returns ``(codes (M, code_dim) float32, kept paths)``; unreadable files are appended to
     ``errors`` as ``(path, reason)`` and left out.
@@ -51,7 +51,7 @@ def encode_paths(enc: Any, paths: Sequence[str | os.PathLike], batch_size: int =
             if errors is not None:
                 errors.extend(skipped)
             if len(images):
-                codes.append(enc.encode(images, batch_size))
+                codes.append(enc.encode(np.ascontiguousarray(images[:, :, ::-1]) if mirror else images, batch_size))
                 kept += [chunk[r] for r in rows]
             bar.update(len(chunk))
     bar.close()

@@ -27,6 +27,7 @@ from encoder.hashing.hashes import ALPHA_MODES
 from encoder.search.index import Index, IndexMismatchError
 from encoder.search.lock import LOCK_TIMEOUT, writer_lock
 from encoder.search.methods import EVALUATION_METHODS, FLAGS, INDEX_METHODS, get_method, method_for_index
+from encoder.search.views import VIEWS
 
 
 def _id_for(path: Path, root: Path) -> str:
@@ -60,7 +61,7 @@ def cmd_index(a, opts: dict[str, Any]) -> int:
     with writer_lock(out, timeout=a.lock_timeout):  # an add running on the old index must not win
         idx.save(out)
     print(f"indexed {len(idx)} images ({idx.describe()}) -> {a.output}; {idx.flat_note()}"
-          f"{len(scan.paths) - len(got.paths)} unreadable")
+          f"{len(scan.paths) - len(idx)} unreadable")
     return 0
 
 
@@ -73,7 +74,7 @@ def cmd_add(a, opts: dict[str, Any]) -> int:
         ids = [_id_for(p, root) for p in got.paths]
         idx.add(got.vectors, ids, flat=got.flat)
         idx.save(a.index)
-    print(f"added {len(ids)} images; index now holds {len(idx)}")
+    print(f"added {len(dict.fromkeys(ids))} images; index now holds {len(idx)}")
     return 0
 
 
@@ -160,7 +161,12 @@ def cmd_evaluate(a, opts: dict[str, Any]) -> int:
     from encoder.search import evaluate
     from encoder.search.methods import evaluation_methods
 
-    methods = evaluation_methods(a.methods, checkpoint=a.checkpoint)
+    names = a.methods
+    if a.views == "crops":  # the ae methods asked for, on several views per picture
+        if not any(n.startswith("ae") for n in names):
+            raise ValueError(f"--views applies to the ae methods, and --methods {' '.join(names)} has none")
+        names = [n.replace("ae", "ae-crops", 1) if n in ("ae", "ae-mirror") else n for n in names]
+    methods = evaluation_methods(names, checkpoint=a.checkpoint)
     run, fmt = ((evaluate.evaluate_neardup, evaluate.format_neardup) if a.neardup
                 else (evaluate.evaluate_folder, evaluate.format_report))
     report = run(a.folder, methods=methods, queries=a.queries, n_queries=a.n_queries, seed=a.seed, metric=a.metric)
@@ -209,7 +215,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=5)
     s.add_argument("--json", action="store_true")
     s.add_argument("--plot")
-    s.add_argument("--mirror", action="store_true", help="also match the horizontally flipped query (hashes)")
+    s.add_argument("--mirror", action="store_true",
+                   help="also match the horizontally flipped query, each result at its better distance")
     s.add_argument("--show-recon", action="store_true", help="plot each neighbour decoded from its code (ae)")
     s = sub.add_parser("dedup", help="groups of near-duplicates")
     s.add_argument("index")
@@ -236,6 +243,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     sub.choices["query"].add_argument("--search-params", default=None, help="override e.g. nprobe=64 (ae)")
     sub.choices["index"].add_argument("--search-params", default=None,
                                       help="auto (tuned; default) or e.g. nprobe=64 (ae)")
+    for name in ("index", "add", "query", "evaluate"):
+        sub.choices[name].add_argument(
+            "--views", choices=VIEWS, default=None,
+            help="ae: full (the whole picture; default) or crops (also crops and squares of each picture, so a "
+                 "cropped or re-framed copy is found; an index keeps its choice)")
     for name in ("index", "add", "remove"):
         sub.choices[name].add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT,
                                        help="seconds to wait for another writer of the index (default %(default)g)")
@@ -257,6 +269,7 @@ DESCRIPTION = """Similarity search over an image folder: perceptual hashes or au
 
     search.py index photos/ --method phash -o runs/idx
     search.py index photos/ --method ae --checkpoint CKPT -o runs/ae_idx
+    search.py index photos/ --method ae --checkpoint CKPT --views crops -o runs/ae_crops   # finds crops too
     search.py query runs/ae_idx query.jpg -k 5 --plot runs/q.png --show-recon
     search.py add runs/idx more/ ; search.py remove runs/idx old.jpg
     search.py dedup runs/idx --threshold 10 --csv runs/dups.csv --plot runs/dups.png

@@ -18,7 +18,8 @@ FLAGS = {"draft": "--draft", "alpha": "--alpha", "mirror": "--mirror", "workers"
          "faiss_type": "--faiss-type", "checkpoint": "--checkpoint", "batch_size": "--batch-size",
          "metric": "--metric", "memory_budget": "--memory-budget", "search_params": "--search-params",
          "devices": "--devices", "strategy": "--strategy", "accelerator": "--accelerator",
-         "num_nodes": "--num-nodes", "shard_dir": "--shard-dir", "show_recon": "--show-recon"}
+         "num_nodes": "--num-nodes", "shard_dir": "--shard-dir", "show_recon": "--show-recon",
+         "views": "--views"}
 
 
 class Vectors(NamedTuple):

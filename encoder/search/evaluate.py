@@ -17,7 +17,12 @@ Methods, all on the same decoded 64x64 grey images (encoder.data.load_gray):
 
   all three ranked by ``metric`` (L2, or cosine: the same for all, so the comparison is fair);
 * ``phash``/``dhash``/``ahash``: 64-bit hashes of the original files, Hamming; ``phash-mirror``
-  (or ``HashMethod("phash", mirror=True)``): each query also mirrored, the better distance kept.
+  (or ``HashMethod("phash", mirror=True)``): each query also mirrored, the better distance kept;
+* ``ae-mirror``, ``ae-crops``, ``ae-crops-mirror``: the autoencoder with mirrored queries and/or
+  several views per picture (:mod:`encoder.search.views`): the gallery's features are V codes
+  per image (row ``r`` belongs to image ``r // V``), a query's its views' codes, and each gallery
+  image ranks at its best distance over all pairs (``search.py evaluate --views crops`` turns
+  ``ae`` into ``ae-crops``).
 
 Each is a :class:`encoder.search.methods.Method` (its ``fit`` on the gallery, ``features`` and
 ``knn``); this module only splits, ranks and scores.
@@ -35,6 +40,10 @@ transformed copy is the query. recall@1/@5 = fraction of queries whose original 
 (crops/tiles of them, lfw faces, Fashion-MNIST), same model: mean R@1/R@5 ae .90/.92, phash
 .82/.85, pca .89/.92, raw .83/.89; ae is better on crop/rotate/flip, phash on brightness;
 the re-ranking combinations (phash50>ae .85/.85, ae50>phash .85/.87) did not beat ae alone.
+Views (issue 15; the 10 photos of bench/neardup_bench.py x 13 transforms against 469 --quick
+distractors, demo checkpoint runs/demo/train/fashion_mnist/version_0): R@1 ae -> ae-crops on
+aspect_9x16 .3 -> 1.0, crop50 .0 -> .5, overlay 1.0 -> .9, hflip .4 -> .3, others unchanged;
+mean R@1 ae .75, ae-mirror .78, ae-crops .82, ae-crops-mirror .88.
 
 Example:
     >>> import numpy as np

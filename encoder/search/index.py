@@ -4,7 +4,7 @@ An index directory holds::
 
     meta.json     method, version (hash definition or model fingerprint), metric, vector kind,
                   faiss type, count, root folder, decode mode
-    ids.json      relative POSIX paths, in row order
+    ids.json      relative POSIX paths, in row order (an id repeated per view, see below)
     hashes.npy    (N,8) uint8 packed 64-bit hashes   (kind "hash", Hamming metric)
      or codes.npy (N,D) float32 codes                 (kind "code", "l2" or "cosine" metric)
     index.faiss   the FAISS index built from the vectors
@@ -15,6 +15,11 @@ each other with :func:`encoder.search.lock.writer_lock` (held from load to save)
 no lock. Adding appends new rows without touching old ones; removing drops rows by id (the
 list of flat images, meta ``flat``, follows both). Indexes of another method, version, alpha
 mode or decode mode are refused with a message naming both.
+
+Several views per image (code indexes made with ``views=V`` > 1, meta ``views``; see
+:mod:`encoder.search.views`): each id has V consecutive rows, its first the whole picture
+(:meth:`Index.rows` gives it). ``len`` and meta ``count`` count images, :attr:`Index.n_rows` rows;
+:meth:`Index.search` returns distinct ids, each at the best distance of its views.
 
 Binary index choice: ``IndexBinaryFlat`` (exact) up to ``HNSW_MIN`` hashes, ``IndexBinaryHNSW``
 beyond (approximate; speed and recall vs exact at 1M are measured in bench/phash_bench.py).
@@ -38,8 +43,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -50,7 +53,10 @@ import numpy as np
 from encoder.atomic import atomic_dir, save_npy, write_json
 from encoder.search import ann
 from encoder.search.errors import CorruptIndexError, IndexBusyError, IndexMismatchError, check_meta
+from encoder.search.index_files import (ATTACHMENT_NAME, INDEX_FILES, faiss_reason, read_attachments, read_json,
+                                        read_vectors)
 from encoder.search.methods import kind_of
+from encoder.search.views import best_distinct, check_view_rows
 
 __all__ = ["Index", "IndexMismatchError", "CorruptIndexError", "IndexBusyError", "HNSW_MIN"]
 
@@ -60,40 +66,6 @@ FORMAT_VERSION = 1
 # is modest on random 64-bit codes (recall@5 vs exact at 1M: 0.85 with M=32/ef=128 at
 # 0.15 ms/query, 0.33 with M=16/ef=64), so exact BinaryFlat is the default up to HNSW_MIN.
 HNSW_MIN = 2_000_000
-
-
-def _read_json(file: Path, want: type):
-    if not file.is_file():
-        raise FileNotFoundError(f"index file missing: {file}")
-    try:
-        obj = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CorruptIndexError(f"{file}: not valid JSON ({e})") from None
-    if not isinstance(obj, want):
-        raise CorruptIndexError(f"{file}: expected a JSON {want.__name__}, got {type(obj).__name__}")
-    return obj
-
-
-def _read_vectors(file: Path, dtype, mmap: bool = False) -> np.ndarray:
-    """A 2-D .npy of ``dtype``; pickled or object data is refused, never loaded."""
-    if not file.is_file():
-        raise FileNotFoundError(f"index file missing: {file}")
-    try:
-        v = np.load(file, allow_pickle=False, mmap_mode="r" if mmap else None)
-    except (ValueError, OSError, EOFError) as e:
-        raise CorruptIndexError(f"{file}: not a plain .npy array ({e})") from None
-    if not isinstance(v, np.ndarray) or v.ndim != 2 or v.dtype != dtype:
-        raise CorruptIndexError(f"{file}: expected a 2-D {np.dtype(dtype).name} array, "
-                                f"got {getattr(v, 'shape', '?')} {getattr(v, 'dtype', type(v).__name__)}")
-    return v
-
-
-def _faiss_reason(e: RuntimeError) -> str:
-    """FAISS's C++ error without its source location."""
-    msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-    if "read error" in msg:
-        return "file ends early (truncated?)"
-    return re.sub(r"^.* at \S+:\d+: (Error: )?", "", msg)[:200]
 
 
 def _binary_index(hashes: np.ndarray, faiss_type: str = "auto"):
@@ -111,27 +83,6 @@ def _binary_index(hashes: np.ndarray, faiss_type: str = "auto"):
     if len(hashes):
         index.add(np.ascontiguousarray(hashes, dtype=np.uint8))
     return index, faiss_type
-
-
-_INDEX_FILES = frozenset({"meta.json", "ids.json", "hashes.npy", "codes.npy", "index.faiss"})
-_ATTACHMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def _read_attachments(path: Path, meta: dict) -> dict[str, bytes]:
-    """The attachment files meta.json lists, checked against their recorded size and SHA-256."""
-    listed = meta.get("attachments", {})
-    if not isinstance(listed, dict):
-        raise CorruptIndexError(f"{path / 'meta.json'}: 'attachments' must be an object")
-    out = {}
-    for name, want in listed.items():
-        file = path / name
-        if not _ATTACHMENT_NAME.fullmatch(name) or name in _INDEX_FILES or not file.is_file():
-            raise CorruptIndexError(f"{path}: attachment {name!r} listed in meta.json is missing or not a plain name")
-        data = file.read_bytes()
-        if not isinstance(want, dict) or hashlib.sha256(data).hexdigest() != want.get("sha256"):
-            raise CorruptIndexError(f"{file}: contents differ from meta.json's SHA-256 (edited or truncated)")
-        out[name] = data
-    return out
 
 
 class _HashKind:
@@ -225,7 +176,8 @@ class Index:
     def create(cls, method: str, version: str, vectors: np.ndarray, ids: Sequence[str], *, kind: str | None = None,
                flat: Sequence[bool] | np.ndarray | None = None, root: str = "", extra: dict | None = None,
                faiss_type: str = "auto", metric: str = "l2", memory_budget: int | None = None,
-               search_params: str = "auto", attachments: Mapping[str, bytes] | None = None) -> "Index":
+               search_params: str = "auto", attachments: Mapping[str, bytes] | None = None,
+               views: int = 1) -> "Index":
         """New index of N vectors ((N,8) uint8 hashes or (N,D) float32 codes) and N ids.
 
         ``kind`` (``"hash"``/``"code"``) defaults to what :mod:`encoder.search.methods` says
@@ -233,6 +185,7 @@ class Index:
         leaves them out). For codes: ``metric`` ``"l2"``/``"cosine"``, ``faiss_type`` ``"auto"``
         or a FAISS factory string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or
         e.g. ``"nprobe=32"`` (see :mod:`encoder.search.ann`). ``attachments``: see :meth:`attach`.
+        ``views`` (codes): rows per image, each id's ``views`` rows consecutive (module docstring).
         """
         kind = kind_of(method) if kind is None else kind
         if kind not in _KINDS:
@@ -243,12 +196,15 @@ class Index:
             raise ValueError(f"vectors must be 2-D, got shape {vectors.shape}")
         if len(vectors) != len(ids):
             raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids")
-        if len(set(ids)) != len(ids):
-            raise ValueError("ids must be unique")
+        if views != 1 and (kind != "code" or not isinstance(views, int) or views < 1):
+            raise ValueError(f"views={views!r} must be 1, or a positive int for a code index")
+        problem = check_view_rows(ids, views)
+        if problem:
+            raise ValueError(problem)
         vectors = vectors.astype(k.dtype, copy=False)
         meta = {"format": FORMAT_VERSION, "method": method, "version": version, "kind": kind,
                 **k.meta(metric, memory_budget, search_params), "dim": int(vectors.shape[1]) * k.bits,
-                "faiss_type_request": faiss_type, "root": str(root), **(extra or {})}
+                "faiss_type_request": faiss_type, "root": str(root), **({"views": views} if views != 1 else {}), **(extra or {})}
         idx = cls(meta, list(ids), vectors)
         idx._set_flat([], ids, flat)
         idx.attach(attachments or {})
@@ -260,8 +216,8 @@ class Index:
         model's ONNX graphs there, so a query needs neither torch nor the checkpoint). They live as
         long as the index; meta.json records each one's size and SHA-256, checked on load."""
         for name, data in files.items():
-            if not _ATTACHMENT_NAME.fullmatch(name) or name in _INDEX_FILES:
-                raise ValueError(f"attachment name {name!r} must be a plain file name other than {sorted(_INDEX_FILES)}")
+            if not ATTACHMENT_NAME.fullmatch(name) or name in INDEX_FILES:
+                raise ValueError(f"attachment name {name!r} must be a plain file name other than {sorted(INDEX_FILES)}")
             self.attachments[name] = bytes(data)
         self.meta["attachments"] = {n: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()}
                                     for n, d in sorted(self.attachments.items())}
@@ -294,9 +250,20 @@ class Index:
     def _rebuild(self, appended: int | None = None) -> None:
         """Rebuild the FAISS index after a change; ``appended``: only that many rows were added at the end."""
         self._kind.rebuild(self, appended)
-        self.meta["count"] = len(self.ids)
+        self.meta["count"] = len(self)
 
     def __len__(self) -> int:
+        """Images (distinct ids)."""
+        return len(self.ids) // self.views
+
+    @property
+    def views(self) -> int:
+        """Rows per image (1 unless made with ``views``)."""
+        return self.meta.get("views", 1)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of vectors (``len(self) * self.views``)."""
         return len(self.ids)
 
     @property
@@ -308,7 +275,8 @@ class Index:
         check_meta(self.meta, method=method, version=version, **extra)
 
     def add(self, vectors: np.ndarray, ids: Sequence[str], flat: Sequence[bool] | np.ndarray | None = None) -> None:
-        """Append rows; old rows are kept as they are. Ids already present are replaced.
+        """Append rows; old rows are kept as they are. Ids already present are replaced (all their
+        rows; with views, each new id's rows consecutive, as in :meth:`create`).
 
         ``flat`` (hash indexes): (M,) bool per new row; the index's flat list is updated with it
         (a replaced id takes its new flag).
@@ -319,8 +287,9 @@ class Index:
         if len(vectors) and vectors.shape[1] != self.vectors.shape[1]:
             raise IndexMismatchError(f"vector width {vectors.shape[1]} != index width {self.vectors.shape[1]}")
         new = set(ids)
-        if len(new) != len(ids):
-            raise ValueError("ids to add must be unique")
+        problem = check_view_rows(ids, self.views)
+        if problem:
+            raise ValueError(f"ids to add: {problem}")
         keep = [i for i, x in enumerate(self.ids) if x not in new]
         replaced = len(keep) < len(self.ids)
         self.vectors = np.concatenate([self.vectors[keep], vectors])
@@ -329,7 +298,7 @@ class Index:
         self._rebuild(None if replaced else len(vectors))
 
     def remove(self, ids: Sequence[str]) -> list[str]:
-        """Drop rows by id (and from the flat list); returns the ids that were not in the index."""
+        """Drop the rows of ids (and from the flat list); returns the ids that were not in the index."""
         gone = set(ids)
         present = set(self.ids)
         missing = [x for x in ids if x not in present]
@@ -359,6 +328,7 @@ class Index:
 
         ``k' = min(k, len(index))``; distances are Hamming bits (int), squared L2 or ``1 - cos``
         (float). ``params`` overrides the stored search parameters of a code index (``"nprobe=64"``).
+        With views, FAISS finds ``k' x views`` rows and each id is kept once, at its best distance.
         """
         if not isinstance(k, (int, np.integer)) or k <= 0:
             raise ValueError(f"k={k} must be a positive integer")
@@ -368,12 +338,13 @@ class Index:
         kk = min(int(k), len(self))
         if kk == 0 or len(q) == 0:
             return np.zeros((len(q), 0), self._kind.dist_dtype), [[] for _ in range(len(q))]
-        D, I = self._kind.search(self, q, kk, params)
-        return D, [[self.ids[j] for j in row if j >= 0] for row in I]
+        D, I = self._kind.search(self, q, min(kk * self.views, self.n_rows), params)
+        found = [[self.ids[j] for j in row if j >= 0] for row in I]
+        return best_distinct(D, found, kk) if self.views > 1 else (D, found)
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
-        """Row numbers of ids (KeyError names a missing one)."""
-        pos = {x: i for i, x in enumerate(self.ids)}
+        """Row numbers of ids, each id's first row (with views: the whole picture; KeyError names a missing one)."""
+        pos = {x: i for i, x in reversed(list(enumerate(self.ids)))}
         return np.array([pos[x] for x in ids], dtype=np.int64)
 
     def save(self, path: str | Path) -> None:
@@ -398,20 +369,25 @@ class Index:
         path = Path(path)
         if not (path / "meta.json").is_file():
             raise FileNotFoundError(f"not an index directory (no meta.json): {path}")
-        meta = _read_json(path / "meta.json", dict)
+        meta = read_json(path / "meta.json", dict)
         if meta.get("format") != FORMAT_VERSION:
             raise CorruptIndexError(f"{path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}")
         kind = _KINDS.get(meta.get("kind"))
         if kind is None:
             raise CorruptIndexError(f"{path / 'meta.json'}: kind={meta.get('kind')!r}, expected 'hash' or 'code'")
-        ids = _read_json(path / "ids.json", list)
+        ids = read_json(path / "ids.json", list)
         if not all(isinstance(i, str) for i in ids):
             raise CorruptIndexError(f"{path / 'ids.json'}: expected a list of path strings")
         vf = path / kind.file
         mmap = mmap and kind.name == "code"  # binary indexes are small and read whole
-        vectors = _read_vectors(vf, kind.dtype, mmap)
+        vectors = read_vectors(vf, kind.dtype, mmap)
         if len(vectors) != len(ids):
             raise CorruptIndexError(f"{path}: {len(vectors)} vectors but {len(ids)} ids (corrupt index)")
+        views = meta.get("views", 1)
+        problem = "views must be a positive int" if not isinstance(views, int) or views < 1 else (
+            check_view_rows(ids, views) if views > 1 else None)
+        if problem:
+            raise CorruptIndexError(f"{path / 'ids.json'}: {problem} (meta.json says views={views!r})")
         bits = vectors.shape[1] * kind.bits
         if meta.get("dim", bits) != bits:
             raise CorruptIndexError(f"{vf}: vectors of width {bits} but meta.json says dim={meta.get('dim')}")
@@ -419,7 +395,7 @@ class Index:
         if fi.ntotal != len(ids) or fi.d != bits:
             raise CorruptIndexError(f"{path / 'index.faiss'}: FAISS index has {fi.ntotal} rows of width {fi.d} "
                                     f"but the index holds {len(ids)} of width {bits} (corrupt index)")
-        return cls(meta, ids, vectors, fi, path if mmap else None, _read_attachments(path, meta))
+        return cls(meta, ids, vectors, fi, path if mmap else None, read_attachments(path, meta))
 
     @staticmethod
     def _read_faiss(file: Path, kind, meta: dict, mmap: bool):
@@ -429,4 +405,4 @@ class Index:
             return kind.read(file, meta, mmap)
         except RuntimeError as e:
             binary = "binary " if kind.name == "hash" else ""
-            raise CorruptIndexError(f"{file}: not a readable FAISS {binary}index ({_faiss_reason(e)})") from None
+            raise CorruptIndexError(f"{file}: not a readable FAISS {binary}index ({faiss_reason(e)})") from None

@@ -9,7 +9,8 @@ for ``search.py evaluate``, the features of decoded images (:meth:`Method.featur
 
 Registry: ``phash``/``dhash``/``ahash`` (one :class:`HashMethod` per entry of
 :data:`encoder.hashing.hashes.HASHES`: a new hash there is a new method here), ``ae``
-(:class:`AutoencoderMethod`), and for evaluation only ``raw`` and ``pca``.
+(:class:`AutoencoderMethod`; ``views="crops"``: several views per picture, see
+:mod:`encoder.search.views`), and for evaluation only ``raw`` and ``pca``.
 
 Example:
     >>> m = get_method("phash", alpha="white")
@@ -36,10 +37,14 @@ from encoder.search import ann
 from encoder.search.baselines import PcaMethod, RawMethod
 from encoder.search.base import FLAGS, Method, Neighbours, Vectors  # noqa: F401  (the interface, re-exported)
 from encoder.search.errors import IndexMismatchError, check_meta
+from encoder.search.views import check_views, encode_views, source_views, view_count, with_mirror
 
 DEFAULT_ALPHA = "imagehash"
 # ``evaluation_methods(["phash-mirror"])``: the hash with mirror-aware queries (evaluation only)
 MIRROR_SUFFIX = "-mirror"
+# ``evaluation_methods(["ae-crops"])``: codes of several views per picture (encoder.search.views)
+CROPS_SUFFIX = "-crops"
+AE_VARIANTS = tuple(f"ae{c}{m}" for c in ("", CROPS_SUFFIX) for m in ("", MIRROR_SUFFIX))[1:]
 # An index built before hashes recorded their alpha mode composited transparent images on white.
 LEGACY_ALPHA = "white"
 
@@ -131,13 +136,15 @@ class HashMethod(Method):
         return np.array(_merge_best(d, i, *index.search(np.ascontiguousarray(queries[:, nb:]), k), k)[1], np.int64)
 
 
-def _merge_best(d1, i1, d2, i2, k: int) -> tuple[list[list[int]], list[list[str]]]:
+def _merge_best(d1, i1, d2, i2, k: int) -> tuple[list[list], list[list]]:
     """Per query, the ``k`` best ids of two result lists, each id at its smaller distance."""
     merged_d, merged_i = [], []
     for q in range(len(i1)):
-        best: dict[str, int] = {}
+        best: dict = {}
         for d, i in list(zip(d1[q], i1[q])) + list(zip(d2[q], i2[q])):
-            best[i] = min(int(d), best.get(i, 99))
+            if isinstance(i, (int, np.integer)) and i < 0:    # faiss: fewer than k results
+                continue
+            best[i] = min(d, best[i]) if i in best else d
         top = sorted(best.items(), key=lambda t: (t[1], t[0]))[:k]
         merged_i.append([t[0] for t in top])
         merged_d.append([t[1] for t in top])
@@ -152,19 +159,28 @@ class AutoencoderMethod(Method):
     ``devices`` != 1 or ``strategy`` != ``"auto"`` encodes with Lightning predict over several
     processes (:func:`encoder.ae.shards.predict_codes`); per-rank shards go to ``shard_dir`` (kept)
     or, when it is None, to the ``scratch_dir`` given to :meth:`vectors` (deleted once merged).
+
+    ``views="crops"`` (:mod:`encoder.search.views`): each gallery picture is encoded as several
+    views (an index of several rows per id, meta ``view_set``) and each query as its whole picture
+    and centred square; a gallery image scores its best distance over all pairs (and, with
+    ``mirror``, over the flipped query views too).
     """
 
     name = "ae"
     options = frozenset({"checkpoint", "batch_size", "workers", "faiss_type", "metric", "memory_budget",
                          "search_params", "devices", "strategy", "accelerator", "num_nodes", "shard_dir",
-                         "show_recon"})
+                         "show_recon", "mirror", "views"})
     indexable = True
 
     def __init__(self, checkpoint: str | None = None, *, encoder: Any = None, batch_size: int = 256,
                  workers: int | None = None, faiss_type: str = "auto", metric: str = "l2",
                  memory_budget: int | None = None, search_params: str | None = None, devices: int = 1,
                  strategy: str = "auto", accelerator: str = "auto", num_nodes: int = 1,
-                 shard_dir: str | None = None, show_recon: bool = False):
+                 shard_dir: str | None = None, show_recon: bool = False, mirror: bool = False,
+                 views: str = "full"):
+        if check_views(views) != "full" and (devices != 1 or strategy != "auto"):
+            raise ValueError(f"--views {views} is not supported with distributed encoding (--devices/--strategy); "
+                             "encode with one process or use --views full")
         if encoder is None:
             if checkpoint is None:
                 raise ValueError("--checkpoint is required for --method ae")
@@ -176,20 +192,25 @@ class AutoencoderMethod(Method):
         self.batch_size, self.workers, self.faiss_type, self.metric = batch_size, workers, faiss_type, metric
         self.memory_budget, self.search_params, self.show_recon = memory_budget, search_params, show_recon
         self.devices, self.strategy, self.accelerator, self.num_nodes = devices, strategy, accelerator, num_nodes
-        self.shard_dir = shard_dir
+        self.shard_dir, self.mirror, self.views = shard_dir, bool(mirror), views
 
     @property
     def version(self) -> str:
         return self.encoder.fingerprint
 
+    @property
+    def label(self) -> str:
+        return (f"{self.name}{CROPS_SUFFIX if self.views == 'crops' else ''}"
+                f"{MIRROR_SUFFIX if self.mirror else ''}")
+
     def index_meta(self) -> dict[str, Any]:
         enc = self.encoder
         return {"checkpoint": str(Path(enc.path).absolute()), "code_dim": enc.code_dim,
-                "image_size": enc.image_size, "preprocess": GRAY_PREPROCESS_VERSION}
+                "image_size": enc.image_size, "preprocess": GRAY_PREPROCESS_VERSION, "view_set": self.views}
 
     def index_options(self) -> dict[str, Any]:
         return {"faiss_type": self.faiss_type, "metric": self.metric, "memory_budget": self.memory_budget,
-                "search_params": self.search_params or "auto"}
+                "search_params": self.search_params or "auto", "views": view_count(self.views, "gallery")}
 
     def index_attachments(self) -> dict[str, bytes]:
         """The model's ONNX graphs (checked against torch): queries then need neither torch nor the checkpoint."""
@@ -201,7 +222,9 @@ class AutoencoderMethod(Method):
     def from_index(cls, meta: Mapping[str, Any], *, checkpoint: str | None = None, attachments: Mapping | None = None,
                    **options: Any) -> "AutoencoderMethod":
         """The model that made the index: its ONNX graphs kept in the index (no torch), else the checkpoint
-        it records, or ``checkpoint`` (loaded with torch); another model is refused."""
+        it records, or ``checkpoint`` (loaded with torch); another model, or ``views`` other than the
+        index's view set, is refused."""
+        options["views"] = _index_views(meta, options.get("views"))
         if checkpoint is None and attachments and not {"devices", "strategy"} & set(options):
             from encoder.ae.runtime import onnx_encoder_for_index
 
@@ -224,15 +247,26 @@ class AutoencoderMethod(Method):
         return m
 
     @classmethod
-    def for_evaluation(cls, name, *, checkpoint=None, encoder=None) -> "AutoencoderMethod":
+    def for_evaluation(cls, name, *, checkpoint=None, encoder=None, mirror: bool = False) -> "AutoencoderMethod":
+        """``name``: ``ae`` or one of :data:`AE_VARIANTS` (``ae-crops-mirror``: views and mirrored queries)."""
         if encoder is None and checkpoint is None:
-            raise ValueError("method 'ae' needs a checkpoint (--checkpoint CKPT)")
-        return cls(checkpoint, encoder=encoder)
+            raise ValueError(f"method {name!r} needs a checkpoint (--checkpoint CKPT)")
+        views = "crops" if CROPS_SUFFIX in name else "full"
+        return cls(checkpoint, encoder=encoder, mirror=mirror or name.endswith(MIRROR_SUFFIX), views=views)
 
     def vectors(self, paths, *, errors=None, progress=False, scratch_dir=None) -> Vectors | None:
-        """Codes of the readable files; None on the ranks > 0 of a distributed run (rank 0 gets all)."""
+        """Codes of the readable files; None on the ranks > 0 of a distributed run (rank 0 gets all).
+
+        With ``views="crops"``: V rows per kept file (its gallery views, the whole picture first) and
+        each path repeated V times, as :meth:`encoder.search.index.Index.create` with ``views=V`` takes them.
+        """
         if self.devices != 1 or self.strategy != "auto":
             return self._vectors_distributed(list(paths), errors, scratch_dir)
+        if self.views != "full":
+            codes, kept = encode_views(self.encoder, paths, self.views, "gallery", batch_size=self.batch_size,
+                                       errors=errors, progress=progress, workers=self.workers or 0)
+            per = view_count(self.views, "gallery")
+            return Vectors(codes, [p for p in kept for _ in range(per)], None)
         from encoder.ae.runtime import encode_paths
 
         codes, kept = encode_paths(self.encoder, paths, batch_size=self.batch_size, errors=errors,
@@ -257,15 +291,75 @@ class AutoencoderMethod(Method):
         return Vectors(res.codes, [Path(paths[r]) for r in res.rows], None)
 
     def query(self, index, paths, k, *, errors=None, progress=False) -> Neighbours:
-        got = self.vectors(paths, errors=errors, progress=progress)
-        distances, ids = index.search(got.vectors, k, params=self.search_params)
+        """Top-``k`` of each query; with ``mirror`` or views, every query view (and its flip) is searched
+        and each id kept at its best distance."""
+        if self.views == "full" and not self.mirror:
+            got = self.vectors(paths, errors=errors, progress=progress)
+            kept, distances, ids = got.paths, *index.search(got.vectors, k, params=self.search_params)
+        else:
+            codes, kept = encode_views(self.encoder, paths, self.views, "query", mirror=self.mirror,
+                                       batch_size=self.batch_size, errors=errors, progress=progress,
+                                       workers=self.workers or 0)
+            distances, ids = _merge_views(*index.search(codes, k, params=self.search_params), len(kept), k)
         recons = None
         if self.show_recon:  # each neighbour decoded from its stored code
             recons = [self.encoder.decode(np.asarray(index.vectors[index.rows(row)])) if row else [] for row in ids]
-        return Neighbours(got.paths, [[round(float(d), 6) for d in row] for row in distances], ids, recons)
+        return Neighbours(kept, [[round(float(d), 6) for d in row] for row in distances], ids, recons)
 
     def features(self, images, sources) -> np.ndarray:
-        return self.encoder.encode(images)
+        """(N,D) codes; with ``mirror`` (N,2D): each code, then the code of the mirrored image; with
+        views (N,R*D): the codes of the query views (then of each flipped)."""
+        if self.views != "full":
+            arrays = source_views(sources, self.image_size, self.views, "query", self.workers or 0)
+            arrays = with_mirror(arrays) if self.mirror else arrays
+            return self.encoder.encode(arrays.reshape(-1, *arrays.shape[2:])).reshape(len(arrays), -1)
+        codes = self.encoder.encode(images)
+        if not self.mirror:
+            return codes
+        return np.concatenate([codes, self.encoder.encode(np.ascontiguousarray(images[:, :, ::-1]))], 1)
+
+    def gallery_features(self, images, sources) -> np.ndarray:
+        """(N,D) codes: only queries are mirrored; with views (N*V,D): V rows per image, in order."""
+        if self.views == "full":
+            return self.encoder.encode(images)
+        arrays = source_views(sources, self.image_size, self.views, "gallery", self.workers or 0)
+        return self.encoder.encode(arrays.reshape(-1, *arrays.shape[2:]))
+
+    def knn(self, gallery, queries, k, metric="l2") -> np.ndarray:
+        """Top-k gallery images by ``metric``; with ``mirror`` or views each at its best distance over
+        the query's views (and their mirrors) and, with views, over its own V rows (as :meth:`query`)."""
+        d = gallery.shape[1]
+        per = view_count(self.views, "gallery")
+        q = np.ascontiguousarray(queries.reshape(-1, d))
+        dist, rows = ann.exact_knn(q, gallery, min(k * per, len(gallery)), metric)
+        if q.shape[0] == len(queries) and per == 1:
+            return rows
+        owners = np.where(rows >= 0, rows // per, -1)
+        dist = 1 - dist if metric == "cosine" else dist  # exact_knn's cosine scores: larger is nearer
+        merged = _merge_views(dist.tolist(), owners.tolist(), len(queries), k)[1]
+        return np.array([r + [-1] * (k - len(r)) for r in merged], np.int64)
+
+
+def _index_views(meta: Mapping[str, Any], views: str | None) -> str:
+    """The view set an ae index was built with; ``views`` (the command line's) must be the same."""
+    have = meta.get("view_set", "full")
+    if views is not None and views != have:
+        raise IndexMismatchError(f"--views {views} but the index was built with --views {have}; query it with "
+                                 f"--views {have} (or leave --views out), or build a new index with --views {views}")
+    if meta.get("views", 1) != view_count(have, "gallery"):
+        raise IndexMismatchError(f"the index holds {meta.get('views', 1)} views per image but view set {have!r} "
+                                 f"has {view_count(have, 'gallery')}; rebuild it with this version")
+    return have
+
+
+def _merge_views(distances, ids, n: int, k: int) -> tuple[list[list], list[list]]:
+    """Results of ``n`` queries x R views (rows query-major) -> per query the ``k`` best ids, each at
+    its best distance over the query's R result lists (and within one list)."""
+    per = len(ids) // n if n else 1
+    d, i = [[] for _ in range(n)], [[] for _ in range(n)]
+    for v in range(per):
+        d, i = _merge_best(d, i, distances[v::per], ids[v::per], k)
+    return d, i
 
 
 # ----------------------------------------------------------------------------- registry
@@ -274,7 +368,7 @@ _CLASSES: dict[str, type[Method]] = {**{n: HashMethod for n in HASHES}, "ae": Au
                                      "raw": RawMethod, "pca": PcaMethod}
 METHODS = tuple(_CLASSES)
 INDEX_METHODS = tuple(n for n, c in _CLASSES.items() if c.indexable)
-EVALUATION_METHODS = METHODS + tuple(f"{n}{MIRROR_SUFFIX}" for n in HASHES)  # ``search.py evaluate --methods``
+EVALUATION_METHODS = METHODS + tuple(f"{n}{MIRROR_SUFFIX}" for n in HASHES) + AE_VARIANTS  # ``evaluate --methods``
 
 
 def _method_class(name: str) -> type[Method]:
@@ -332,8 +426,11 @@ def evaluation_methods(names: Sequence[str | Method], *, checkpoint: str | None 
             out.append(n)
         elif isinstance(n, str) and n.endswith(MIRROR_SUFFIX) and n[:-len(MIRROR_SUFFIX)] in HASHES:
             out.append(HashMethod(n[:-len(MIRROR_SUFFIX)], mirror=True))
+        elif n in AE_VARIANTS:
+            out.append(AutoencoderMethod.for_evaluation(n, checkpoint=checkpoint, encoder=encoder))
         elif n not in _CLASSES:
             raise ValueError(f"methods={[n]} unknown; choose from {METHODS}")
         else:
             out.append(_CLASSES[n].for_evaluation(n, checkpoint=checkpoint, encoder=encoder))
+        encoder = out[-1].encoder if encoder is None else encoder  # ae variants share one loaded model
     return out

@@ -90,13 +90,13 @@ class Loaded:
             opts = {"show_recon": True}
             if checkpoint is not None:
                 opts["checkpoint"] = checkpoint
-            m = method_for_index(meta, self.index.attachments, **opts)
-            self.methods = {False: m, True: m}
+            self.methods = {mirror: method_for_index(meta, self.index.attachments, mirror=mirror, **opts)
+                            for mirror in (False, True)}
         self._groups: dict[tuple[int, bool], list[dict]] = {}
 
     def describe(self) -> dict:
         return {"name": self.name, "method": self.method_name, "kind": self.kind, "count": len(self.index),
-                "mirror": self.kind == "hash", "dedup": self.kind == "hash"}
+                "mirror": True, "dedup": self.kind == "hash"}
 
     def url(self, ident: str) -> str:
         return f"/images/{quote(self.name, safe='')}/{quote(ident, safe='/')}"
@@ -155,8 +155,6 @@ class Service:
     def _results(self, x: Loaded, path: Path, k: int, mirror: bool, shown: str) -> dict:
         if not 1 <= k <= MAX_K:
             raise BadInput(f"k={k} must be in [1, {MAX_K}]")
-        if mirror and x.kind != "hash":
-            raise BadInput(f"mirror applies to hash indexes; {x.name} holds {x.method_name} codes")
         errors: list = []
         got = x.methods[mirror].query(x.index, [path], k, errors=errors)
         if got is None or not got.paths:

@@ -63,3 +63,20 @@ def test_path_dataset_carries_the_reason_in_the_item(tmp_path, folder):
     # through a worker process, as predict_codes loads them
     images, rows, valid, reasons = next(iter(DataLoader(ds, batch_size=2, num_workers=1)))
     assert rows.tolist() == [0, 1] and valid.tolist() == [True, False] and reasons[1] == why
+
+
+def test_a_small_folder_is_repeated_to_min_steps_per_epoch(tmp_path, make_folder):
+    # issue 15: a 200-photo folder was one batch an epoch and early stopping ended the run at epoch 5
+    root = make_folder(tmp_path / "d", n_per_class=4)                     # 12 images
+    dm = ImageFolderDataModule(str(root), batch_size=4, val_fraction=0.25, min_steps_per_epoch=5)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert len(dm.train_rows) == 9 and len(batches) == 6 and all(len(x) == 4 for x, _ in batches)   # 3 x 9 rows
+    seen = torch.cat([x for x, _ in batches]).flatten(1)
+    assert {tuple(r.tolist()) for r in seen} <= {tuple(dm.images[i].flatten().tolist()) for i in dm.train_rows.tolist()}
+    assert len(list(dm.val_dataloader())) == 1                               # validation is never repeated
+    big = ImageFolderDataModule(str(root), batch_size=4, val_fraction=0.25, min_steps_per_epoch=1)
+    big.setup("fit")
+    assert len(list(big.train_dataloader())) == 2                           # 9 images, drop_last: as before
+    with pytest.raises(ValueError, match="min_steps_per_epoch must be >= 1|batch_size and min_steps_per_epoch"):
+        ImageFolderDataModule(str(root), min_steps_per_epoch=0)

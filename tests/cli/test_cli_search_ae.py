@@ -110,7 +110,7 @@ def test_errors(setup, tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
     assert search.main(["dedup", str(idx)]) == 2
     assert "needs a hash index" in capsys.readouterr().err
-    assert search.main(["query", str(idx), q, "--mirror"]) == 2
+    assert search.main(["query", str(idx), q, "--mirror"]) == 0      # mirror-aware codes (issue 15)
     hidx = tmp_path / "hidx"
     search.main(["index", str(folder / "down"), "-o", str(hidx)])
     capsys.readouterr()

@@ -107,8 +107,9 @@ def test_from_index_refusals(tmp_path):
     ckpt, other = tiny_checkpoint(tmp_path / "a.pt"), tiny_checkpoint(tmp_path / "b.pt", seed=1)
     ae = AutoencoderMethod(str(ckpt))
     ae_meta = {"method": "ae", "version": ae.version, **ae.index_meta()}
-    with pytest.raises(ValueError, match="--mirror applies to phash, dhash, ahash indexes, not ae"):
-        method_for_index(ae_meta, mirror=True)
+    with pytest.raises(ValueError, match="--alpha applies to phash, dhash, ahash indexes, not ae"):
+        method_for_index(ae_meta, alpha="white")
+    assert method_for_index(ae_meta, mirror=True).label == "ae-mirror"     # mirror-aware codes (issue 15)
     assert method_for_index(ae_meta).version == ae.version  # the checkpoint recorded in the index
     with pytest.raises(IndexMismatchError, match="fingerprint") as e:
         method_for_index(ae_meta, checkpoint=str(other))
@@ -127,3 +128,20 @@ def test_hash_query_imports_neither_torch_nor_lightning(tmp_path):
                        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[-1] == "[]"
+
+
+def test_mirror_aware_codes_find_a_flipped_copy(tmp_path):
+    # issue 15: `ae-mirror` in evaluation, `--mirror` on ae indexes: each query also flipped left-right,
+    # every gallery row at the better of the two distances
+    from encoder.search.methods import evaluation_methods
+    ckpt = tiny_checkpoint(tmp_path / "a.pt")
+    plain, mirror = evaluation_methods(["ae", "ae-mirror"], checkpoint=str(ckpt))
+    assert (plain.label, mirror.label) == ("ae", "ae-mirror")
+    rng = np.random.default_rng(0)
+    gallery = (rng.random((20, 64, 64)) * 255).astype(np.uint8)
+    gallery[:, :, :20] //= 4                                        # a dark left side: flips are far apart
+    queries = np.ascontiguousarray(gallery[:5, :, ::-1])
+    g = plain.gallery_features(gallery, [None] * 20)
+    assert (mirror.gallery_features(gallery, [None] * 20) == g).all() and mirror.features(queries, []).shape == (5, 2 * g.shape[1])
+    assert mirror.knn(g, mirror.features(queries, []), 3)[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert plain.knn(g, plain.features(queries, []), 3)[:, 0].tolist() != [0, 1, 2, 3, 4]

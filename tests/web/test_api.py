@@ -85,7 +85,7 @@ def test_healthz_and_indexes(client):
     assert client.get("/healthz").json() == {"status": "ok", "indexes": ["phash", "ae"]}
     info = client.get("/api/indexes").json()
     assert [(x["name"], x["kind"], x["mirror"]) for x in info["indexes"]] == [("phash", "hash", True),
-                                                                              ("ae", "code", False)]
+                                                                              ("ae", "code", True)]
     assert info["training"] is True and all(x["count"] == 24 for x in info["indexes"])
 
 
@@ -112,7 +112,7 @@ def test_query_upload_matches_the_command_line_json(client, web_data, index, cap
         assert Image.open(io.BytesIO(base64.b64decode(png))).size == (64, 64)
 
 
-def test_mirror_finds_a_flipped_copy_on_hash_indexes_only(client, web_data, skimage_data):
+def test_mirror_finds_a_flipped_copy(client, web_data, skimage_data):
     buf = io.BytesIO()
     ImageOps.mirror(Image.open(skimage_data / "chelsea.png").convert("RGB")).save(buf, "PNG")
     plain = _post(client, buf.getvalue(), name="flip.png", index="phash", k=1).json()["neighbours"][0]
@@ -120,7 +120,9 @@ def test_mirror_finds_a_flipped_copy_on_hash_indexes_only(client, web_data, skim
     assert mirrored["mirror"] is True
     assert mirrored["neighbours"][0] == {**mirrored["neighbours"][0], "id": "photos/chelsea.png", "distance": 0}
     assert plain["distance"] > 0
-    _error(_post(client, buf.getvalue(), index="ae", mirror="true"), 422, "mirror", "hash")
+    codes = _post(client, buf.getvalue(), name="flip.png", index="ae", k=1, mirror="true").json()
+    assert codes["mirror"] is True and codes["neighbours"][0]["id"] == "photos/chelsea.png"   # issue 15
+    assert codes["neighbours"][0]["distance"] < 1e-3
 
 
 def test_similar_searches_from_a_stored_image(client):

@@ -114,7 +114,7 @@ def test_search_page_query_click_and_ae(server, browser, web_data, tmp_path):
     _pick(browser, web_data["upload"])
     _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#tiles .tile img.recon")) == 5 and _tiles(d, 5),
           "5 ae tiles with decoded neighbours")
-    assert not browser.find_element(By.ID, "mirror").is_enabled()  # mirror is for hash indexes
+    assert browser.find_element(By.ID, "mirror").is_enabled()  # mirror-aware codes too (issue 15)
     _shot(browser, tmp_path, "search_ae")
 
 

@@ -1,0 +1,222 @@
+"""Several views per picture, so that a crop or an aspect change still finds its original.
+
+A code of the whole picture squashed to ``size x size`` (:func:`encoder.data.resize_gray`)
+cannot match a copy that shows only part of it: a phone-screen 9:16 crop of a landscape photo,
+or half of its area off-centre. A **view set** names the parts of a picture that are encoded:
+
+* ``"full"``: the whole picture only (one view; what every index held before issue 15);
+* ``"crops"``: in the gallery, the whole picture, then same-aspect crops of :data:`CROP_SIDE`
+  x each side at the :data:`CROP_POSITIONS`, then the centred squares of :data:`SQUARES` x the
+  short side; a query adds to its whole picture its centred square of the short side.
+
+Each gallery image is then scored by its best (smallest) distance over all pairs of its views
+and the query's views. View 0 is always the whole picture, made exactly as the single view
+(same decoding, grey conversion and resize), so its code equals the code of a ``"full"`` index.
+
+Measured (PCA codes, 10 photos x 13 transforms, hard-negative tiles/crops of the same photos as
+distractors; /work/scratch/views.py): R@1 on ``aspect_9x16`` 0.3 -> 1.0 and on ``crop50`` 0.0 ->
+0.4 with the crops at the 4 corners + centre (8 gallery views), 0.6 with them at a 3x3 grid of
+positions (12 gallery views: kept), the other transforms unchanged at 1.0 (hflip, not a crop,
+stays 0.2 with PCA codes).
+
+Example:
+    >>> gallery_boxes(400, 300, "full")
+    [(0, 0, 400, 300)]
+    >>> query_boxes(400, 300, "crops")
+    [(0, 0, 400, 300), (50, 0, 350, 300)]
+    >>> len(gallery_boxes(400, 300, "crops")), view_count("crops", "gallery")
+    (12, 12)
+"""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from encoder.data import ImageLoadError, decoding_pool, decoding_workers, open_image, resize_gray, to_gray
+
+VIEWS = ("full", "crops")
+ROLES = ("gallery", "query")
+CROP_SIDE = 0.5 ** 0.5            # each side x 0.707: half of the area
+# A 3x3 grid of positions (fx, fy: 0 left/top, 1 right/bottom), row by row. The 4 corners + centre
+# alone (8 gallery views instead of 12) found fewer half-area crops (see the module docstring).
+CROP_POSITIONS = tuple((fx, fy) for fy in (0.0, 0.5, 1.0) for fx in (0.0, 0.5, 1.0))
+SQUARES = (1.0, 0.5625)           # centred squares, x the short side
+Box = tuple[int, int, int, int]
+
+
+def check_views(views: str) -> str:
+    if views not in VIEWS:
+        raise ValueError(f"views={views!r} must be one of {VIEWS}")
+    return views
+
+
+def _centred_square(w: int, h: int, scale: float) -> Box:
+    side = max(1, round(min(w, h) * scale))
+    left, top = (w - side) // 2, (h - side) // 2
+    return left, top, left + side, top + side
+
+
+def gallery_boxes(w: int, h: int, views: str) -> list[Box]:
+    """Crop boxes (left, top, right, bottom) in pixels of the gallery views of a ``w x h`` picture."""
+    boxes = [(0, 0, w, h)]
+    if check_views(views) == "crops":
+        cw, ch = max(1, round(w * CROP_SIDE)), max(1, round(h * CROP_SIDE))
+        for fx, fy in CROP_POSITIONS:
+            left, top = round(fx * (w - cw)), round(fy * (h - ch))
+            boxes.append((left, top, left + cw, top + ch))
+        boxes += [_centred_square(w, h, s) for s in SQUARES]
+    return boxes
+
+
+def query_boxes(w: int, h: int, views: str) -> list[Box]:
+    """Crop boxes of the query views: the whole picture (and, for ``"crops"``, its centred square)."""
+    boxes = [(0, 0, w, h)]
+    if check_views(views) == "crops":
+        boxes.append(_centred_square(w, h, 1.0))
+    return boxes
+
+
+def boxes(w: int, h: int, views: str, role: str) -> list[Box]:
+    if role not in ROLES:
+        raise ValueError(f"role={role!r} must be one of {ROLES}")
+    return gallery_boxes(w, h, views) if role == "gallery" else query_boxes(w, h, views)
+
+
+def view_count(views: str, role: str = "gallery") -> int:
+    """Views per picture (the same for every picture size)."""
+    return len(boxes(64, 64, views, role))
+
+
+def image_views(im: Image.Image, size: int, views: str, role: str = "gallery") -> np.ndarray:
+    """A PIL image -> ``(V, size, size)`` uint8 grey views (view 0: the whole picture, as the single view)."""
+    g = to_gray(im)
+    out = np.empty((view_count(views, role), size, size), np.uint8)
+    for v, box in enumerate(boxes(g.width, g.height, views, role)):
+        crop = g if box == (0, 0, g.width, g.height) else g.crop(box)
+        out[v] = (resize_gray(crop, size) * 255.0 + 0.5).astype(np.uint8)
+    return out
+
+
+def decode_views_u8(args: tuple[str, int, str, str]) -> tuple[np.ndarray | None, str | None]:
+    """``(path, size, views, role)`` -> ``((V, size, size) uint8, None)`` or ``(None, reason)``
+    (picklable, for :func:`encoder.data.decoding_pool`). Decoded as :func:`encoder.data.load_gray`
+    (JPEG draft to >= 4 x size), so view 0 equals :func:`encoder.data.decode_gray_u8`."""
+    path, size, views, role = args
+    try:
+        return image_views(open_image(path, draft_size=(4 * size, 4 * size)), size, views, role), None
+    except ImageLoadError as e:
+        return None, e.reason
+    except OSError as e:
+        return None, f"cannot read: {e}"
+
+
+def decode_views(paths: Sequence[str | os.PathLike], size: int, views: str, role: str = "gallery",
+                 workers: int = 0, pool=None) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
+    """Files -> ``((M, V, size, size) uint8, kept rows of paths, [(path, reason)] skipped)``; ``pool``
+    (:func:`encoder.data.decoding_pool`) is used when given, else 500 or more files get one."""
+    jobs = [(str(p), size, views, role) for p in paths]
+    if pool is not None:
+        results = pool.map(decode_views_u8, jobs, chunksize=64)
+    elif len(jobs) >= 500 and decoding_workers(workers) > 1:
+        with decoding_pool(workers) as own:
+            results = own.map(decode_views_u8, jobs, chunksize=64)
+    else:
+        results = [decode_views_u8(j) for j in jobs]
+    arrays, kept, skipped = [], [], []
+    for i, (arr, reason) in enumerate(results):
+        if arr is None:
+            skipped.append((Path(paths[i]), reason))
+        else:
+            arrays.append(arr)
+            kept.append(i)
+    out = np.stack(arrays) if arrays else np.zeros((0, view_count(views, role), size, size), np.uint8)
+    return out, kept, skipped
+
+
+def source_views(sources: Sequence, size: int, views: str, role: str = "gallery", workers: int = 0) -> np.ndarray:
+    """Files or PIL images (evaluation's ``sources``) -> ``(N, V, size, size)`` uint8; an unreadable
+    file is a ValueError naming it (evaluation decoded every source once already)."""
+    if len(sources) and isinstance(sources[0], Image.Image):
+        return np.stack([image_views(im, size, views, role) for im in sources])
+    arrays, kept, skipped = decode_views(list(sources), size, views, role, workers)
+    if skipped:
+        raise ValueError(f"{skipped[0][0]}: {skipped[0][1]}")
+    return arrays
+
+
+def with_mirror(arrays: np.ndarray) -> np.ndarray:
+    """``(N, V, S, S)`` -> ``(N, 2V, S, S)``: the views, then each view flipped left-right (the views of
+    the mirrored picture: query boxes are centred, so flipping a view is the view of the flip)."""
+    return np.concatenate([arrays, arrays[..., ::-1]], 1)
+
+
+def encode_views(enc: Any, paths: Sequence[str | os.PathLike], views: str, role: str = "gallery", *,
+                 mirror: bool = False, batch_size: int = 256, errors: list | None = None, progress: bool = False,
+                 workers: int = 0) -> tuple[np.ndarray, list[Path]]:
+    """Decode and encode the views of image files in chunks with ``enc`` (anything with ``image_size``,
+    ``code_dim`` and ``encode``). Returns ``(codes (M*R, code_dim), kept paths (M))``: R rows per kept
+    file, its views in box order (``mirror``: then each view flipped). Unreadable files go to ``errors``."""
+    from tqdm import tqdm   # late: only here is a bar drawn
+
+    paths = [Path(p) for p in paths]
+    codes, kept = [], []
+    step = max(batch_size, 2048)
+    bar = tqdm(total=len(paths), desc="encoding views", unit="img", disable=not progress, file=sys.stderr)
+    many = len(paths) >= 500 and decoding_workers(workers) > 1
+    with decoding_pool(workers) if many else nullcontext() as pool:     # one pool for all chunks
+        for i in range(0, len(paths), step):
+            chunk = paths[i:i + step]
+            arrays, rows, skipped = decode_views(chunk, enc.image_size, views, role, workers, pool=pool)
+            if errors is not None:
+                errors.extend(skipped)
+            if len(arrays):
+                arrays = with_mirror(arrays) if mirror else arrays
+                codes.append(enc.encode(arrays.reshape(-1, enc.image_size, enc.image_size), batch_size))
+                kept += [chunk[r] for r in rows]
+            bar.update(len(chunk))
+    bar.close()
+    return (np.concatenate(codes) if codes else np.zeros((0, enc.code_dim), np.float32)), kept
+
+
+# ----------------------------------------------------------------------------- rows of a multi-view index
+
+def check_view_rows(ids: Sequence[str], per: int) -> str | None:
+    """None when ``ids`` (one per row) come in runs of ``per`` equal ids, each id in one run (an index
+    with ``per`` views per image); else what is wrong, for an error message."""
+    if per == 1:
+        return None if len(set(ids)) == len(ids) else "ids must be unique"
+    if len(ids) % per:
+        return f"{len(ids)} rows is not a whole number of images of {per} views"
+    heads = list(ids[::per])
+    for v in range(1, per):
+        if list(ids[v::per]) != heads:
+            return f"each id must have {per} consecutive rows (one per view)"
+    return None if len(set(heads)) == len(heads) else "ids must be unique (one run of views per image)"
+
+
+def best_distinct(distances: np.ndarray, ids: list[list[str]], k: int) -> tuple[np.ndarray, list[list[str]]]:
+    """Rows found per query (best first, several per id) -> the ``k`` best distinct ids, each at its
+    best distance; ``(distances (Q, k) padded with inf, ids Q lists)``."""
+    out_d = np.full((len(ids), k), np.inf, distances.dtype)
+    out_i = []
+    for q, row in enumerate(ids):
+        seen: dict[str, None] = {}
+        for d, i in zip(distances[q], row):
+            if i not in seen:
+                out_d[q, len(seen)] = d
+                seen[i] = None
+                if len(seen) == k:
+                    break
+        out_i.append(list(seen))
+    return out_d, out_i
+
+
+__all__ = ["check_view_rows", "best_distinct", "VIEWS", "CROP_SIDE", "CROP_POSITIONS", "SQUARES", "check_views", "gallery_boxes", "query_boxes",
+           "view_count", "image_views", "decode_views_u8", "decode_views", "source_views", "with_mirror",
+           "encode_views"]

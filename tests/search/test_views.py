@@ -1,0 +1,178 @@
+"""Several views per picture: the boxes, view 0 = the single view, a multi-view index, evaluation."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from encoder.data import decode_gray_u8
+from encoder.search.errors import CorruptIndexError
+from encoder.search.index import Index
+from encoder.search.methods import AutoencoderMethod, evaluation_methods
+from encoder.search.views import (CROP_SIDE, decode_views_u8, gallery_boxes, image_views, query_boxes, source_views,
+                                  view_count)
+from helpers import tiny_checkpoint
+
+
+def photo(w: int = 320, h: int = 240, seed: int = 0) -> Image.Image:
+    """A smooth, photo-like RGB picture (blurred noise: every region looks different)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)
+
+
+@pytest.fixture(scope="module")
+def enc(tmp_path_factory):
+    from encoder.ae.inference import load_encoder
+    return load_encoder(tiny_checkpoint(tmp_path_factory.mktemp("m") / "m.pt"))
+
+
+@pytest.mark.parametrize("w,h", [(400, 300), (300, 400), (256, 256)])
+def test_boxes_of_landscape_portrait_and_square_pictures(w, h):
+    assert gallery_boxes(w, h, "full") == query_boxes(w, h, "full") == [(0, 0, w, h)]
+    g = gallery_boxes(w, h, "crops")
+    assert len(g) == view_count("crops", "gallery") == 12 and g[0] == (0, 0, w, h)
+    assert all(0 <= l < r <= w and 0 <= t < b <= h for l, t, r, b in g)
+    cw, ch = round(w * CROP_SIDE), round(h * CROP_SIDE)
+    crops = g[1:10]   # same aspect, half the area, on a 3x3 grid of positions: corners included
+    assert all((r - l, b - t) == (cw, ch) for l, t, r, b in crops)
+    assert {(l, t) for l, t, _, _ in crops} == {(round(fx * (w - cw)), round(fy * (h - ch)))
+                                                for fx in (0, .5, 1) for fy in (0, .5, 1)}
+    assert (0, 0, cw, ch) in crops and (w - cw, h - ch, w, h) in crops
+    short = min(w, h)
+    for (l, t, r, b), s in zip(g[10:], (1.0, 0.5625)):   # centred squares of the short side
+        assert r - l == b - t == round(short * s) and abs((l + r) - w) <= 1 and abs((t + b) - h) <= 1
+    q = query_boxes(w, h, "crops")
+    assert len(q) == view_count("crops", "query") == 2 and q[0] == (0, 0, w, h) and q[1] == g[10]
+    with pytest.raises(ValueError, match="views='tiles' must be one of"):
+        gallery_boxes(w, h, "tiles")
+
+
+def test_view_zero_is_the_single_view_and_its_code(tmp_path, enc):
+    big = tmp_path / "big.jpg"
+    photo(1200, 900).save(big, quality=90)          # large enough for JPEG draft decoding
+    small = tmp_path / "small.png"
+    photo(150, 200, seed=1).save(small)
+    for f in (big, small):
+        views, reason = decode_views_u8((str(f), 64, "crops", "gallery"))
+        single, _ = decode_gray_u8((str(f), 64))
+        assert reason is None and views.shape == (12, 64, 64) and views.dtype == np.uint8
+        np.testing.assert_array_equal(views[0], single)
+        assert not np.array_equal(views[1], views[0])
+    assert decode_views_u8((str(tmp_path / "gone.png"), 64, "crops", "gallery"))[0] is None
+    full = AutoencoderMethod(encoder=enc).vectors([big, small])
+    crops = AutoencoderMethod(encoder=enc, views="crops").vectors([big, tmp_path / "gone.png", small], errors=[])
+    assert crops.vectors.shape == (24, enc.code_dim) and crops.paths == [big] * 12 + [small] * 12
+    # the same pixels in; the codes differ only by float rounding of another batch size in torch
+    np.testing.assert_allclose(crops.vectors[::12], full.vectors, rtol=0, atol=1e-5)
+    # evaluation: PIL images and files give the same views
+    np.testing.assert_array_equal(source_views([Image.open(small)], 64, "crops", "query"),
+                                  source_views([small], 64, "crops", "query"))
+
+
+def _views_index(tmp_path=None):
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(6, 4)).astype(np.float32)
+    return Index.create("ae", "fp", v, ["a", "a", "b", "b", "c", "c"], views=2), v
+
+
+def test_index_of_several_views_per_image(tmp_path):
+    idx, v = _views_index()
+    assert len(idx) == 3 and idx.n_rows == 6 and idx.meta["count"] == 3 and idx.meta["views"] == 2
+    d, ids = idx.search(v[[3]] + 1e-3, k=3)   # near b's second view
+    assert ids[0][0] == "b"
+    assert len(set(ids[0])) == len(ids[0]) == 3 and d.shape == (1, 3) and d[0, 0] == pytest.approx(3e-6, abs=1e-5)
+    # each id at its best distance over its rows
+    for j, i in enumerate(ids[0]):
+        rows = [r for r, x in enumerate(idx.ids) if x == i]
+        assert d[0, j] == pytest.approx(min(((v[r] - v[3] - 1e-3) ** 2).sum() for r in rows), rel=1e-4)
+    np.testing.assert_array_equal(idx.rows(["c", "a"]), [4, 0])       # each id's first row
+    # add replaces every row of a re-added id; remove drops them all
+    idx.add(np.zeros((4, 4), np.float32), ["b", "b", "d", "d"])
+    assert len(idx) == 4 and idx.ids == ["a", "a", "c", "c", "b", "b", "d", "d"]
+    assert idx.search(np.zeros((1, 4), np.float32), k=2)[1][0] == ["b", "d"]
+    assert idx.remove(["a", "zz"]) == ["zz"] and idx.ids == ["c", "c", "b", "b", "d", "d"] and len(idx) == 3
+    idx.save(tmp_path / "i")
+    back = Index.load(tmp_path / "i", mmap=True)
+    assert back.ids == idx.ids and len(back) == 3 and back.meta["views"] == 2
+    np.testing.assert_array_equal(back.search(v[:2], k=5)[1], idx.search(v[:2], k=5)[1])
+    # k beyond the images: every image once
+    assert sorted(back.search(v[:1], k=10)[1][0]) == ["b", "c", "d"]
+
+
+def test_index_views_layout_is_checked(tmp_path):
+    v = np.zeros((4, 4), np.float32)
+    with pytest.raises(ValueError, match="consecutive rows"):
+        Index.create("ae", "fp", v, ["a", "b", "a", "b"], views=2)
+    with pytest.raises(ValueError, match="whole number"):
+        Index.create("ae", "fp", v[:3], ["a", "a", "b"], views=2)
+    with pytest.raises(ValueError, match="unique"):
+        Index.create("ae", "fp", v, ["a", "a", "a", "a"], views=2)
+    with pytest.raises(ValueError, match="unique"):    # one view per image: repeated ids refused, as before
+        Index.create("ae", "fp", v, ["a", "a", "b", "c"])
+    with pytest.raises(ValueError, match="code index"):
+        Index.create("phash", "v", np.zeros((2, 8), np.uint8), ["a", "a"], views=2)
+    idx, _ = _views_index()
+    with pytest.raises(ValueError, match="ids to add: each id must have 2"):
+        idx.add(v[:2], ["x", "y"])
+    idx.save(tmp_path / "i")
+    (tmp_path / "i" / "ids.json").write_text('["a", "b", "a", "b", "c", "c"]')
+    with pytest.raises(CorruptIndexError, match=r"ids.json: each id must have 2 consecutive rows.*views=2"):
+        Index.load(tmp_path / "i")
+
+
+def test_a_half_area_corner_crop_is_found_by_a_crops_index(tmp_path, enc):
+    """The original is found at distance ~0: the crop is one of its gallery views. A hard negative (a tile
+    of the same photo) and other photos are in the gallery too."""
+    g = tmp_path / "gallery"
+    g.mkdir()
+    im = photo(320, 240)
+    im.save(g / "original.png")
+    im.crop((120, 90, 320, 240)).save(g / "tile.png")          # the bottom-right part, as its own picture
+    for s in range(1, 5):
+        photo(320, 240, seed=s).save(g / f"other{s}.png")
+    cw, ch = round(320 * CROP_SIDE), round(240 * CROP_SIDE)
+    q = tmp_path / "crop.png"
+    im.crop((0, 0, cw, ch)).save(q)                            # half the area, top-left
+    files = sorted(g.iterdir())
+    found = {}
+    for views in ("full", "crops"):
+        m = AutoencoderMethod(encoder=enc, views=views)
+        got = m.vectors(files)
+        idx = Index.create("ae", m.version, got.vectors, [p.name for p in got.paths], **m.index_options())
+        found[views] = m.query(idx, [q], k=6)
+        assert len(idx) == 6 and found[views].ids[0] and len(set(found[views].ids[0])) == 6
+    assert found["crops"].ids[0][0] == "original.png" and found["crops"].distances[0][0] == pytest.approx(0, abs=1e-6)
+    assert found["crops"].distances[0][1] > 0
+    # a whole-picture index has no view of that part: the original is not at distance 0 there
+    full = dict(zip(found["full"].ids[0], found["full"].distances[0]))
+    assert full["original.png"] > 1e-3
+    # the mirror option combines with views (flipped query views too); the exact view still wins
+    mm = AutoencoderMethod(encoder=enc, views="crops", mirror=True)
+    res = mm.query(idx, [q], k=3)
+    assert res.ids[0][0] == "original.png" and res.distances[0][0] == pytest.approx(0, abs=1e-6)
+
+
+def test_evaluation_methods_with_views(tmp_path, enc):
+    ms = evaluation_methods(["ae", "ae-crops", "ae-crops-mirror", "raw"], encoder=enc)
+    assert [m.label for m in ms] == ["ae", "ae-crops", "ae-crops-mirror", "raw"]
+    assert ms[1].encoder is ms[0].encoder and ms[2].views == "crops" and ms[2].mirror
+    ims = [photo(200, 150, seed=s) for s in range(3)]
+    gallery = ms[1].gallery_features(None, ims)
+    assert gallery.shape == (36, enc.code_dim)
+    cw, ch = round(200 * CROP_SIDE), round(150 * CROP_SIDE)
+    queries = [ims[2].crop((200 - cw, 0, 200, ch)), ims[0]]     # a top-right half-area crop, a whole picture
+    for m in ms[1:3]:
+        q = m.features(None, queries)
+        assert q.shape == (2, enc.code_dim * (4 if m.mirror else 2))
+        rows = m.knn(gallery, q, 3)
+        assert rows.shape == (2, 3) and rows[:, 0].tolist() == [2, 0] and sorted(rows[0]) == [0, 1, 2]
+        assert m.knn(gallery, q, 3, metric="cosine")[:, 0].tolist() == [2, 0]
+
+
+def test_views_option_rules(tmp_path, enc):
+    with pytest.raises(ValueError, match="views='tiles' must be one of"):
+        AutoencoderMethod(encoder=enc, views="tiles")
+    with pytest.raises(ValueError, match="--views crops is not supported with distributed encoding"):
+        AutoencoderMethod(encoder=enc, views="crops", devices=2)
+    assert image_views(photo(50, 80), 64, "crops", "query").shape == (2, 64, 64)
