@@ -13,7 +13,9 @@ hit is its original ranked first (R@1) or in the top 5 (R@5).
 
 Ours go through :func:`encoder.search.evaluate.evaluate_neardup` (``search.py evaluate --neardup``):
 phash, mirror-aware phash (the better of the query and its mirror), raw pixels, PCA-128 and, with
-``--checkpoint``, the autoencoder's codes. The anchor, ``imagehash.crop_resistant_hash``, is
+``--checkpoint``, the autoencoder's codes: of the whole picture (``ae``), mirror-aware
+(``ae-mirror``, ``search.py query --mirror``), on several views per picture (``ae-crops``,
+``search.py index --views crops``) and both (``ae-crops-mirror``). The anchor, ``imagehash.crop_resistant_hash``, is
 computed here with imagehash itself and ranked by its own distance (``hash1 - hash2``).
 """
 from __future__ import annotations
@@ -95,7 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-crop-resistant", action="store_true", help="skip imagehash.crop_resistant_hash (slow)")
     a = ap.parse_args(argv)
     print(f"cpus={os.cpu_count()} (machine may be shared; timings are indicative)")
-    names = (["ae"] if a.checkpoint else []) + ["phash", "phash-mirror", "raw", "pca"]
+    ours = ["ae", "ae-mirror", "ae-crops", "ae-crops-mirror"] if a.checkpoint else []
+    names = ours + ["phash", "phash-mirror", "raw", "pca"]
     methods = evaluation_methods(names, checkpoint=a.checkpoint)
     paths = photos()
     originals = [open_image(p).convert("RGB") for p in paths]

@@ -76,7 +76,8 @@ def _geometry(x: torch.Tensor, a: Augmentation) -> torch.Tensor:
     theta = torch.stack([torch.stack([sw * cos * flip, -sh * sin, cx], 1),
                          torch.stack([sw * sin * flip, sh * cos, cy], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # zeros outside the picture: a rotated copy has black corners, as Pillow's rotate leaves them
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _tone(x: torch.Tensor, a: Augmentation) -> torch.Tensor:

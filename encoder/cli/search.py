@@ -50,6 +50,12 @@ def _vectors(method, inputs, **kw):
 # ----------------------------------------------------------------------------- commands
 
 def cmd_index(a, opts: dict[str, Any]) -> int:
+    if a.method == "ae" and "views" not in opts:   # photos get crop views, thumbnails one view
+        from encoder.search.views import AUTO_CROPS_MIN_SIDE, auto_views
+
+        opts["views"], side = auto_views(image_paths(a.images).paths)
+        print(f"views: {opts['views']} (median short side {side} px; crops from {AUTO_CROPS_MIN_SIDE} px; "
+              f"--views full|crops to choose)", file=sys.stderr)
     method = get_method(a.method, **opts)
     out = Path(a.output)
     scan, got = _vectors(method, a.images, scratch_dir=out.with_name(out.name + ".shards"))
@@ -246,8 +252,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     for name in ("index", "add", "query", "evaluate"):
         sub.choices[name].add_argument(
             "--views", choices=VIEWS, default=None,
-            help="ae: full (the whole picture; default) or crops (also crops and squares of each picture, so a "
-                 "cropped or re-framed copy is found; an index keeps its choice)")
+            help="ae: full (the whole picture) or crops (also crops and squares of each picture, so a cropped "
+                 "or re-framed copy is found; an index keeps its choice). index picks crops for pictures of "
+                 "256 px and more on their short side, else full; evaluate uses full unless told")
     for name in ("index", "add", "remove"):
         sub.choices[name].add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT,
                                        help="seconds to wait for another writer of the index (default %(default)g)")

@@ -14,7 +14,7 @@ and the query's views. View 0 is always the whole picture, made exactly as the s
 (same decoding, grey conversion and resize), so its code equals the code of a ``"full"`` index.
 
 Measured (PCA codes, 10 photos x 13 transforms, hard-negative tiles/crops of the same photos as
-distractors; /work/scratch/views.py): R@1 on ``aspect_9x16`` 0.3 -> 1.0 and on ``crop50`` 0.0 ->
+distractors, as in bench/neardup_bench.py): R@1 on ``aspect_9x16`` 0.3 -> 1.0 and on ``crop50`` 0.0 ->
 0.4 with the crops at the 4 corners + centre (8 gallery views), 0.6 with them at a 3x3 grid of
 positions (12 gallery views: kept), the other transforms unchanged at 1.0 (hflip, not a crop,
 stays 0.2 with PCA codes).
@@ -48,6 +48,28 @@ CROP_SIDE = 0.5 ** 0.5            # each side x 0.707: half of the area
 CROP_POSITIONS = tuple((fx, fy) for fy in (0.0, 0.5, 1.0) for fx in (0.0, 0.5, 1.0))
 SQUARES = (1.0, 0.5625)           # centred squares, x the short side
 Box = tuple[int, int, int, int]
+
+
+#: ``search.py index --method ae`` without ``--views`` picks "crops" when the pictures' median
+#: short side is at least this many pixels (photos), else "full" (thumbnails such as Fashion-MNIST's
+#: 28x28: a crop of a thumbnail is mostly blur, and the index stays 12x smaller).
+AUTO_CROPS_MIN_SIDE = 256
+
+
+def auto_views(paths: Sequence[str | os.PathLike], sample: int = 64) -> tuple[str, int]:
+    """("crops" or "full", the median short side in px) from the headers of up to ``sample``
+    evenly spaced files (no pixels decoded; unreadable files are left out, and none readable
+    gives "full")."""
+    picked = list(paths)[:: max(1, len(paths) // sample)][:sample]
+    sides = []
+    for p in picked:
+        try:
+            with Image.open(p) as im:
+                sides.append(min(im.size))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    side = int(np.median(sides)) if sides else 0
+    return ("crops" if side >= AUTO_CROPS_MIN_SIDE else "full"), side
 
 
 def check_views(views: str) -> str:

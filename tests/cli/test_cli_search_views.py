@@ -113,3 +113,26 @@ def test_evaluate_neardup_with_views(tmp_path, capsys):
     assert search.main(["evaluate", str(folder), "--neardup", "--n-queries", "3", "--methods", "ae", "raw",
                         "--views", "crops", "--checkpoint", str(ckpt), "--json"]) == 0
     assert [r["method"] for r in _json(capsys)["results"]] == ["ae-crops", "raw"]
+
+
+def test_index_picks_crops_for_photos_and_full_for_thumbnails(setup, tmp_path, capsys):
+    from encoder.search.views import AUTO_CROPS_MIN_SIDE, auto_views
+    _, _, ckpt = setup
+    photos, thumbs = tmp_path / "photos", tmp_path / "thumbs"
+    photos.mkdir(), thumbs.mkdir()
+    for s in range(3):
+        photo(400, 300, s).save(photos / f"p{s}.jpg")
+        photo(28, 28, s).save(thumbs / f"t{s}.png")
+    (photos / "broken.jpg").write_bytes(b"not a picture")                 # left out of the median
+    assert auto_views(sorted(photos.iterdir())) == ("crops", 300) and AUTO_CROPS_MIN_SIDE == 256
+    assert auto_views(sorted(thumbs.iterdir())) == ("full", 28) and auto_views([]) == ("full", 0)
+    for folder, want in ((photos, "crops"), (thumbs, "full")):
+        out = tmp_path / f"idx_{want}"
+        assert search.main(["index", str(folder), "--method", "ae", "--checkpoint", str(ckpt), "-o", str(out)]) == 0
+        assert json.loads((out / "meta.json").read_text())["view_set"] == want
+        assert f"views: {want} (median short side" in capsys.readouterr().err
+    out = tmp_path / "told"
+    assert search.main(["index", str(photos), "--method", "ae", "--checkpoint", str(ckpt), "--views", "full",
+                        "-o", str(out)]) == 0                               # told: no probe, no message
+    assert json.loads((out / "meta.json").read_text())["view_set"] == "full"
+    assert "views:" not in capsys.readouterr().err
