@@ -22,7 +22,7 @@ import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -30,28 +30,33 @@ from encoder.data import decode_folder, decoding_pool, decoding_workers
 
 
 def encode_paths(enc: Any, paths: Sequence[str | os.PathLike], batch_size: int = 256,
-                 errors: list | None = None, progress: bool = False, workers: int = 0, mirror: bool = False,
-                 ) -> tuple[np.ndarray, list[Path]]:
-    """Decode and encode image files in batches (``mirror``: each picture flipped left-right).
+                 errors: list | None = None, progress: bool = False, workers: int = 0,
+                 decode: Callable | None = None) -> tuple[np.ndarray, list[Path]]:
+    """Decode and encode image files in batches.
 
-    Returns ``(codes (M, code_dim) float32, kept paths)``; unreadable files are appended to
-    ``errors`` as ``(path, reason)`` and left out.
+    Returns ``(codes (M*R, code_dim) float32, kept paths (M))``; unreadable files are appended to
+    ``errors`` as ``(path, reason)`` and left out. ``decode(chunk, pool) -> (arrays, kept rows,
+    skipped)`` replaces the one-picture decoding: arrays ``(M, S, S)`` or ``(M, R, S, S)`` (R rows
+    per file, such as the views of :mod:`encoder.search.views`).
     """
     from tqdm import tqdm   # late: only this function draws a progress bar
 
+    if decode is None:
+        def decode(chunk, pool):
+            return decode_folder(chunk, enc.image_size, workers, progress=False, pool=pool)
     paths = [Path(p) for p in paths]
     codes, kept = [], []
-    step = max(batch_size, 4096)
+    step = max(batch_size, 2048)
     bar = tqdm(total=len(paths), desc="encoding", unit="img", disable=not progress, file=sys.stderr)
-    many = len(paths) >= 2000 and decoding_workers(workers) > 1
+    many = len(paths) >= 500 and decoding_workers(workers) > 1
     with decoding_pool(workers) if many else nullcontext() as pool:     # one pool for all chunks
         for i in range(0, len(paths), step):
             chunk = paths[i:i + step]
-            images, rows, skipped = decode_folder(chunk, enc.image_size, workers, progress=False, pool=pool)
+            images, rows, skipped = decode(chunk, pool)
             if errors is not None:
                 errors.extend(skipped)
             if len(images):
-                codes.append(enc.encode(np.ascontiguousarray(images[:, :, ::-1]) if mirror else images, batch_size))
+                codes.append(enc.encode(images.reshape(-1, enc.image_size, enc.image_size), batch_size))
                 kept += [chunk[r] for r in rows]
             bar.update(len(chunk))
     bar.close()

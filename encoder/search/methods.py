@@ -37,7 +37,7 @@ from encoder.search import ann
 from encoder.search.baselines import PcaMethod, RawMethod
 from encoder.search.base import FLAGS, Method, Neighbours, Vectors  # noqa: F401  (the interface, re-exported)
 from encoder.search.errors import IndexMismatchError, check_meta
-from encoder.search.views import check_views, encode_views, source_views, view_count, with_mirror
+from encoder.search.views import check_views, source_views, view_count, views_decoder, with_mirror
 
 DEFAULT_ALPHA = "imagehash"
 # ``evaluation_methods(["phash-mirror"])``: the hash with mirror-aware queries (evaluation only)
@@ -262,16 +262,14 @@ class AutoencoderMethod(Method):
         """
         if self.devices != 1 or self.strategy != "auto":
             return self._vectors_distributed(list(paths), errors, scratch_dir)
-        if self.views != "full":
-            codes, kept = encode_views(self.encoder, paths, self.views, "gallery", batch_size=self.batch_size,
-                                       errors=errors, progress=progress, workers=self.workers or 0)
-            per = view_count(self.views, "gallery")
-            return Vectors(codes, [p for p in kept for _ in range(per)], None)
         from encoder.ae.runtime import encode_paths
 
-        codes, kept = encode_paths(self.encoder, paths, batch_size=self.batch_size, errors=errors,
-                                   progress=progress, workers=self.workers or 0)
-        return Vectors(codes, kept, None)
+        decode = views_decoder(self.encoder.image_size, self.views, workers=self.workers or 0) \
+            if self.views != "full" else None
+        codes, kept = encode_paths(self.encoder, paths, self.batch_size, errors, progress, self.workers or 0,
+                                   decode=decode)
+        per = view_count(self.views, "gallery")
+        return Vectors(codes, [p for p in kept for _ in range(per)], None)
 
     def _vectors_distributed(self, paths: list, errors: list | None, scratch_dir) -> Vectors | None:
         from encoder.ae.shards import predict_codes  # Lightning: only for a distributed run
@@ -297,9 +295,12 @@ class AutoencoderMethod(Method):
             got = self.vectors(paths, errors=errors, progress=progress)
             kept, distances, ids = got.paths, *index.search(got.vectors, k, params=self.search_params)
         else:
-            codes, kept = encode_views(self.encoder, paths, self.views, "query", mirror=self.mirror,
-                                       batch_size=self.batch_size, errors=errors, progress=progress,
-                                       workers=self.workers or 0)
+            from encoder.ae.runtime import encode_paths
+
+            decode = views_decoder(self.encoder.image_size, self.views, "query", mirror=self.mirror,
+                                   workers=self.workers or 0)
+            codes, kept = encode_paths(self.encoder, paths, self.batch_size, errors, progress, self.workers or 0,
+                                       decode=decode)
             distances, ids = _merge_views(*index.search(codes, k, params=self.search_params), len(kept), k)
         recons = None
         if self.show_recon:  # each neighbour decoded from its stored code

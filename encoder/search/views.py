@@ -30,10 +30,8 @@ Example:
 from __future__ import annotations
 
 import os
-import sys
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -178,32 +176,14 @@ def with_mirror(arrays: np.ndarray) -> np.ndarray:
     return np.concatenate([arrays, arrays[..., ::-1]], 1)
 
 
-def encode_views(enc: Any, paths: Sequence[str | os.PathLike], views: str, role: str = "gallery", *,
-                 mirror: bool = False, batch_size: int = 256, errors: list | None = None, progress: bool = False,
-                 workers: int = 0) -> tuple[np.ndarray, list[Path]]:
-    """Decode and encode the views of image files in chunks with ``enc`` (anything with ``image_size``,
-    ``code_dim`` and ``encode``). Returns ``(codes (M*R, code_dim), kept paths (M))``: R rows per kept
-    file, its views in box order (``mirror``: then each view flipped). Unreadable files go to ``errors``."""
-    from tqdm import tqdm   # late: only here is a bar drawn
-
-    paths = [Path(p) for p in paths]
-    codes, kept = [], []
-    step = max(batch_size, 2048)
-    bar = tqdm(total=len(paths), desc="encoding views", unit="img", disable=not progress, file=sys.stderr)
-    many = len(paths) >= 500 and decoding_workers(workers) > 1
-    with decoding_pool(workers) if many else nullcontext() as pool:     # one pool for all chunks
-        for i in range(0, len(paths), step):
-            chunk = paths[i:i + step]
-            arrays, rows, skipped = decode_views(chunk, enc.image_size, views, role, workers, pool=pool)
-            if errors is not None:
-                errors.extend(skipped)
-            if len(arrays):
-                arrays = with_mirror(arrays) if mirror else arrays
-                codes.append(enc.encode(arrays.reshape(-1, enc.image_size, enc.image_size), batch_size))
-                kept += [chunk[r] for r in rows]
-            bar.update(len(chunk))
-    bar.close()
-    return (np.concatenate(codes) if codes else np.zeros((0, enc.code_dim), np.float32)), kept
+def views_decoder(size: int, views: str, role: str = "gallery", *, mirror: bool = False, workers: int = 0):
+    """``decode(chunk, pool) -> ((M, R, S, S) uint8, kept rows, skipped)`` for
+    :func:`encoder.ae.runtime.encode_paths`: R rows per kept file, its views in box order
+    (``mirror``: then each view flipped)."""
+    def decode(chunk, pool):
+        arrays, rows, skipped = decode_views(chunk, size, views, role, workers, pool=pool)
+        return (with_mirror(arrays) if mirror and len(arrays) else arrays), rows, skipped
+    return decode
 
 
 # ----------------------------------------------------------------------------- rows of a multi-view index
@@ -241,4 +221,4 @@ def best_distinct(distances: np.ndarray, ids: list[list[str]], k: int) -> tuple[
 
 __all__ = ["check_view_rows", "best_distinct", "VIEWS", "CROP_SIDE", "CROP_POSITIONS", "SQUARES", "check_views", "gallery_boxes", "query_boxes",
            "view_count", "image_views", "decode_views_u8", "decode_views", "source_views", "with_mirror",
-           "encode_views"]
+           "views_decoder"]
