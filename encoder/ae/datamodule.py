@@ -44,7 +44,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if batch_size < 1 or min_steps_per_epoch < 1:
-            raise ValueError(f"batch_size and min_steps_per_epoch must be >= 1, got {batch_size}, {min_steps_per_epoch}")
+            raise ValueError(f"batch_size and min_steps_per_epoch must be >= 1, "
+                             f"got {batch_size}, {min_steps_per_epoch}")
         self.min_steps_per_epoch = min_steps_per_epoch
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.val_fraction, self.num_workers, self.seed, self.limit = val_fraction, num_workers, seed, limit

@@ -139,7 +139,8 @@ def load_model(path: str | os.PathLike) -> ConvAutoencoder:
     if cfg.get("arch") != ARCH:
         raise CheckpointError(f"checkpoint {path}: architecture {cfg.get('arch')!r}, this toolkit reads {ARCH!r}")
     try:
-        model = ConvAutoencoder(int(cfg["code_dim"]), int(cfg["width"]), int(cfg["image_size"]), bool(cfg.get("tone", False)))
+        model = ConvAutoencoder(int(cfg["code_dim"]), int(cfg["width"]), int(cfg["image_size"]),
+                                bool(cfg.get("tone", False)))
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if unexpected or set(missing) - WHITENING_KEYS:   # older checkpoints: no whitening (identity)
             raise RuntimeError(f"missing keys {sorted(set(missing) - WHITENING_KEYS)[:5]}, "

@@ -234,7 +234,8 @@ class AutoencoderModule(pl.LightningModule):
             if self.hparams.recon_augment != "none" and len(rows) < 2000:   # a small folder: PCA of varied copies
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
-                    x = torch.cat([x, augment(x.repeat(-(-2000 // len(x)) - 1, 1, 1, 1), PRESETS[self.hparams.recon_augment])])
+                    copies = x.repeat(-(-2000 // len(x)) - 1, 1, 1, 1)
+                    x = torch.cat([x, augment(copies, PRESETS[self.hparams.recon_augment])])
             share = self.model.init_linear_from_data(x)
             if self.trainer.is_global_zero:
                 copies = " and augmented copies" if len(x) > len(rows) else ""

@@ -169,7 +169,8 @@ class ConvAutoencoder(nn.Module):
     def __init__(self, code_dim: int = 128, width: int = DEFAULT_WIDTH, image_size: int = 64, tone: bool = False):
         super().__init__()
         if code_dim < 1 + (TONE_DIMS if tone else 0) or width < 1:
-            raise ValueError(f"code_dim must be >= {1 + (TONE_DIMS if tone else 0)} and width >= 1, got {code_dim}, {width}")
+            raise ValueError(f"code_dim must be >= {1 + (TONE_DIMS if tone else 0)} and width >= 1, "
+                             f"got {code_dim}, {width}")
         self.code_dim, self.width, self.image_size, self.tone = code_dim, width, image_size, tone
         self.encoder = ConvEncoder(code_dim, width, image_size, tone)
         self.decoder = ConvDecoder(code_dim, width, image_size, tone)
@@ -229,8 +230,9 @@ class ConvAutoencoder(nn.Module):
             if self.tone:
                 spread = (ev.sum() / c).sqrt()
                 w[c:, c:] = torch.diag(tone_weight * spread / z[:, c:].std(0).clamp_min(1e-6))
-        for part, name, value in ((self.encoder, "code_whiten", w), (self.decoder, "code_unwhiten", torch.linalg.inv(w)),
-                                  (self.encoder, "code_mean", mean), (self.decoder, "code_mean", mean)):
+        for part, name, value in ((self.encoder, "code_whiten", w), (self.encoder, "code_mean", mean),
+                                  (self.decoder, "code_unwhiten", torch.linalg.inv(w)),
+                                  (self.decoder, "code_mean", mean)):
             getattr(part, name).copy_(value.to(getattr(part, name)))
 
     @torch.no_grad()

@@ -204,7 +204,8 @@ class Index:
         vectors = vectors.astype(k.dtype, copy=False)
         meta = {"format": FORMAT_VERSION, "method": method, "version": version, "kind": kind,
                 **k.meta(metric, memory_budget, search_params), "dim": int(vectors.shape[1]) * k.bits,
-                "faiss_type_request": faiss_type, "root": str(root), **({"views": views} if views != 1 else {}), **(extra or {})}
+                "faiss_type_request": faiss_type, "root": str(root), **({"views": views} if views != 1 else {}),
+                **(extra or {})}
         idx = cls(meta, list(ids), vectors)
         idx._set_flat([], ids, flat)
         idx.attach(attachments or {})

@@ -219,6 +219,6 @@ def best_distinct(distances: np.ndarray, ids: list[list[str]], k: int) -> tuple[
     return out_d, out_i
 
 
-__all__ = ["check_view_rows", "best_distinct", "VIEWS", "CROP_SIDE", "CROP_POSITIONS", "SQUARES", "check_views", "gallery_boxes", "query_boxes",
-           "view_count", "image_views", "decode_views_u8", "decode_views", "source_views", "with_mirror",
-           "views_decoder"]
+__all__ = ["VIEWS", "CROP_SIDE", "CROP_POSITIONS", "SQUARES", "AUTO_CROPS_MIN_SIDE", "auto_views", "check_views",
+           "gallery_boxes", "query_boxes", "view_count", "image_views", "decode_views_u8", "decode_views",
+           "source_views", "with_mirror", "views_decoder", "check_view_rows", "best_distinct"]

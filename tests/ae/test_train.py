@@ -55,3 +55,26 @@ def test_fit_ddp_two_cpu_processes(folder, tmp_path, run, ckpt_of):
     out = p.stdout + p.stderr
     assert "distributed_backend=gloo" in out and "All distributed processes registered" in out
     assert load_encoder(ckpt_of(tmp_path)).code_dim == 128
+
+
+def test_fit_with_the_issue_15_settings(folder, tmp_path, run, ckpt_of):
+    # tone-standardised, whitened codes; strong augmentations in the two-view term, varied batches, a small
+    # folder repeated to 6 batches an epoch: the path configs/default.yaml takes, at smoke size
+    p = run("train.py", "fit", "--config", "configs/smoke.yaml", "--data.root", folder, "--data.limit", "null",
+            "--model.tone", "true", "--model.whiten", "0.5", "--model.augment", "strong",
+            "--model.contrastive_weight", "0.01", "--model.recon_augment", "light",
+            "--data.min_steps_per_epoch", "6", "--data.batch_size", "8",
+            "--trainer.default_root_dir", tmp_path, "--trainer.logger.init_args.save_dir", tmp_path,
+            "--trainer.enable_progress_bar", "false")
+    assert "augmented copies" in p.stderr                                   # the PCA start of a small folder
+    run_dir = ckpt_of(tmp_path).parent.parent
+    metrics = (run_dir / "metrics.csv").read_text()
+    assert "val/ntxent" in metrics                                          # the codes count in validation
+    ck = torch.load(ckpt_of(tmp_path), map_location="cpu", weights_only=True)
+    assert ck["global_step"] == 7               # 29 images < 6 batches of 8: drawn twice, 58 rows, 7 batches
+    model = load_encoder(ckpt_of(tmp_path, "best.ckpt")).model
+    assert model.tone and model.whitened and model.config["tone"] is True
+    x = torch.rand(4, 1, 64, 64)
+    with torch.no_grad():   # the handed-out (whitened) code decodes as the raw one does
+        assert torch.allclose(model.decode(model.encode(x)), model.decoder.raw(model.encoder.raw(x)).clamp(0, 1),
+                              atol=1e-4)
