@@ -172,12 +172,7 @@ def cmd_evaluate(a, opts: dict[str, Any]) -> int:
     from encoder.search import evaluate
     from encoder.search.methods import evaluation_methods
 
-    names = a.methods
-    if a.views == "crops":  # the ae methods asked for, on several views per picture
-        if not any(n.startswith("ae") for n in names):
-            raise ValueError(f"--views applies to the ae methods, and --methods {' '.join(names)} has none")
-        names = [n.replace("ae", "ae-crops", 1) if n in ("ae", "ae-mirror") else n for n in names]
-    methods = evaluation_methods(names, checkpoint=a.checkpoint)
+    methods = evaluation_methods(a.methods, checkpoint=a.checkpoint, views=a.views)
     run, fmt = ((evaluate.evaluate_neardup, evaluate.format_neardup) if a.neardup
                 else (evaluate.evaluate_folder, evaluate.format_report))
     report = run(a.folder, methods=methods, queries=a.queries, n_queries=a.n_queries, seed=a.seed, metric=a.metric)

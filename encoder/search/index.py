@@ -56,7 +56,7 @@ from encoder.search.errors import CorruptIndexError, IndexBusyError, IndexMismat
 from encoder.search.index_files import (ATTACHMENT_NAME, INDEX_FILES, faiss_reason, read_attachments, read_json,
                                         read_vectors)
 from encoder.search.methods import kind_of
-from encoder.search.views import best_distinct, check_view_rows
+from encoder.search.views import check_view_rows, merge_best
 
 __all__ = ["Index", "IndexMismatchError", "CorruptIndexError", "IndexBusyError", "HNSW_MIN"]
 
@@ -341,7 +341,10 @@ class Index:
             return np.zeros((len(q), 0), self._kind.dist_dtype), [[] for _ in range(len(q))]
         D, I = self._kind.search(self, q, min(kk * self.views, self.n_rows), params)
         found = [[self.ids[j] for j in row if j >= 0] for row in I]
-        return best_distinct(D, found, kk) if self.views > 1 else (D, found)
+        if self.views == 1:
+            return D, found
+        dist, ids = merge_best([(D, found)], kk)   # one id per image, at its best view
+        return np.array([row + [np.inf] * (kk - len(row)) for row in dist], D.dtype).reshape(len(q), kk), ids
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         """Row numbers of ids, each id's first row (with views: the whole picture; KeyError names a missing one)."""

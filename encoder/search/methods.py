@@ -37,7 +37,7 @@ from encoder.search import ann
 from encoder.search.baselines import PcaMethod, RawMethod
 from encoder.search.base import FLAGS, Method, Neighbours, Vectors  # noqa: F401  (the interface, re-exported)
 from encoder.search.errors import IndexMismatchError, check_meta
-from encoder.search.views import check_views, source_views, view_count, views_decoder, with_mirror
+from encoder.search.views import check_views, merge_best, source_views, view_count, views_decoder, with_mirror
 
 DEFAULT_ALPHA = "imagehash"
 # ``evaluation_methods(["phash-mirror"])``: the hash with mirror-aware queries (evaluation only)
@@ -102,7 +102,7 @@ class HashMethod(Method):
         distances, ids = index.search(got.vectors, k)
         if self.mirror and len(got.paths):  # also hash the flipped query; keep the better distance per id
             flipped = self.vectors(got.paths, errors=errors, mirror=True)
-            distances, ids = _merge_best(distances, ids, *index.search(flipped.vectors, k), k)
+            distances, ids = merge_best([(distances, ids), index.search(flipped.vectors, k)], k)
         return Neighbours(got.paths, [[int(d) for d in row] for row in distances], ids)
 
     def features(self, images, sources) -> np.ndarray:
@@ -133,22 +133,7 @@ class HashMethod(Method):
         d, i = index.search(np.ascontiguousarray(queries[:, :nb]), k)
         if not self.mirror:
             return i
-        return np.array(_merge_best(d, i, *index.search(np.ascontiguousarray(queries[:, nb:]), k), k)[1], np.int64)
-
-
-def _merge_best(d1, i1, d2, i2, k: int) -> tuple[list[list], list[list]]:
-    """Per query, the ``k`` best ids of two result lists, each id at its smaller distance."""
-    merged_d, merged_i = [], []
-    for q in range(len(i1)):
-        best: dict = {}
-        for d, i in list(zip(d1[q], i1[q])) + list(zip(d2[q], i2[q])):
-            if isinstance(i, (int, np.integer)) and i < 0:    # faiss: fewer than k results
-                continue
-            best[i] = min(d, best[i]) if i in best else d
-        top = sorted(best.items(), key=lambda t: (t[1], t[0]))[:k]
-        merged_i.append([t[0] for t in top])
-        merged_d.append([t[1] for t in top])
-    return merged_d, merged_i
+        return np.array(merge_best([(d, i), index.search(np.ascontiguousarray(queries[:, nb:]), k)], k)[1], np.int64)
 
 
 # ----------------------------------------------------------------------------- autoencoder codes
@@ -357,10 +342,7 @@ def _merge_views(distances, ids, n: int, k: int) -> tuple[list[list], list[list]
     """Results of ``n`` queries x R views (rows query-major) -> per query the ``k`` best ids, each at
     its best distance over the query's R result lists (and within one list)."""
     per = len(ids) // n if n else 1
-    d, i = [[] for _ in range(n)], [[] for _ in range(n)]
-    for v in range(per):
-        d, i = _merge_best(d, i, distances[v::per], ids[v::per], k)
-    return d, i
+    return merge_best([(distances[v::per], ids[v::per]) for v in range(per)], k)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -419,8 +401,14 @@ def method_for_index(meta: Mapping[str, Any], attachments: Mapping[str, bytes] |
 
 
 def evaluation_methods(names: Sequence[str | Method], *, checkpoint: str | None = None,
-                       encoder: Any = None) -> list[Method]:
-    """Methods to compare, in order, without repeats; the autoencoder is loaded only if ``ae`` is asked for."""
+                       encoder: Any = None, views: str | None = None) -> list[Method]:
+    """Methods to compare, in order, without repeats; the autoencoder is loaded only if ``ae`` is asked for.
+    ``views="crops"`` turns ``ae``/``ae-mirror`` into their views variants (``search.py evaluate --views``)."""
+    if views not in (None, "full"):
+        check_views(views)
+        if not any(isinstance(n, str) and n.startswith("ae") for n in names):
+            raise ValueError(f"--views applies to the ae methods, and --methods {' '.join(map(str, names))} has none")
+        names = [n.replace("ae", "ae" + CROPS_SUFFIX, 1) if n in ("ae", "ae" + MIRROR_SUFFIX) else n for n in names]
     out = []
     for n in dict.fromkeys(names):
         if isinstance(n, Method):

@@ -202,23 +202,25 @@ def check_view_rows(ids: Sequence[str], per: int) -> str | None:
     return None if len(set(heads)) == len(heads) else "ids must be unique (one run of views per image)"
 
 
-def best_distinct(distances: np.ndarray, ids: list[list[str]], k: int) -> tuple[np.ndarray, list[list[str]]]:
-    """Rows found per query (best first, several per id) -> the ``k`` best distinct ids, each at its
-    best distance; ``(distances (Q, k) padded with inf, ids Q lists)``."""
-    out_d = np.full((len(ids), k), np.inf, distances.dtype)
-    out_i = []
-    for q, row in enumerate(ids):
-        seen: dict[str, None] = {}
-        for d, i in zip(distances[q], row):
-            if i not in seen:
-                out_d[q, len(seen)] = d
-                seen[i] = None
-                if len(seen) == k:
-                    break
-        out_i.append(list(seen))
+def merge_best(lists: Sequence[tuple[Sequence, Sequence]], k: int) -> tuple[list[list], list[list]]:
+    """Per query, the ``k`` best distinct ids over several result lists, each id at its smallest
+    distance (ties: the smaller id first). ``lists``: ``[(distances, ids), ...]``, each indexed by
+    query (the views of a multi-view index, a query and its mirror, the views of a query); a FAISS
+    ``-1`` (no result) is skipped. Returns ``(distances, ids)``, a list per query."""
+    out_d, out_i = [], []
+    for q in range(len(lists[0][1]) if lists else 0):
+        best: dict = {}
+        for dist, ids in lists:
+            for d, i in zip(dist[q], ids[q]):
+                if isinstance(i, (int, np.integer)) and i < 0:
+                    continue
+                best[i] = min(d, best[i]) if i in best else d
+        top = sorted(best.items(), key=lambda t: (t[1], t[0]))[:k]
+        out_i.append([t[0] for t in top])
+        out_d.append([t[1] for t in top])
     return out_d, out_i
 
 
 __all__ = ["VIEWS", "CROP_SIDE", "CROP_POSITIONS", "SQUARES", "AUTO_CROPS_MIN_SIDE", "auto_views", "check_views",
            "gallery_boxes", "query_boxes", "view_count", "image_views", "decode_views_u8", "decode_views",
-           "source_views", "with_mirror", "views_decoder", "check_view_rows", "best_distinct"]
+           "source_views", "with_mirror", "views_decoder", "check_view_rows", "merge_best"]
