@@ -394,27 +394,30 @@ def decoding_pool(workers: int = 0):
 
 
 def decode_folder(paths: list[Path], size: int = 64, workers: int = 0, progress: bool = True,
-                  pool=None) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
+                  pool=None, job=decode_gray_u8, extra: tuple = (),
+                  shape: tuple = ()) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
     """Decode ``paths`` to a ``(M, size, size)`` uint8 array.
 
     Returns ``(images, kept_rows, skipped)``: ``kept_rows`` are the positions in ``paths`` of the
     M images decoded; ``skipped`` lists ``(path, reason)`` for the others. ``pool`` (from
     :func:`decoding_pool`) is used when given, so that a caller decoding many chunks starts
-    its processes once; otherwise 2,000 or more paths get a pool of their own.
+    its processes once; otherwise 2,000 or more paths get a pool of their own. ``job`` (picklable)
+    maps ``(path, size, *extra)`` to ``(array of shape (*shape, size, size), None)`` or ``(None,
+    reason)``: another decoding, such as several views per picture.
     """
     from tqdm import tqdm  # only where a bar may be shown (its import costs ~0.1 s)
 
-    jobs = [(str(p), size) for p in paths]
+    jobs = [(str(p), size, *extra) for p in paths]
     workers = decoding_workers(workers)
     bar = dict(total=len(jobs), desc="decoding", unit="img", disable=not progress or len(jobs) < 500,
                file=sys.stderr)
     if pool is not None:
-        results = list(tqdm(pool.imap(decode_gray_u8, jobs, chunksize=256), **bar))
+        results = list(tqdm(pool.imap(job, jobs, chunksize=256), **bar))
     elif workers > 1 and len(jobs) >= 2000:
         with decoding_pool(workers) as own:
-            results = list(tqdm(own.imap(decode_gray_u8, jobs, chunksize=256), **bar))
+            results = list(tqdm(own.imap(job, jobs, chunksize=256), **bar))
     else:
-        results = [decode_gray_u8(j) for j in tqdm(jobs, **bar)]
+        results = [job(j) for j in tqdm(jobs, **bar)]
     images, kept, skipped = [], [], []
     for i, (arr, reason) in enumerate(results):
         if arr is None:
@@ -422,7 +425,7 @@ def decode_folder(paths: list[Path], size: int = 64, workers: int = 0, progress:
         else:
             images.append(arr)
             kept.append(i)
-    out = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
+    out = np.stack(images) if images else np.zeros((0, *shape, size, size), np.uint8)
     return out, kept, skipped
 
 

@@ -36,7 +36,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from encoder.data import ImageLoadError, decoding_pool, decoding_workers, open_image, resize_gray, to_gray
+from encoder.data import ImageLoadError, decode_folder, open_image, resize_gray, to_gray
 
 VIEWS = ("full", "crops")
 ROLES = ("gallery", "query")
@@ -138,25 +138,10 @@ def decode_views_u8(args: tuple[str, int, str, str]) -> tuple[np.ndarray | None,
 
 def decode_views(paths: Sequence[str | os.PathLike], size: int, views: str, role: str = "gallery",
                  workers: int = 0, pool=None) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
-    """Files -> ``((M, V, size, size) uint8, kept rows of paths, [(path, reason)] skipped)``; ``pool``
-    (:func:`encoder.data.decoding_pool`) is used when given, else 500 or more files get one."""
-    jobs = [(str(p), size, views, role) for p in paths]
-    if pool is not None:
-        results = pool.map(decode_views_u8, jobs, chunksize=64)
-    elif len(jobs) >= 500 and decoding_workers(workers) > 1:
-        with decoding_pool(workers) as own:
-            results = own.map(decode_views_u8, jobs, chunksize=64)
-    else:
-        results = [decode_views_u8(j) for j in jobs]
-    arrays, kept, skipped = [], [], []
-    for i, (arr, reason) in enumerate(results):
-        if arr is None:
-            skipped.append((Path(paths[i]), reason))
-        else:
-            arrays.append(arr)
-            kept.append(i)
-    out = np.stack(arrays) if arrays else np.zeros((0, view_count(views, role), size, size), np.uint8)
-    return out, kept, skipped
+    """Files -> ``((M, V, size, size) uint8, kept rows of paths, [(path, reason)] skipped)``, decoded as
+    :func:`encoder.data.decode_folder` does (``pool`` used when given)."""
+    return decode_folder([Path(p) for p in paths], size, workers, progress=False, pool=pool, job=decode_views_u8,
+                         extra=(views, role), shape=(view_count(views, role),))
 
 
 def source_views(sources: Sequence, size: int, views: str, role: str = "gallery", workers: int = 0) -> np.ndarray:
