@@ -110,8 +110,7 @@ def contrastive_term(module: "AutoencoderModule", step: Step) -> tuple[torch.Ten
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else [], enabled=step.stage != "train"):
         if step.stage != "train":
             torch.manual_seed(len(x))
-        view = (random_shift(x[:k], hp.shift) if preset is None else augment(x[:k], preset)).contiguous(
-            memory_format=torch.channels_last if hp.channels_last else torch.contiguous_format)
+        view = to_input(random_shift(x[:k], hp.shift) if preset is None else augment(x[:k], preset), hp.channels_last)
     c = module.model.content_dim    # the tone entries are measured, not learned: left out
     centre = code[:, :c].mean(0).detach()
     nt = nt_xent(code[:k, :c] - centre, module.model.encoder.raw(view)[:, :c] - centre, hp.temperature)
@@ -272,8 +271,7 @@ class AutoencoderModule(pl.LightningModule):
         images, labels = batch
         x = to_input(images, self.hparams.channels_last)
         if stage == "train" and self.hparams.recon_augment != "none":   # varied copies for small folders
-            x = augment(x, PRESETS[self.hparams.recon_augment]).contiguous(
-                memory_format=torch.channels_last if self.hparams.channels_last else torch.contiguous_format)
+            x = to_input(augment(x, PRESETS[self.hparams.recon_augment]), self.hparams.channels_last)
         code = self.model.encoder.raw(x)
         step = Step(x, code, self.model.decoder.raw(code), labels, stage)
         loss, log = None, {}
