@@ -72,14 +72,16 @@ def pca(train: np.ndarray, k: int = 128) -> tuple[np.ndarray, np.ndarray]:
 
 def train_ae(xtr: np.ndarray, ytr: np.ndarray, epochs: int, supervised_weight: float, width: int,
              batch_size: int, lr: float, contrastive_weight: float, seed: int = 0, tone: bool = True,
-             whiten: float = 0.5) -> tuple[object, float, float]:
+             whiten: float = 0.5, **hparams) -> tuple[object, float, float]:
+    """Train an :class:`AutoencoderModule` (``hparams``: more of its arguments) on ``xtr``;
+    returns the whitened model, training images/s and seconds."""
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
     pl.seed_everything(seed, verbose=False)
     module = AutoencoderModule(width=width, supervised_weight=supervised_weight,
                                num_classes=int(ytr.max()) + 1 if supervised_weight else 0, lr=lr,
-                               contrastive_weight=contrastive_weight, tone=tone, whiten=whiten)
+                               contrastive_weight=contrastive_weight, tone=tone, whiten=whiten, **hparams)
     # the same PCA initialisation AutoencoderModule.on_fit_start does with a DataModule
     module.model.init_linear_from_data(torch.from_numpy(xtr[:20000]).unsqueeze(1).float() / 255)
     loader = DataLoader(TensorDataset(torch.from_numpy(xtr), torch.from_numpy(ytr.astype(np.int64))),
