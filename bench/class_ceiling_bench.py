@@ -70,7 +70,8 @@ def main() -> int:
     a = ap.parse_args()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)   # one line per variant, not three
     t0 = time.perf_counter()
-    (xtr, ytr), (xte, yte) = load_arrays()["train"], load_arrays()["test"]
+    data = load_arrays()
+    (xtr, ytr), (xte, yte) = data["train"], data["test"]
     if a.quick:
         a.train, a.epochs, xtr, ytr, xte, yte = 3000, 1, xtr[:6000], ytr[:6000], xte[:2000], yte[:2000]
     xtr, xte = upsample(xtr), upsample(xte)
