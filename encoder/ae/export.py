@@ -115,7 +115,6 @@ def check_onnx(net: torch.nn.Module, graph: str | os.PathLike | bytes, inputs: t
     return diff
 
 
-
 def onnx_attachments(model: ConvAutoencoder) -> dict[str, bytes]:
     """The files an ae index keeps so its queries run on ONNX Runtime (see :mod:`encoder.ae.runtime`):
     ``encoder.onnx``, ``decoder.onnx`` (both checked against torch) and ``onnx.json`` (the model's

@@ -60,6 +60,12 @@ def tone_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+def standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x - mean) / std`` per image (mean 0, contrast 1), with the mean and std of :func:`tone_of`."""
+    mean, std = tone_of(x)
+    return (x - mean) / std, mean, std
+
+
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
@@ -107,8 +113,7 @@ class ConvEncoder(nn.Module):
         """The code before whitening (what training sees); with ``tone`` its last two entries
         are the image's mean and standard deviation and the rest describes the standardised image."""
         if self.tone:
-            mean, std = tone_of(x)
-            x = (x - mean) / std
+            x, mean, std = standardise(x)
         h = self.body(self.stem(x))
         z = self.fc(h.flatten(1)) + self.linear(x.flatten(1))
         return torch.cat([z, mean.flatten(1), std.flatten(1)], 1) if self.tone else z
@@ -243,8 +248,7 @@ class ConvAutoencoder(nn.Module):
         variance the components explain.
         """
         if self.tone:    # the linear path sees standardised pictures (see ConvEncoder.raw)
-            mean, std = tone_of(images.float())
-            images = (images.float() - mean) / std
+            images = standardise(images.float())[0]
         x = images.float().flatten(1)
         if len(x) < 2:
             raise ValueError(f"PCA initialisation needs at least 2 images, got {len(x)}")

@@ -51,17 +51,17 @@ def _vectors(method, inputs, **kw):
 # ----------------------------------------------------------------------------- commands
 
 def cmd_index(a, opts: dict[str, Any]) -> int:
-    picked = None
+    note = None
     if a.method == "ae" and "views" not in opts:   # photos get crop views, thumbnails one view
-        from encoder.search.views import auto_views
+        from encoder.search.views import AUTO_CROPS_MIN_SIDE, auto_views
 
         check_options(a.method, [o for o in opts if o in FLAGS])   # a wrong flag first, before reading files
-        picked = auto_views(image_paths(a.images).paths)
-        opts["views"] = picked[0]
+        opts["views"], side = auto_views(image_paths(a.images).paths)
+        note = (f"views: {opts['views']} (median short side {side} px; crops from {AUTO_CROPS_MIN_SIDE} px; "
+                "--views full|crops to choose)")
     method = get_method(a.method, **opts)
-    if picked:
-        print(f"views: {picked[0]} (median short side {picked[1]} px; crops from 256 px; "
-              f"--views full|crops to choose)", file=sys.stderr)
+    if note:
+        print(note, file=sys.stderr)
     out = Path(a.output)
     scan, got = _vectors(method, a.images, scratch_dir=out.with_name(out.name + ".shards"))
     if got is None:  # a DDP worker rank: rank 0 builds the index

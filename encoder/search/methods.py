@@ -295,14 +295,12 @@ class AutoencoderMethod(Method):
     def features(self, images, sources) -> np.ndarray:
         """(N,D) codes; with ``mirror`` (N,2D): each code, then the code of the mirrored image; with
         views (N,R*D): the codes of the query views (then of each flipped)."""
-        if self.views != "full":
-            arrays = source_views(sources, self.image_size, self.views, "query", self.workers or 0)
-            arrays = with_mirror(arrays) if self.mirror else arrays
-            return self.encoder.encode(arrays.reshape(-1, *arrays.shape[2:])).reshape(len(arrays), -1)
-        codes = self.encoder.encode(images)
-        if not self.mirror:
-            return codes
-        return np.concatenate([codes, self.encoder.encode(np.ascontiguousarray(images[:, :, ::-1]))], 1)
+        if self.views == "full" and not self.mirror:
+            return self.encoder.encode(images)
+        arrays = images[:, None] if self.views == "full" else \
+            source_views(sources, self.image_size, self.views, "query", self.workers or 0)
+        arrays = with_mirror(arrays) if self.mirror else arrays
+        return self.encoder.encode(np.ascontiguousarray(arrays.reshape(-1, *arrays.shape[2:]))).reshape(len(arrays), -1)
 
     def gallery_features(self, images, sources) -> np.ndarray:
         """(N,D) codes: only queries are mirrored; with views (N*V,D): V rows per image, in order."""
