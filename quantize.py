@@ -6,6 +6,7 @@
 
 The command line lives in encoder/cli/quantize.py; the palette engine in encoder/palette/.
 """
+
 from __future__ import annotations
 
 import sys

@@ -10,6 +10,7 @@
 
 The command line lives in encoder/cli/search.py; methods, index and evaluation in encoder/search/.
 """
+
 from __future__ import annotations
 
 import sys

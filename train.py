@@ -6,6 +6,7 @@
 
 The command line lives in encoder/cli/train.py; the model and its training in encoder/ae/.
 """
+
 from __future__ import annotations
 
 import sys

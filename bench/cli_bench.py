@@ -12,6 +12,7 @@ colour count of a real photo (0.9-1 M distinct colours), saved as PNG. Anchors: 
 for the hash query, and the pHash query for the ae query. The search index: 520 crops of the
 scikit-image photos; the ae model is an untrained, seeded ConvAutoencoder (speed, not quality).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,8 +99,13 @@ def quantize_rows(tree: Path, photos: dict, out: Path, repeats: int, label: str)
         o = out / f"{label}_{mp:g}"
         t = wall([py, "quantize.py", str(photo), "-k", "256", "-o", str(o)], tree, repeats)
         ours = o / f"{photo.stem}_k256.png"
-        row = [f"quantize.py -k 256 ({label})", f"{mp:g} MP", t, psnr(src, np.asarray(Image.open(ours).convert("RGB"))),
-               ours.stat().st_size]
+        row = [
+            f"quantize.py -k 256 ({label})",
+            f"{mp:g} MP",
+            t,
+            psnr(src, np.asarray(Image.open(ours).convert("RGB"))),
+            ours.stat().st_size,
+        ]
         if pq:
             dst = out / f"pq_{mp:g}.png"
             tp = wall([pq, "256", "--nofs", "--force", "--output", str(dst), str(photo)], tree, repeats)
@@ -108,8 +114,10 @@ def quantize_rows(tree: Path, photos: dict, out: Path, repeats: int, label: str)
         t3 = wall([py, "quantize.py", str(photo), "-k", "16", "64", "256", "-o", str(o) + "_3k"], tree, repeats)
         row3 = [f"quantize.py -k 16 64 256 + figure ({label})", f"{mp:g} MP", t3]
         if pq:
-            tp3 = sum(wall([pq, str(k), "--nofs", "--force", "--output", str(out / f"pq{k}.png"), str(photo)], tree,
-                           repeats) for k in (16, 64, 256))
+            tp3 = sum(
+                wall([pq, str(k), "--nofs", "--force", "--output", str(out / f"pq{k}.png"), str(photo)], tree, repeats)
+                for k in (16, 64, 256)
+            )
             row3 += [tp3]
         rows.append(tuple(row3))
     return rows
@@ -118,21 +126,33 @@ def quantize_rows(tree: Path, photos: dict, out: Path, repeats: int, label: str)
 def search_rows(tree: Path, folder: Path, query: Path, model: Path, tmp: Path, repeats: int, label: str) -> list:
     py = sys.executable
     ph, ae = tmp / f"{label}_idx_phash", tmp / f"{label}_idx_ae"
-    subprocess.run([py, "search.py", "index", str(folder), "--method", "phash", "-o", str(ph)], cwd=tree, check=True,
-                   capture_output=True)
-    subprocess.run([py, "search.py", "index", str(folder), "--method", "ae", "--checkpoint", str(model), "-o", str(ae)],
-                   cwd=tree, check=True, capture_output=True)
+    subprocess.run(
+        [py, "search.py", "index", str(folder), "--method", "phash", "-o", str(ph)],
+        cwd=tree,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [py, "search.py", "index", str(folder), "--method", "ae", "--checkpoint", str(model), "-o", str(ae)],
+        cwd=tree,
+        check=True,
+        capture_output=True,
+    )
     t_ph = wall([py, "search.py", "query", str(ph), str(query), "-k", "5"], tree, repeats)
     t_ae = wall([py, "search.py", "query", str(ae), str(query), "-k", "5"], tree, repeats)
     one_liner = f"import imagehash, PIL.Image; print(imagehash.phash(PIL.Image.open({str(query)!r})))"
     t_ih = wall([py, "-c", one_liner], tree, repeats)
-    return [(f"search.py query, phash ({label})", t_ph, "imagehash.phash one-liner", t_ih),
-            (f"search.py query, ae ({label})", t_ae, f"search.py query, phash ({label})", t_ph)]
+    return [
+        (f"search.py query, phash ({label})", t_ph, "imagehash.phash one-liner", t_ih),
+        (f"search.py query, ae ({label})", t_ae, f"search.py query, phash ({label})", t_ph),
+    ]
 
 
 def help_rows(tree: Path, repeats: int, label: str) -> list:
-    return [(f"{cmd} --help ({label})", wall([sys.executable, cmd, "--help"], tree, repeats))
-            for cmd in ("quantize.py", "search.py", "train.py")]
+    return [
+        (f"{cmd} --help ({label})", wall([sys.executable, cmd, "--help"], tree, repeats))
+        for cmd in ("quantize.py", "search.py", "train.py")
+    ]
 
 
 def main(argv=None) -> int:
@@ -146,17 +166,27 @@ def main(argv=None) -> int:
         tmp = Path(d)
         photos = make_photos(tmp, [0.27, 4] if a.quick else [0.27, 4, 16])
         folder, query, model = make_index_folder(tmp)
-        print(f"best of {repeats}, wall seconds of a fresh process; pngquant: {shutil.which('pngquant') or 'not found'}\n")
-        print(f"{'call':<44} {'photo':>7} {'ours s':>7} {'ours dB':>8} {'ours bytes':>11} {'pngquant s':>10} "
-              f"{'pq dB':>7} {'pq bytes':>10} {'time ratio':>10} {'dB diff':>8} {'size ratio':>10}")
+        print(
+            f"best of {repeats}, wall seconds of a fresh process; pngquant: {shutil.which('pngquant') or 'not found'}\n"
+        )
+        print(
+            f"{'call':<44} {'photo':>7} {'ours s':>7} {'ours dB':>8} {'ours bytes':>11} {'pngquant s':>10} "
+            f"{'pq dB':>7} {'pq bytes':>10} {'time ratio':>10} {'dB diff':>8} {'size ratio':>10}"
+        )
         for label, tree in trees:
             for r in quantize_rows(tree, photos, tmp, repeats, label):
                 if len(r) == 8:
-                    print(f"{r[0]:<44} {r[1]:>7} {r[2]:>7.2f} {r[3]:>8.2f} {r[4]:>11,} {r[5]:>10.2f} {r[6]:>7.2f} "
-                          f"{r[7]:>10,} {r[2] / r[5]:>10.2f} {r[3] - r[6]:>+8.2f} {r[4] / r[7]:>10.3f}", flush=True)
+                    print(
+                        f"{r[0]:<44} {r[1]:>7} {r[2]:>7.2f} {r[3]:>8.2f} {r[4]:>11,} {r[5]:>10.2f} {r[6]:>7.2f} "
+                        f"{r[7]:>10,} {r[2] / r[5]:>10.2f} {r[3] - r[6]:>+8.2f} {r[4] / r[7]:>10.3f}",
+                        flush=True,
+                    )
                 elif len(r) == 4:
-                    print(f"{r[0]:<44} {r[1]:>7} {r[2]:>7.2f} {'':>8} {'':>11} {r[3]:>10.2f} {'':>7} {'':>10} "
-                          f"{r[2] / r[3]:>10.2f}  (pngquant: the three K, one call each)", flush=True)
+                    print(
+                        f"{r[0]:<44} {r[1]:>7} {r[2]:>7.2f} {'':>8} {'':>11} {r[3]:>10.2f} {'':>7} {'':>10} "
+                        f"{r[2] / r[3]:>10.2f}  (pngquant: the three K, one call each)",
+                        flush=True,
+                    )
                 else:
                     print(f"{r[0]:<44} {r[1]:>7} {r[2]:>7.2f}", flush=True)
         print()

@@ -1,6 +1,7 @@
 """Few-colour test images rendered from code (no files): graphics, a screenshot, a chart, a
 near-flat wallpaper. Each is dominated by a few exact colours with a long tail of edge and
 gradient colours, the kind where k-means on a coarse colour histogram did worst."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,8 +56,12 @@ def screenshot(size=(1440, 900), seed: int = 1) -> np.ndarray:
         y = 64 + 34 * i
         if i == 3:
             d.rectangle([0, y - 6, 260, y + 24], fill=(52, 120, 246))
-        d.text((24, y), f"Folder {i + 1:02d}  ({rng.integers(10, 999)})", font=font,
-               fill=(255, 255, 255) if i == 3 else (40, 40, 48))
+        d.text(
+            (24, y),
+            f"Folder {i + 1:02d}  ({rng.integers(10, 999)})",
+            font=font,
+            fill=(255, 255, 255) if i == 3 else (40, 40, 48),
+        )
     for r in range(6):
         for c in range(4):
             x, y = 290 + c * 280, 70 + r * 135

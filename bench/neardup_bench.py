@@ -18,6 +18,7 @@ phash, mirror-aware phash (the better of the query and its mirror), raw pixels, 
 ``search.py index --views crops``) and both (``ae-crops-mirror``). The anchor, ``imagehash.crop_resistant_hash``, is
 computed here with imagehash itself and ranked by its own distance (``hash1 - hash2``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,7 @@ from encoder.search.neardup import TRANSFORMS  # noqa: E402
 SK = Path(skimage.__file__).parent / "data"
 NOT_PHOTOS = {"color.png", "phantom.png", "chessboard_RGB.png", "motorcycle_right.png"}
 FASHION = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist" / "test"
-CROPS = [(0, 0, .5), (.5, 0, .5), (0, .5, .5), (.5, .5, .5), (.3, .2, .6), (.1, .4, .4)]
+CROPS = [(0, 0, 0.5), (0.5, 0, 0.5), (0, 0.5, 0.5), (0.5, 0.5, 0.5), (0.3, 0.2, 0.6), (0.1, 0.4, 0.4)]
 
 
 def photos() -> list[Path]:
@@ -112,8 +113,10 @@ def main(argv=None) -> int:
         for i, im in enumerate(others):
             im.save(ddir / f"{i:05d}.png")
         report = evaluate_neardup(ddir, methods=methods, queries=qdir)
-    print(f"{len(paths)} photos x {len(TRANSFORMS)} transforms; gallery {report['n_gallery']} "
-          f"(photos + {len(others)} distractors); R@1 / R@5 of the original")
+    print(
+        f"{len(paths)} photos x {len(TRANSFORMS)} transforms; gallery {report['n_gallery']} "
+        f"(photos + {len(others)} distractors); R@1 / R@5 of the original"
+    )
     cols = {r["method"]: {t: (v["R@1"], v["R@5"]) for t, v in r["transforms"].items()} for r in report["results"]}
     if not a.no_crop_resistant:
         cols["crop_resistant"], sec = crop_resistant(originals, originals + others)

@@ -13,6 +13,7 @@
 3. Binary index search speed at 1M (100k with --quick) random 64-bit hashes: IndexBinaryFlat
    (exact) vs IndexBinaryHNSW, recall@5 vs exact.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,14 +35,38 @@ from PIL import Image  # noqa: E402
 
 from encoder.data import open_image  # noqa: E402
 from encoder.hashing import lanczos  # noqa: E402
+from encoder.hashing.hashes import (
+    METHODS,
+    _pillow_block_cache,
+    hamming,
+    hash_images,
+    hash_paths,  # noqa: E402
+    hash_to_hex,
+)
 from encoder.search.neardup import CLASSIC_TRANSFORMS as TRANSFORMS  # noqa: E402  (the set its figures were measured on)
-from encoder.hashing.hashes import (METHODS, _pillow_block_cache, hamming, hash_images, hash_paths,  # noqa: E402
-                                    hash_to_hex)
 
 SK = Path(skimage.__file__).parent / "data"
-PHOTOS = [SK / n for n in ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "retina.jpg",
-                           "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png", "camera.png", "moon.png",
-                           "brick.png", "grass.png", "gravel.png", "coins.png", "page.png", "horse.png"]]
+PHOTOS = [
+    SK / n
+    for n in [
+        "astronaut.png",
+        "coffee.png",
+        "chelsea.png",
+        "rocket.jpg",
+        "retina.jpg",
+        "motorcycle_left.png",
+        "hubble_deep_field.jpg",
+        "ihc.png",
+        "camera.png",
+        "moon.png",
+        "brick.png",
+        "grass.png",
+        "gravel.png",
+        "coins.png",
+        "page.png",
+        "horse.png",
+    ]
+]
 PHOTOS += [Path(sklearn.__file__).parent / "datasets" / "images" / n for n in ["china.jpg", "flower.jpg"]]
 
 
@@ -64,6 +89,7 @@ def bench_throughput(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as d:
         n_large = 2 if quick else 10
         files = make_jpegs(Path(d), n_large=n_large, copies=2 if quick else 12)
+
         def best_of_3(fn):  # the machine is shared: the fastest of 3 runs is the least disturbed
             times = []
             for _ in range(3):
@@ -79,12 +105,14 @@ def bench_throughput(quick: bool) -> None:
 
         torch.set_num_threads(1)  # "1 proc" means one core; workers set this themselves
         rows = []
-        for name, kw in [("ours full 1 proc, Pillow resize", dict(workers=1, fast_resize=False)),
-                         ("ours full 2 procs, Pillow resize", dict(workers=2, fast_resize=False)),
-                         ("ours full 1 proc", dict(workers=1, fast_resize=True)),
-                         ("ours full 2 procs", dict(workers=2, fast_resize=True)),
-                         ("ours draft 2 procs", dict(workers=2, draft=True, fast_resize=True))]:
-            dt, (h, kept, _) = best_of_3(lambda: hash_paths(files, **kw))
+        for name, kw in [
+            ("ours full 1 proc, Pillow resize", dict(workers=1, fast_resize=False)),
+            ("ours full 2 procs, Pillow resize", dict(workers=2, fast_resize=False)),
+            ("ours full 1 proc", dict(workers=1, fast_resize=True)),
+            ("ours full 2 procs", dict(workers=2, fast_resize=True)),
+            ("ours draft 2 procs", dict(workers=2, draft=True, fast_resize=True)),
+        ]:
+            dt, (h, kept, _) = best_of_3(lambda kw=kw: hash_paths(files, **kw))
             ours = [hash_to_hex(x) for x in h]
             same = sum(a == b for a, b in zip(ours, ref))
             bits = hamming(h, ref_h)
@@ -98,6 +126,7 @@ def bench_throughput(quick: bool) -> None:
         # alone (draft mode's decode at full size) is cheaper but not bit-identical.
         floors = {}
         for name, luma in [("RGB decode + convert('L')", False), ("luma-only decode", True)]:
+
             def floor(luma=luma):
                 for f in files:
                     im = Image.open(f)
@@ -105,20 +134,28 @@ def bench_throughput(quick: bool) -> None:
                         im.draft("L", im.size)
                     im.load()
                     im.convert("L")
+
             with _pillow_block_cache():  # as hash_paths decodes
                 floors[name] = best_of_3(floor)[0]
         t_start = best_of_3(lambda: hash_paths(files[:2], workers=2, fast_resize=True))[0]
-        print(f"\n## 1. pHash throughput, {len(files)} JPEGs (incl. {n_large} 4000x3000 copies), resize caches cleared, "
-              "best of 3 runs each, process-pool start-up included")
+        print(
+            f"\n## 1. pHash throughput, {len(files)} JPEGs (incl. {n_large} 4000x3000 copies), resize caches cleared, "
+            "best of 3 runs each, process-pool start-up included"
+        )
         for name, t_floor in floors.items():
-            print(f"floor, {name} alone (1 process): {len(files) / t_floor:.1f} img/s = {t_ref / t_floor:.2f}x "
-                  f"imagehash per process, so at most {2 * t_ref / t_floor:.2f}x on 2 processes")
+            print(
+                f"floor, {name} alone (1 process): {len(files) / t_floor:.1f} img/s = {t_ref / t_floor:.2f}x "
+                f"imagehash per process, so at most {2 * t_ref / t_floor:.2f}x on 2 processes"
+            )
         print(f"{'method':34s} {'img/s':>8s} {'x imagehash':>11s} {'identical':>10s} {'mean bits':>9s} {'max':>4s}")
-        print(f"{'imagehash.phash (1 process)':34s} {len(files) / t_ref:8.1f} {1.0:11.2f} {len(files):>10d} {0:9.2f} {0:4d}")
+        ref_row = f"{'imagehash.phash (1 process)':34s} {len(files) / t_ref:8.1f} {1.0:11.2f} {len(files):>10d}"
+        print(f"{ref_row} {0:9.2f} {0:4d}")
         for r in rows:
             print(f"{r[0]:34s} {r[1]:8.1f} {r[2]:11.2f} {r[3]:>10d} {r[4]:9.2f} {r[5]:4d}")
-        print(f"luma-only decode at full size (untimed): {(luma_bits == 0).sum()}/{len(files)} identical, "
-              f"mean {luma_bits.mean():.2f} bits, max {luma_bits.max()}")
+        print(
+            f"luma-only decode at full size (untimed): {(luma_bits == 0).sum()}/{len(files)} identical, "
+            f"mean {luma_bits.mean():.2f} bits, max {luma_bits.max()}"
+        )
         print(f"(2-process pool start-up, measured on 2 files: {t_start:.3f} s of each 2-process run)")
 
 
@@ -127,7 +164,14 @@ def distractors(quick: bool) -> list[Image.Image]:
     for p in PHOTOS:  # tiles and off-centre crops of the photos themselves: hard negatives
         im = open_image(p).convert("RGB")
         w, h = im.size
-        for fx, fy, fw in [(0, 0, .5), (.5, 0, .5), (0, .5, .5), (.5, .5, .5), (.3, .2, .6), (.1, .4, .4)]:
+        for fx, fy, fw in [
+            (0, 0, 0.5),
+            (0.5, 0, 0.5),
+            (0, 0.5, 0.5),
+            (0.5, 0.5, 0.5),
+            (0.3, 0.2, 0.6),
+            (0.1, 0.4, 0.4),
+        ]:
             out.append(im.crop((int(fx * w), int(fy * h), int((fx + fw) * w), int((fy + fw) * h))))
     faces = np.load(SK / "lfw_subset.npy")
     out += [Image.fromarray((f * 255).astype(np.uint8)) for f in faces]
@@ -142,8 +186,10 @@ def bench_recall(quick: bool) -> None:
     originals = [open_image(p).convert("RGB") for p in PHOTOS]
     gallery = originals + distractors(quick)
     pair_pr = []
-    print(f"\n## 2. near-duplicate recall: {len(PHOTOS)} photos as queries x {len(TRANSFORMS)} transforms; "
-          f"gallery {len(gallery)} = photos + 6 crops/tiles each + 200 lfw faces + Fashion-MNIST")
+    print(
+        f"\n## 2. near-duplicate recall: {len(PHOTOS)} photos as queries x {len(TRANSFORMS)} transforms; "
+        f"gallery {len(gallery)} = photos + 6 crops/tiles each + 200 lfw faces + Fashion-MNIST"
+    )
     print(f"{'hash':6s} {'transform':11s} {'R@1':>5s} {'R@5':>5s} {'R@1 mir':>7s} {'R@5 mir':>7s}")
     for method in METHODS:
         g = hash_images(gallery, method)
@@ -185,8 +231,9 @@ def bench_recall(quick: bool) -> None:
 
 def _dedup_pr(originals, gallery_hashes):
     h0 = hash_images(originals)
-    pos = np.concatenate([hamming(h0, hash_images([tf(im) for im in originals]))
-                          for n, tf in TRANSFORMS.items() if n != "hflip"])
+    pos = np.concatenate(
+        [hamming(h0, hash_images([tf(im) for im in originals])) for n, tf in TRANSFORMS.items() if n != "hflip"]
+    )
     d = hamming(h0[:, None], gallery_hashes[None])
     d[np.arange(len(h0)), np.arange(len(h0))] = 99
     return pos, d[d < 99].ravel()
@@ -197,7 +244,10 @@ def bench_search(quick: bool) -> None:
     rng = np.random.default_rng(0)
     xb = rng.integers(0, 256, (n, 8), dtype=np.uint8)
     xq = rng.integers(0, 256, (nq, 8), dtype=np.uint8)
-    print(f"\n## 3. binary search, {n:,} random 64-bit hashes, {nq} queries batched, k=5, {faiss.omp_get_max_threads()} threads")
+    print(
+        f"\n## 3. binary search, {n:,} random 64-bit hashes, {nq} queries batched, k=5, "
+        f"{faiss.omp_get_max_threads()} threads"
+    )
     flat = faiss.IndexBinaryFlat(64)
     flat.add(xb)
     t = time.perf_counter()

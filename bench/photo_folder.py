@@ -44,6 +44,7 @@ and SOURCES.txt (one tab-separated line per file: name, source, where it came fr
 is built beside its destination and renamed into place; when the destination is already complete
 (SOURCES.txt lists ``--n`` files and all exist) the script says so and exits.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,38 +70,61 @@ from encoder.data import ImageLoadError, open_image, resize_gray, to_gray  # noq
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 PKGS = DATA / "pkgs"
-PACKAGES = ["lomiri-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "sway-backgrounds",
-            "debian-edu-artwork", "debian-edu-artwork-buster", "debian-edu-artwork-emerald",
-            "debian-edu-artwork-homeworld", "debian-edu-artwork-softwaves", "debian-edu-artwork-spacefun",
-            "desktop-base"]
+PACKAGES = [
+    "lomiri-wallpapers",
+    "lomiri-wallpapers-16.04",
+    "lomiri-wallpapers-20.04",
+    "sway-backgrounds",
+    "debian-edu-artwork",
+    "debian-edu-artwork-buster",
+    "debian-edu-artwork-emerald",
+    "debian-edu-artwork-homeworld",
+    "debian-edu-artwork-softwaves",
+    "debian-edu-artwork-spacefun",
+    "desktop-base",
+]
 # Reserved for other work: never downloaded or read by this script.
-RESERVED = {"plasma-workspace-wallpapers", "openclipart-png", "mate-backgrounds", "ukui-wallpapers",
-            "gnome-backgrounds"}
+RESERVED = {
+    "plasma-workspace-wallpapers",
+    "openclipart-png",
+    "mate-backgrounds",
+    "ukui-wallpapers",
+    "gnome-backgrounds",
+}
 SK_NOT_PHOTOS = {"color.png", "phantom.png", "chessboard_RGB.png", "motorcycle_right.png"}
 RASTER = {".png", ".jpg", ".jpeg"}
 MIN_SIDE = 256
-MAX_TRANSPARENT = 0.01   # fraction of pixels with alpha < 255
-MIN_GREY_STD = 12.0      # grey levels, 64x64 squashed picture
-NEAR_DUP_MAD = 8.0       # grey levels, mean absolute difference of 32x32 thumbnails
+MAX_TRANSPARENT = 0.01  # fraction of pixels with alpha < 255
+MIN_GREY_STD = 12.0  # grey levels, 64x64 squashed picture
+NEAR_DUP_MAD = 8.0  # grey levels, mean absolute difference of 32x32 thumbnails
 # resolution / aspect / orientation tokens that make several files of one picture
 SIZE_TOKEN = re.compile(r"[_-]?(\d{1,5}x\d{1,5}|portrait|landscape)(?=$|[_-])", re.IGNORECASE)
 # crops as fractions (x0, y0, x1, y1) of a landscape picture; transposed for a portrait one
-CROPS = [("left", (0, 0, .5, 1)), ("right", (.5, 0, 1, 1)), ("centre", (.25, .25, .75, .75)),
-         ("third1", (0, 0, 1 / 3, 1)), ("third2", (1 / 3, 0, 2 / 3, 1)), ("third3", (2 / 3, 0, 1, 1)),
-         ("q1", (0, 0, .5, .5)), ("q2", (.5, 0, 1, .5)), ("q3", (0, .5, .5, 1)), ("q4", (.5, .5, 1, 1))]
+CROPS = [
+    ("left", (0, 0, 0.5, 1)),
+    ("right", (0.5, 0, 1, 1)),
+    ("centre", (0.25, 0.25, 0.75, 0.75)),
+    ("third1", (0, 0, 1 / 3, 1)),
+    ("third2", (1 / 3, 0, 2 / 3, 1)),
+    ("third3", (2 / 3, 0, 1, 1)),
+    ("q1", (0, 0, 0.5, 0.5)),
+    ("q2", (0.5, 0, 1, 0.5)),
+    ("q3", (0, 0.5, 0.5, 1)),
+    ("q4", (0.5, 0.5, 1, 1)),
+]
 PORTRAIT_NAMES = {"left": "top", "right": "bottom", "third1": "band1", "third2": "band2", "third3": "band3"}
 
 
 @dataclass
 class Picture:
-    source: str          # package name, "skimage" or "sklearn"
+    source: str  # package name, "skimage" or "sklearn"
     path: Path
-    origin: str          # where it came from, for SOURCES.txt
+    origin: str  # where it came from, for SOURCES.txt
     size: tuple[int, int] = (0, 0)
     sha: str = ""
     thumb: np.ndarray | None = None
     grey: Image.Image | None = None  # small grey copy (long side <= 512) for the flatness of crops
-    name: str = ""       # output stem, set once the set is final
+    name: str = ""  # output stem, set once the set is final
 
     @property
     def pixels(self) -> int:
@@ -243,7 +267,7 @@ def assign_names(pics: list[Picture]) -> None:
     depth = {id(p): 0 for p in pics}
     while True:
         for p in pics:
-            parts = p.path.parent.parts[len(p.path.parent.parts) - depth[id(p)]:] if depth[id(p)] else ()
+            parts = p.path.parent.parts[len(p.path.parent.parts) - depth[id(p)] :] if depth[id(p)] else ()
             p.name = f"{p.source}__" + "_".join([*parts, p.path.stem])
         counts = Counter(p.name for p in pics)
         clash = [p for p in pics if counts[p.name] > 1]
@@ -325,12 +349,16 @@ def build(out: Path, n: int) -> None:
                 im.convert("RGB").save(tmp / f, quality=95, icc_profile=cache[1].info.get("icc_profile"))
             else:
                 im.save(tmp / f, compress_level=3)
-            lines.append(f"{f}\t{pic.source}\tcrop {label} {box} of {pic.name + ext_of(pic)} ({pic.origin})\t"
-                         f"{box[2] - box[0]}x{box[3] - box[1]}")
+            lines.append(
+                f"{f}\t{pic.source}\tcrop {label} {box} of {pic.name + ext_of(pic)} ({pic.origin})\t"
+                f"{box[2] - box[0]}x{box[3] - box[1]}"
+            )
         by_source = Counter(ln.split("\t")[1] for ln in lines)
-        header = [f"# {len(lines)} files = {len(pics)} originals + {len(plan)} crops; built by bench/photo_folder.py",
-                  "# per source: " + ", ".join(f"{s} {c}" for s, c in by_source.items()),
-                  "# file\tsource\torigin\tsize"]
+        header = [
+            f"# {len(lines)} files = {len(pics)} originals + {len(plan)} crops; built by bench/photo_folder.py",
+            "# per source: " + ", ".join(f"{s} {c}" for s, c in by_source.items()),
+            "# file\tsource\torigin\tsize",
+        ]
         (tmp / "SOURCES.txt").write_text("\n".join(header + lines) + "\n")
         old = None
         if out.exists():
@@ -344,8 +372,7 @@ def build(out: Path, n: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-    print(f"{out}: {len(lines)} files = {len(pics)} originals + {len(plan)} crops "
-          f"({time.perf_counter() - t0:.1f} s)")
+    print(f"{out}: {len(lines)} files = {len(pics)} originals + {len(plan)} crops ({time.perf_counter() - t0:.1f} s)")
     if len(lines) < n:
         print(f"  only {len(lines)} of the {n} asked for: not enough pictures and crops >= {MIN_SIDE} px")
     orig = Counter(p.source for p in pics)

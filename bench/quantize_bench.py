@@ -43,18 +43,26 @@ def photos(quick: bool) -> dict[str, Path]:
 
     sk = Path(skimage.__file__).parent / "data"
     sl = Path(sklearn.__file__).parent / "datasets" / "images"
-    all_ = {"astronaut": sk / "astronaut.png", "coffee": sk / "coffee.png", "chelsea": sk / "chelsea.png",
-            "rocket": sk / "rocket.jpg", "retina": sk / "retina.jpg", "china": sl / "china.jpg",
-            "flower": sl / "flower.jpg"}
+    all_ = {
+        "astronaut": sk / "astronaut.png",
+        "coffee": sk / "coffee.png",
+        "chelsea": sk / "chelsea.png",
+        "rocket": sk / "rocket.jpg",
+        "retina": sk / "retina.jpg",
+        "china": sl / "china.jpg",
+        "flower": sl / "flower.jpg",
+    }
     return {k: all_[k] for k in (["astronaut", "china"] if quick else all_)}
 
 
 DESKTOP_BASE = Path(__file__).resolve().parents[1] / "data" / "desktop-base" / "usr" / "share"
-FEWCOLOR_FILES = {"emerald_grub": "desktop-base/emerald-theme/grub/grub-16x9.png",
-                  "moonlight_grub": "desktop-base/moonlight-theme/grub/grub-16x9.png",
-                  "homeworld": "plymouth/themes/homeworld/plymouth_background_homeworld.png",
-                  "swirlaxy": "plymouth/themes/spacefun/swirlaxy.png",
-                  "debian_preview": "plasma/look-and-feel/org.debian.desktop/contents/previews/fullscreenpreview.jpg"}
+FEWCOLOR_FILES = {
+    "emerald_grub": "desktop-base/emerald-theme/grub/grub-16x9.png",
+    "moonlight_grub": "desktop-base/moonlight-theme/grub/grub-16x9.png",
+    "homeworld": "plymouth/themes/homeworld/plymouth_background_homeworld.png",
+    "swirlaxy": "plymouth/themes/spacefun/swirlaxy.png",
+    "debian_preview": "plasma/look-and-feel/org.debian.desktop/contents/previews/fullscreenpreview.jpg",
+}
 
 
 def fewcolor(quick: bool) -> dict[str, np.ndarray]:
@@ -102,8 +110,11 @@ def full_kmeans(img, k, minibatch, weighted=False):
 
         return pal[assign(img, pal)], time.perf_counter() - t
     px = img.reshape(-1, 3).astype(np.float32)
-    km = (MiniBatchKMeans(k, n_init=1, random_state=0, batch_size=4096) if minibatch
-          else KMeans(k, n_init=1, random_state=0)).fit(px)
+    km = (
+        MiniBatchKMeans(k, n_init=1, random_state=0, batch_size=4096)
+        if minibatch
+        else KMeans(k, n_init=1, random_state=0)
+    ).fit(px)
     out = np.clip(np.rint(km.cluster_centers_), 0, 255).astype(np.uint8)[km.labels_]
     return out.reshape(img.shape), time.perf_counter() - t
 
@@ -116,20 +127,31 @@ def pngquant(img, k, tmp):
     dst = Path(tmp) / "out.png"
     Image.fromarray(img).save(src, compress_level=1)
     t = time.perf_counter()
-    subprocess.run([exe, "--nofs", "--force", "--speed", "3", "--output", str(dst), str(k), str(src)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [exe, "--nofs", "--force", "--speed", "3", "--output", str(dst), str(k), str(src)],
+        check=True,
+        capture_output=True,
+    )
     sec = time.perf_counter() - t
     return np.asarray(Image.open(dst).convert("RGB")), sec
 
 
 def summarize(res: dict, methods: list[str], ks, rows: list[int], label: str) -> None:
     """Means over the images ``rows`` per K, each anchor's ratios, and the worst gap to full k-means."""
-    sel = {m: {k: [res[m][k][i] for i in rows] for k in ks} if all(len(res[m][k]) > max(rows) for k in ks)
-           else {k: [] for k in ks} for m in methods}
-    print(f"\nmean over {label} (issue 2's earlier photo figures: textbook 29.1/34.1/37.6 dB, "
-          f"full k-means 29.2/34.7/39.1 dB)")
-    print(f"{'K':>4} {'ours dB':>8} {'ours s/MP':>10} | " + " | ".join(
-        f"{m}: dB, s/MP, ours-it dB, ours/it time" for m in methods[1:]))
+    sel = {
+        m: {k: [res[m][k][i] for i in rows] for k in ks}
+        if all(len(res[m][k]) > max(rows) for k in ks)
+        else {k: [] for k in ks}
+        for m in methods
+    }
+    print(
+        f"\nmean over {label} (issue 2's earlier photo figures: textbook 29.1/34.1/37.6 dB, "
+        f"full k-means 29.2/34.7/39.1 dB)"
+    )
+    print(
+        f"{'K':>4} {'ours dB':>8} {'ours s/MP':>10} | "
+        + " | ".join(f"{m}: dB, s/MP, ours-it dB, ours/it time" for m in methods[1:])
+    )
     for k in ks:
         po, to = np.mean([r[0] for r in sel["ours"][k]]), np.mean([r[1] for r in sel["ours"][k]])
         parts = []
@@ -149,8 +171,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--set", choices=("all", "photos", "fewcolor"), default="all")
     ap.add_argument("--threads", type=int, default=2, help="threads for the anchors (OpenMP/BLAS)")
-    ap.add_argument("--our-threads", type=int, default=None,
-                    help="threads for the searches inside our k-means (default: one per core)")
+    ap.add_argument(
+        "--our-threads",
+        type=int,
+        default=None,
+        help="threads for the searches inside our k-means (default: one per core)",
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
@@ -172,12 +198,17 @@ def main(argv=None) -> int:
             for k in ks:
                 cells = []
                 for m in methods:
-                    run = {"ours": lambda: ours(img, k, a.our_threads), "textbook": lambda: textbook(img, k),
-                           "pngquant": lambda: pngquant(img, k, tmp),
-                           "full": lambda: full_kmeans(img, k, minibatch, weighted=name in few)}[m]
+                    run = {
+                        "ours": lambda img=img, k=k: ours(img, k, a.our_threads),
+                        "textbook": lambda img=img, k=k: textbook(img, k),
+                        "pngquant": lambda img=img, k=k: pngquant(img, k, tmp),
+                        "full": lambda img=img, k=k, name=name: full_kmeans(img, k, minibatch, weighted=name in few),
+                    }[m]
                     # best of 3 (the machine is shared), except the slow full-pixel reference
-                    out, sec = min((run() for _ in range(1 if m == "full" else 3)),
-                                   key=lambda r: float("inf") if r[1] is None else r[1])
+                    out, sec = min(
+                        (run() for _ in range(1 if m == "full" else 3)),
+                        key=lambda r: float("inf") if r[1] is None else r[1],
+                    )
                     if out is None:
                         cells.append(f"{'-':>12} {'-':>13}")
                         continue
@@ -187,26 +218,33 @@ def main(argv=None) -> int:
                 print(f"{name:<14} {mp:>5.2f} {k:>4} " + " ".join(cells), flush=True)
 
     names = list(imgs)
-    for label, rows in (("photos", [i for i, n in enumerate(names) if n not in few]),
-                        ("few-colour images", [i for i, n in enumerate(names) if n in few])):
+    for label, rows in (
+        ("photos", [i for i, n in enumerate(names) if n not in few]),
+        ("few-colour images", [i for i, n in enumerate(names) if n in few]),
+    ):
         if rows:
             summarize(res, methods, ks, rows, label)
     if res["pngquant"][ks[0]]:
         gaps = [(res["ours"][k][i][0] - res["pngquant"][k][i][0], names[i], k) for k in ks for i in range(len(names))]
         gap = min(gaps)
-        print(f"worst image ours - pngquant --nofs: {gap[0]:+.2f} dB ({gap[1]} K={gap[2]}; target >= -0.1); "
-              f"{sum(g[0] < -0.1 for g in gaps)} of {len(gaps)} results below -0.1")
+        print(
+            f"worst image ours - pngquant --nofs: {gap[0]:+.2f} dB ({gap[1]} K={gap[2]}; target >= -0.1); "
+            f"{sum(g[0] < -0.1 for g in gaps)} of {len(gaps)} results below -0.1"
+        )
     if 256 in ks and len(names) > len(few):
         per = [res["ours"][256][i][1] for i, n in enumerate(names) if n not in few]
-        print(f"ours at K=256 on the photos: mean {np.mean(per):.3f} s/MP (target < 0.1), per photo "
-              f"{min(per):.3f}-{max(per):.3f}")
+        print(
+            f"ours at K=256 on the photos: mean {np.mean(per):.3f} s/MP (target < 0.1), per photo "
+            f"{min(per):.3f}-{max(per):.3f}"
+        )
 
     print("\nscaling (ours, K=256; chelsea upscaled with Pillow bicubic)")
     base = imgs.get("chelsea", next(iter(imgs.values())))
-    for target_mp in ((0.25, 1, 4) if a.quick else (0.25, 1, 4, 16)):
+    for target_mp in (0.25, 1, 4) if a.quick else (0.25, 1, 4, 16):
         s = np.sqrt(target_mp * 1e6 / (base.shape[0] * base.shape[1]))
-        big = np.asarray(Image.fromarray(base).resize((round(base.shape[1] * s), round(base.shape[0] * s)),
-                                                      Image.Resampling.BICUBIC))
+        big = np.asarray(
+            Image.fromarray(base).resize((round(base.shape[1] * s), round(base.shape[0] * s)), Image.Resampling.BICUBIC)
+        )
         mp = big.shape[0] * big.shape[1] / 1e6
         _, sec = ours(big, 256, a.our_threads)
         print(f"{mp:6.2f} MP  {sec:7.3f} s  {sec / mp:6.3f} s/MP", flush=True)

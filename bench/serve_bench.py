@@ -17,6 +17,7 @@ mostly queueing: by Little's law p50 ~ clients / queries-per-second). It reports
 p50/p99 latency, errors and the server's RSS at the start and end of each phase, and writes
 them to OUT/serve_bench.json. Every loop is bounded by time; the server is stopped at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,18 @@ from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
-PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg",
-          "hubble_deep_field.jpg", "immunohistochemistry.png", "color.png", "logo.png")
+PHOTOS = (
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "retina.jpg",
+    "hubble_deep_field.jpg",
+    "immunohistochemistry.png",
+    "color.png",
+    "logo.png",
+)
 
 
 def skimage_photos() -> list[Path]:
@@ -108,10 +119,15 @@ def uploads(out: Path) -> list[bytes]:
 
 def multipart(jpeg: bytes, index: str, k: int = 5) -> tuple[bytes, str]:
     b = uuid.uuid4().hex
-    parts = [f'--{b}\r\nContent-Disposition: form-data; name="index"\r\n\r\n{index}\r\n'.encode(),
-             f'--{b}\r\nContent-Disposition: form-data; name="k"\r\n\r\n{k}\r\n'.encode(),
-             f'--{b}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
-             f'Content-Type: image/jpeg\r\n\r\n'.encode() + jpeg + b"\r\n", f"--{b}--\r\n".encode()]
+    parts = [
+        f'--{b}\r\nContent-Disposition: form-data; name="index"\r\n\r\n{index}\r\n'.encode(),
+        f'--{b}\r\nContent-Disposition: form-data; name="k"\r\n\r\n{k}\r\n'.encode(),
+        f'--{b}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\n".encode()
+        + jpeg
+        + b"\r\n",
+        f"--{b}--\r\n".encode(),
+    ]
     return b"".join(parts), f"multipart/form-data; boundary={b}"
 
 
@@ -159,27 +175,49 @@ def phase(port: int, pid: int, bodies: list, clients: int, seconds: float) -> di
     rss0 = rss_mb(pid)
     t0 = time.perf_counter()
     stop = t0 + seconds
-    threads = [threading.Thread(target=client_loop, args=(port, bodies, stop, lat, errors, c), daemon=True)
-               for c in range(clients)]
+    threads = [
+        threading.Thread(target=client_loop, args=(port, bodies, stop, lat, errors, c), daemon=True)
+        for c in range(clients)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join(seconds + 60)
     wall = time.perf_counter() - t0
     ms = np.array(lat) * 1000 if lat else np.array([np.nan])
-    return {"clients": clients, "seconds": round(wall, 1), "queries": len(lat), "qps": round(len(lat) / wall, 1),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "errors": len(errors), "error_sample": errors[:3], "rss_start_mb": round(rss0, 1),
-            "rss_end_mb": round(rss_mb(pid), 1)}
+    return {
+        "clients": clients,
+        "seconds": round(wall, 1),
+        "queries": len(lat),
+        "qps": round(len(lat) / wall, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "errors": len(errors),
+        "error_sample": errors[:3],
+        "rss_start_mb": round(rss0, 1),
+        "rss_end_mb": round(rss_mb(pid), 1),
+    }
 
 
 def start_server(idx: dict[str, Path], log: Path, processes: int = 1) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "encoder.cli.serve", *map(str, idx.values()), "--port", str(port),
-                             "--processes", str(processes)],
-                            cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "encoder.cli.serve",
+            *map(str, idx.values()),
+            "--port",
+            str(port),
+            "--processes",
+            str(processes),
+        ],
+        cwd=ROOT,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -212,8 +250,14 @@ def main(argv=None) -> int:
     idx = build_indexes(out, gallery)
     jpegs = uploads(out)
     proc, port = start_server(idx, out / "server.log", a.processes)
-    report = {"cores": os.cpu_count(), "server_processes": a.processes, "upload_bytes": [len(j) for j in jpegs], "upload_size": "640x480 JPEG q90",
-              "ae_model": "untrained ConvAutoencoder(), torch.manual_seed(0), save_encoder", "indexes": {}}
+    report = {
+        "cores": os.cpu_count(),
+        "server_processes": a.processes,
+        "upload_bytes": [len(j) for j in jpegs],
+        "upload_size": "640x480 JPEG q90",
+        "ae_model": "untrained ConvAutoencoder(), torch.manual_seed(0), save_encoder",
+        "indexes": {},
+    }
     try:
         for name, path in idx.items():
             count = len(json.loads((path / "ids.json").read_text()))
@@ -236,9 +280,11 @@ def print_phase(name: str, count: int, one: dict, many: dict, processes: int = 1
     print(f"\n{name} index, {count:,} images, 640x480 JPEG uploads, k=5, server processes: {processes}")
     for label, r in (("1 client", one), (f"{many['clients']} clients", many)):
         growth = (r["rss_end_mb"] / r["rss_start_mb"] - 1) * 100
-        print(f"  {label:>10}: {r['queries']:>6} queries in {r['seconds']:>5} s = {r['qps']:>6} q/s   "
-              f"p50 {r['p50_ms']:>7} ms  p99 {r['p99_ms']:>7} ms  errors {r['errors']}   "
-              f"RSS {r['rss_start_mb']} -> {r['rss_end_mb']} MB ({growth:+.1f}%)")
+        print(
+            f"  {label:>10}: {r['queries']:>6} queries in {r['seconds']:>5} s = {r['qps']:>6} q/s   "
+            f"p50 {r['p50_ms']:>7} ms  p99 {r['p99_ms']:>7} ms  errors {r['errors']}   "
+            f"RSS {r['rss_start_mb']} -> {r['rss_end_mb']} MB ({growth:+.1f}%)"
+        )
         for e in r["error_sample"]:
             print(f"      error: {e}")
 

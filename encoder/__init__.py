@@ -15,20 +15,24 @@ Example::
 
     >>> from encoder import load_encoder, encode_paths, Index, quantize   # doctest: +SKIP
 """
+
 from encoder._lazy import exports
 
-__getattr__, __dir__ = exports(__name__, {
-    "load_rgb": "encoder.data:load_rgb",
-    "load_gray": "encoder.data:load_gray",
-    "image_paths": "encoder.data:image_paths",
-    "ImageLoadError": "encoder.data:ImageLoadError",
-    "psnr": "encoder.metrics:psnr",
-    "ssim": "encoder.metrics:ssim",
-    "load_encoder": "encoder.ae.inference:load_encoder",
-    "encode_paths": "encoder.ae.inference:encode_paths",
-    "hash_paths": "encoder.hashing.hashes:hash_paths",
-    "find_groups": "encoder.hashing.dedup:find_groups",
-    "Index": "encoder.search.index:Index",
-    "quantize": "encoder.palette.api:quantize",
-    "palette_stats": "encoder.palette.report:palette_stats",
-})
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        "load_rgb": "encoder.data:load_rgb",
+        "load_gray": "encoder.data:load_gray",
+        "image_paths": "encoder.data:image_paths",
+        "ImageLoadError": "encoder.data:ImageLoadError",
+        "psnr": "encoder.metrics:psnr",
+        "ssim": "encoder.metrics:ssim",
+        "load_encoder": "encoder.ae.inference:load_encoder",
+        "encode_paths": "encoder.ae.inference:encode_paths",
+        "hash_paths": "encoder.hashing.hashes:hash_paths",
+        "find_groups": "encoder.hashing.dedup:find_groups",
+        "Index": "encoder.search.index:Index",
+        "quantize": "encoder.palette.api:quantize",
+        "palette_stats": "encoder.palette.report:palette_stats",
+    },
+)

@@ -4,10 +4,12 @@
 Lightning: a package's ``__init__`` therefore names its public API here and each name is
 imported from its module only when it is first read.
 """
+
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def exports(package: str, table: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
@@ -16,6 +18,7 @@ def exports(package: str, table: dict[str, str]) -> tuple[Callable[[str], Any], 
     ``"encoder.search.index:Index"`` reads ``Index`` from that module; a bare module path
     gives the module itself.
     """
+
     def __getattr__(name: str) -> Any:
         try:
             target = table[name]

@@ -28,10 +28,11 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from multiprocessing import get_context
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -135,8 +136,10 @@ def _check_size(p: Path, im: Image.Image, max_pixels: int | None) -> None:
         raise ImageLoadError(p, f"invalid size {w}x{h}")
     if max_pixels is not None and w * h > max_pixels:
         raise ImageLoadError(
-            p, f"{w}x{h} = {w * h:,} pixels exceeds max_pixels={max_pixels:,} "
-            "(possible decompression bomb; raise max_pixels to allow it)")
+            p,
+            f"{w}x{h} = {w * h:,} pixels exceeds max_pixels={max_pixels:,} "
+            "(possible decompression bomb; raise max_pixels to allow it)",
+        )
 
 
 def _scale_16bit(arr: np.ndarray) -> np.ndarray:
@@ -160,8 +163,7 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
 
 
 def _has_alpha(im: Image.Image) -> bool:
-    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        im.mode in ("P", "L", "RGB") and "transparency" in im.info)
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info)
 
 
 def to_rgb(im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> Image.Image:
@@ -224,12 +226,12 @@ def load_gray(
     ``size``), which is several times faster and changes the 64x64 result by well under
     one grey level on average.
     """
-    im = open_image(path, max_pixels=max_pixels,
-                    draft_size=(4 * size, 4 * size) if draft else None)
+    im = open_image(path, max_pixels=max_pixels, draft_size=(4 * size, 4 * size) if draft else None)
     return resize_gray(to_gray(im, background), size)
 
 
 # ----------------------------------------------------------------------------- folders
+
 
 @dataclass
 class ScanResult:
@@ -371,6 +373,7 @@ def report_skipped(skipped: Sequence[tuple[Path, str]], *, stream=None, limit: i
 
 # ----------------------------------------------------------------------------- decoding many files
 
+
 def decode_gray_u8(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
     """``(path, size)`` -> ``((size, size) uint8 grey, None)`` or ``(None, reason)`` (picklable, for pools)."""
     path, size = args
@@ -393,9 +396,16 @@ def decoding_pool(workers: int = 0):
     return get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers)
 
 
-def decode_folder(paths: list[Path], size: int = 64, workers: int = 0, progress: bool = True,
-                  pool=None, job=decode_gray_u8, extra: tuple = (),
-                  shape: tuple = ()) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
+def decode_folder(
+    paths: list[Path],
+    size: int = 64,
+    workers: int = 0,
+    progress: bool = True,
+    pool=None,
+    job=decode_gray_u8,
+    extra: tuple = (),
+    shape: tuple = (),
+) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
     """Decode ``paths`` to a ``(M, size, size)`` uint8 array.
 
     Returns ``(images, kept_rows, skipped)``: ``kept_rows`` are the positions in ``paths`` of the
@@ -409,8 +419,7 @@ def decode_folder(paths: list[Path], size: int = 64, workers: int = 0, progress:
 
     jobs = [(str(p), size, *extra) for p in paths]
     workers = decoding_workers(workers)
-    bar = dict(total=len(jobs), desc="decoding", unit="img", disable=not progress or len(jobs) < 500,
-               file=sys.stderr)
+    bar = dict(total=len(jobs), desc="decoding", unit="img", disable=not progress or len(jobs) < 500, file=sys.stderr)
     if pool is not None:
         results = list(tqdm(pool.imap(job, jobs, chunksize=256), **bar))
     elif workers > 1 and len(jobs) >= 2000:

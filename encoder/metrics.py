@@ -12,6 +12,7 @@ Example:
     >>> psnr(a, b, per_image=True).tolist()
     [inf, 0.0]
 """
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,7 @@ def psnr(a: Any, b: Any, *, data_range: float | None = None, per_image: bool = F
     if type(a).__module__.startswith("torch"):
         import torch
 
-        d = (a.double() - b.double())
+        d = a.double() - b.double()
         mse = d.flatten(1).pow(2).mean(1) if per_image else d.pow(2).mean()
         return (10 * torch.log10(peak * peak / mse)).float()  # x / 0 -> inf, as numpy below
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
@@ -76,14 +77,14 @@ def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, win: int = 11) -> np.
     x = torch.as_tensor(np.asarray(a, np.float64)).unsqueeze(1)
     y = torch.as_tensor(np.asarray(b, np.float64)).unsqueeze(1)
     r = win // 2
-    g = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float64) ** 2) / (2 * sigma**2))
     g = g / g.sum()
     kh, kv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
 
     def blur(t):
-        return F.conv2d(F.conv2d(t, kh), kv)   # valid region only, as skimage crops the border
+        return F.conv2d(F.conv2d(t, kh), kv)  # valid region only, as skimage crops the border
 
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c1, c2 = 0.01**2, 0.03**2
     mx, my = blur(x), blur(y)
     sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))

@@ -3,6 +3,7 @@
 Every test makes its own small, seeded data; nothing is downloaded. Real photos come from the
 scikit-image and scikit-learn wheels.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -20,8 +20,8 @@ from PIL import Image
 @dataclass
 class Corpus:
     root: Path
-    good: list[str] = field(default_factory=list)   # ids (relative paths) that must be processed
-    bad: list[str] = field(default_factory=list)    # ids that must be reported by name
+    good: list[str] = field(default_factory=list)  # ids (relative paths) that must be processed
+    bad: list[str] = field(default_factory=list)  # ids that must be reported by name
     other: list[str] = field(default_factory=list)  # non-image names that a scan reports as skipped
 
 
@@ -32,14 +32,16 @@ def _photo(seed: int, size=(96, 80)) -> Image.Image:
     im = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
     arr = np.asarray(im).copy()
     y0, x0 = rng.integers(0, size[1] // 2), rng.integers(0, size[0] // 2)
-    arr[y0:y0 + 15, x0:x0 + 25] = rng.integers(0, 256, 3)
+    arr[y0 : y0 + 15, x0 : x0 + 25] = rng.integers(0, 256, 3)
     return Image.fromarray(arr)
 
 
 def _png_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> None:
     """A tiny PNG whose header claims width x height pixels (10 gigapixels)."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1000)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
@@ -71,7 +73,7 @@ def make_corpus(root: Path, n_photos: int = 6) -> Corpus:
     for i in range(n_photos):
         _photo(i).save(good(f"photos/p{i}.jpg"), quality=90)
     _photo(10).convert("CMYK").save(good("odd/cmyk.jpg"))
-    Image.fromarray((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)).save(good("odd/gray16.png"))
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).save(good("odd/gray16.png"))
     rgba = np.dstack([np.asarray(_photo(11)), np.full((80, 96), 128, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(good("odd/alpha.png"))
     pal = _photo(12).convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
@@ -84,7 +86,8 @@ def make_corpus(root: Path, n_photos: int = 6) -> Corpus:
     rot.save(good("odd/exif_rotated.jpg"), exif=exif.tobytes())
     Image.new("RGB", (1, 1), (200, 30, 30)).save(good("odd/one_pixel.png"))
     Image.fromarray(np.tile(np.arange(20000, dtype=np.uint32) % 256, (20, 1)).astype(np.uint8)).save(
-        good("odd/strip_20000x20.png"))
+        good("odd/strip_20000x20.png")
+    )
     _photo(17).save(good("names/ünïcødé ƒoto.png"))
     _photo(18).save(good("names/with  spaces and (parens).webp"))
     _photo(19).save(good("odd/grey.bmp"))
@@ -127,5 +130,6 @@ __all__ = ["Corpus", "make_corpus", "assert_reported"]
 
 if __name__ == "__main__":  # pragma: no cover - handy for eyeballing the corpus
     import sys
+
     print(make_corpus(Path(sys.argv[1])))
     os.system(f"ls -laR {sys.argv[1]}")

@@ -3,6 +3,7 @@
 Fixtures shared across folders live in ``tests/conftest.py``; plain functions that build data
 on disk live here so a test can call them with its own arguments.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -54,9 +55,7 @@ def tiny_fashion(src: Path, n_train: int = 200, n_test: int = 60) -> Path:
         labels = np.arange(n) % 10
         imgs = rng.integers(0, 40, (n, 28, 28))
         for i, c in enumerate(labels):
-            imgs[i, 2 + 2 * c: 6 + 2 * c, 4:24] = 230       # a bar whose height encodes the class
+            imgs[i, 2 + 2 * c : 6 + 2 * c, 4:24] = 230  # a bar whose height encodes the class
         write_idx(src / f"{prefix}-images-idx3-ubyte.gz", imgs)
         write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return src
-
-

@@ -3,6 +3,7 @@
 Never a traceback, never unpickled: the pickle payloads below would create a marker file
 when unpickled, and each test checks that the marker does not exist.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,6 +51,7 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
 def edit_json(name: str, fn):
     def edit(d: Path):
         (d / name).write_text(json.dumps(fn(json.loads((d / name).read_text()))))
+
     return edit
 
 
@@ -59,6 +61,7 @@ def truncate(name: str):
 
 def float_index_file(d: Path):
     import faiss
+
     faiss.write_index(faiss.IndexFlatL2(64), str(d / "index.faiss"))
 
 
@@ -66,8 +69,12 @@ def float_index_file(d: Path):
 CORRUPTIONS = [
     ("truncated index.faiss", truncate("index.faiss"), "index.faiss", "truncated"),
     ("zero-byte index.faiss", lambda d: (d / "index.faiss").write_bytes(b""), "index.faiss", "FAISS"),
-    ("garbage index.faiss", lambda d: (d / "index.faiss").write_bytes(np.random.default_rng(0).bytes(300)),
-     "index.faiss", "FAISS"),
+    (
+        "garbage index.faiss",
+        lambda d: (d / "index.faiss").write_bytes(np.random.default_rng(0).bytes(300)),
+        "index.faiss",
+        "FAISS",
+    ),
     ("float index.faiss in a hash index", float_index_file, "index.faiss", "not recognized"),
     ("missing index.faiss", lambda d: (d / "index.faiss").unlink(), "index.faiss", "missing"),
     ("truncated hashes.npy", truncate("hashes.npy"), "hashes.npy", ".npy"),
@@ -80,10 +87,18 @@ CORRUPTIONS = [
     ("truncated meta.json", truncate("meta.json"), "meta.json", "JSON"),
     ("meta.json a list", lambda d: (d / "meta.json").write_text("[]"), "meta.json", "dict"),
     ("meta.json of another format", edit_json("meta.json", lambda m: {**m, "format": 99}), "", "format 99"),
-    ("meta.json without kind", edit_json("meta.json", lambda m: {k: v for k, v in m.items() if k != "kind"}),
-     "meta.json", "kind"),
-    ("meta.json says codes, folder holds hashes", edit_json("meta.json", lambda m: {**m, "kind": "code"}),
-     "codes.npy", "missing"),
+    (
+        "meta.json without kind",
+        edit_json("meta.json", lambda m: {k: v for k, v in m.items() if k != "kind"}),
+        "meta.json",
+        "kind",
+    ),
+    (
+        "meta.json says codes, folder holds hashes",
+        edit_json("meta.json", lambda m: {**m, "kind": "code"}),
+        "codes.npy",
+        "missing",
+    ),
 ]
 
 
@@ -98,8 +113,12 @@ def test_corrupt_index_is_refused_by_every_command(built, tmp_path, capsys, name
     with pytest.raises((CorruptIndexError, FileNotFoundError)) as e:
         Index.load(bad)
     assert names in str(e.value) and says in str(e.value), str(e.value)
-    for argv in (["query", str(bad), str(imgs / "img0.png")], ["add", str(bad), str(imgs / "img1.png")],
-                 ["remove", str(bad), "img1.png"], ["dedup", str(bad)]):
+    for argv in (
+        ["query", str(bad), str(imgs / "img0.png")],
+        ["add", str(bad), str(imgs / "img1.png")],
+        ["remove", str(bad), "img1.png"],
+        ["dedup", str(bad)],
+    ):
         capsys.readouterr()
         assert search.main(argv) == 2, argv  # an uncaught exception would fail the test here
         err = capsys.readouterr().err
@@ -146,6 +165,7 @@ def test_pickled_vectors_are_refused_never_unpickled(built, tmp_path, capsys, ho
 
 # ----------------------------------------------------------------------------- checkpoints
 
+
 def ckpt_corruptions():
     """(name, make(path, good_ckpt_path, marker), words the message must contain)."""
     import torch
@@ -171,6 +191,7 @@ def ckpt_corruptions():
 
     def wrong_shapes(p, good, marker):  # config says 16-d codes, weights are of an 8-d model
         from encoder.ae.model import ConvAutoencoder
+
         obj = torch.load(good, weights_only=True)
         torch.save({**obj, "state_dict": ConvAutoencoder(code_dim=8, width=4).state_dict()}, p)
 
@@ -207,8 +228,9 @@ CKPT_CASES = ckpt_corruptions()
 @pytest.fixture(scope="module")
 def encoder_file(tmp_path_factory) -> Path:
     import torch
-    from encoder.ae.model import ConvAutoencoder
+
     from encoder.ae.inference import save_encoder
+    from encoder.ae.model import ConvAutoencoder
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("enc") / "encoder.pt"
@@ -219,8 +241,8 @@ def encoder_file(tmp_path_factory) -> Path:
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch warns before refusing the raw pickle
 @pytest.mark.parametrize("name,make,says", CKPT_CASES, ids=[c[0] for c in CKPT_CASES])
 def test_corrupt_or_foreign_checkpoint_is_refused(encoder_file, built, tmp_path, capsys, name, make, says):
-    from encoder.ae.inference import CheckpointError, load_encoder
     import train
+    from encoder.ae.inference import CheckpointError, load_encoder
 
     bad, marker = tmp_path / "model.ckpt", tmp_path / "UNPICKLED"
     make(bad, encoder_file, marker)
@@ -262,14 +284,17 @@ def test_pickled_codes_file_is_refused_never_unpickled(encoder_file, tmp_path, c
 @pytest.fixture(scope="module")
 def ae_built(built, encoder_file, tmp_path_factory) -> Path:
     idx = tmp_path_factory.mktemp("ae") / "idx"
-    assert search.main(["index", str(built[1]), "--method", "ae", "--checkpoint", str(encoder_file), "-o", str(idx)]) == 0
+    assert (
+        search.main(["index", str(built[1]), "--method", "ae", "--checkpoint", str(encoder_file), "-o", str(idx)]) == 0
+    )
     return idx
 
 
 def test_ae_index_refuses_a_model_of_another_code_size(ae_built, built, tmp_path, capsys):
     import torch
-    from encoder.ae.model import ConvAutoencoder
+
     from encoder.ae.inference import save_encoder
+    from encoder.ae.model import ConvAutoencoder
 
     torch.manual_seed(1)
     other = tmp_path / "other_size.pt"
@@ -286,12 +311,21 @@ def test_ae_index_refuses_a_model_of_another_code_size(ae_built, built, tmp_path
 AE_CORRUPTIONS = [
     ("truncated codes.npy", truncate("codes.npy"), "codes.npy", ".npy"),
     ("float64 codes.npy", lambda d: np.save(d / "codes.npy", np.zeros((3, 16))), "codes.npy", "float32"),
-    ("codes.npy of another width", lambda d: np.save(d / "codes.npy", np.zeros((3, 8), np.float32)), "codes.npy",
-     "dim=16"),
+    (
+        "codes.npy of another width",
+        lambda d: np.save(d / "codes.npy", np.zeros((3, 8), np.float32)),
+        "codes.npy",
+        "dim=16",
+    ),
     ("truncated index.faiss", truncate("index.faiss"), "index.faiss", "FAISS"),
-    ("binary index.faiss in a code index",
-     lambda d: __import__("faiss").write_index_binary(__import__("faiss").IndexBinaryFlat(64), str(d / "index.faiss")),
-     "index.faiss", "FAISS"),
+    (
+        "binary index.faiss in a code index",
+        lambda d: __import__("faiss").write_index_binary(
+            __import__("faiss").IndexBinaryFlat(64), str(d / "index.faiss")
+        ),
+        "index.faiss",
+        "FAISS",
+    ),
 ]
 
 
@@ -331,4 +365,4 @@ def test_hash_only_options_refuse_an_ae_index(ae_built, built, capsys):
     assert search.main(["dedup", str(ae_built)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(ae_built) in err and "hash index" in err, err
-    assert search.main(["query", str(ae_built), str(built[1] / "img0.png"), "--mirror"]) == 0   # codes too (issue 15)
+    assert search.main(["query", str(ae_built), str(built[1] / "img0.png"), "--mirror"]) == 0  # codes too (issue 15)

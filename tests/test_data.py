@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,8 +56,8 @@ def test_16bit_gray_is_scaled_not_clipped(tmp_path):
 
 def test_alpha_composited_on_background(tmp_path):
     arr = np.zeros((4, 4, 4), np.uint8)
-    arr[..., 0] = 255         # red
-    arr[:2, :, 3] = 255       # top half opaque, bottom half fully transparent
+    arr[..., 0] = 255  # red
+    arr[:2, :, 3] = 255  # top half opaque, bottom half fully transparent
     Image.fromarray(arr, "RGBA").save(tmp_path / "a.png")
     out = load_rgb(tmp_path / "a.png")
     np.testing.assert_array_equal(out[0, 0], [255, 0, 0])
@@ -144,8 +143,10 @@ def test_unreadable_permissions(tmp_path, monkeypatch):
     f = tmp_path / "x.png"
     Image.new("RGB", (4, 4)).save(f)
     if os.geteuid() == 0:  # root reads any file: make the open itself fail as it would for a user
+
         def denied(*a, **k):
             raise PermissionError(13, "Permission denied", str(f))
+
         monkeypatch.setattr(Image, "open", denied)
     else:
         f.chmod(0)

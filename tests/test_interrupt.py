@@ -5,6 +5,7 @@ cut or the OOM killer) at a chosen point of its write: half way through a file o
 index, or with every new file written but not yet swapped in. Single-file writers
 (``save_npy``, ``save_torch``) are killed half way through their file the same way.
 """
+
 from __future__ import annotations
 
 import json
@@ -119,14 +120,19 @@ def old_index(tmp_path):
 def test_sigkill_mid_write_keeps_previous_index(tmp_path, old_index, cmd, stage):
     idx, ids, hashes, imgs = old_index
     photos(tmp_path / "imgs", [4, 5])  # more images: the new index would differ
-    args = (["index", str(tmp_path / "imgs"), "-o", str(idx)] if cmd == "index"
-            else ["add", str(idx), str(tmp_path / "imgs" / "img4.png"), str(tmp_path / "imgs" / "img5.png")])
+    args = (
+        ["index", str(tmp_path / "imgs"), "-o", str(idx)]
+        if cmd == "index"
+        else ["add", str(idx), str(tmp_path / "imgs" / "img4.png"), str(tmp_path / "imgs" / "img5.png")]
+    )
     proc = python(BLOCKING_SEARCH, stage, *args, wait=False)
 
     def ready() -> bool:
         tmps = [d for d in stray(tmp_path, "idx") if d.suffix == ".tmp"]
-        want = {"partial": ["index.faiss"], "unswapped": ["codes.npy", "hashes.npy", "ids.json", "index.faiss",
-                                                          "meta.json"]}[stage]
+        want = {
+            "partial": ["index.faiss"],
+            "unswapped": ["codes.npy", "hashes.npy", "ids.json", "index.faiss", "meta.json"],
+        }[stage]
         return any(sum((d / f).exists() for f in want) >= (1 if stage == "partial" else 4) for d in tmps)
 
     kill_when(proc, ready)
@@ -146,6 +152,7 @@ def test_exception_mid_write_keeps_previous_index(tmp_path, old_index, monkeypat
 
     def fail(*a, **k):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr("faiss.write_index_binary", fail)
     with pytest.raises(OSError, match="No space"):
         new.save(idx)
@@ -186,7 +193,6 @@ def test_atomic_dir_swap_is_complete_at_every_instant(tmp_path):
         assert p.returncode in (0, -signal.SIGKILL), p.stderr
         contents = sorted(f.read_text() for f in d.iterdir()) if d.is_dir() else []
         assert any(contents == [w] * 50 for w in want), f"{when}: {contents[:3]}... ({len(contents)} files)"
-
 
 
 def test_atomic_dir_without_rename_exchange(tmp_path, monkeypatch):
@@ -288,9 +294,23 @@ def test_sigkill_while_saving_a_training_checkpoint_keeps_the_previous_one(tmp_p
 
     photos(tmp_path / "imgs", range(12))
     run_dir = tmp_path / "run"
-    args = ["fit", "--config", "configs/smoke.yaml", "--data.root", str(tmp_path / "imgs"),
-            "--trainer.default_root_dir", str(run_dir), "--trainer.logger.init_args.save_dir", str(run_dir),
-            "--trainer.max_epochs", "2", "--early_stopping.patience", "5", "--trainer.enable_progress_bar", "false"]
+    args = [
+        "fit",
+        "--config",
+        "configs/smoke.yaml",
+        "--data.root",
+        str(tmp_path / "imgs"),
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.logger.init_args.save_dir",
+        str(run_dir),
+        "--trainer.max_epochs",
+        "2",
+        "--early_stopping.patience",
+        "5",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     p = python(TRAIN_KILLED_SAVING_EPOCH_1, *args)
     assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
     (last,) = run_dir.rglob("last.ckpt")
@@ -299,8 +319,12 @@ def test_sigkill_while_saving_a_training_checkpoint_keeps_the_previous_one(tmp_p
     left = [f for f in last.parent.iterdir() if f.name.endswith(".tmp")]
     assert left, "the kill should have left the half-written temp file"
     # and training resumes from it
-    p = python("import sys; sys.argv = ['train.py', *sys.argv[1:]]\nfrom encoder.cli.train import main\nmain()",
-               *args, "--ckpt_path", str(last))
+    p = python(
+        "import sys; sys.argv = ['train.py', *sys.argv[1:]]\nfrom encoder.cli.train import main\nmain()",
+        *args,
+        "--ckpt_path",
+        str(last),
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     newest = max(run_dir.rglob("last.ckpt"), key=lambda f: f.stat().st_mtime)
     assert torch.load(newest, map_location="cpu", weights_only=True)["epoch"] == 1

@@ -1,4 +1,5 @@
 """The README's promises: its two commands, and its quick start run on small data (so it cannot rot)."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-
 from helpers import tiny_fashion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,9 +44,27 @@ def demo(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("demo")
     src = tiny_fashion(tmp / "idx")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "encoder.cli.demo", "--quick", "--source", str(src),
-                        "--data", str(tmp / "fm"), "--out", str(tmp / "out"), "--queries", "2"],
-                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "encoder.cli.demo",
+            "--quick",
+            "--source",
+            str(src),
+            "--data",
+            str(tmp / "fm"),
+            "--out",
+            str(tmp / "out"),
+            "--queries",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return tmp / "out"
 
@@ -58,7 +75,7 @@ def test_quick_start_main_job(demo):
     methods = {r["method"]: r for r in s["retrieval"]["results"]}
     assert {"ae", "phash", "raw", "pca"} <= set(methods)
     assert all(0 <= m["P@5"] <= 1 for m in methods.values())
-    assert methods["raw"]["P@5"] > 0.5          # the classes are easy: a sanity check of the labels
+    assert methods["raw"]["P@5"] > 0.5  # the classes are easy: a sanity check of the labels
     assert [r["k"] for r in s["quantize"]] == [16, 64, 256]
     assert all(r["bytes_after"] < r["bytes_before"] for r in s["quantize"])
     for f in ("query_ae_0000.png", "query_phash_0001.png", "recon/grid.png", "summary.md", "evaluate.json"):
@@ -77,9 +94,11 @@ def test_readme_python_api(demo, tmp_path, monkeypatch):
     from PIL import Image
 
     Image.open(imgs[0]).convert("RGB").save(tmp_path / "photo.jpg")
-    code = (code.replace("runs/demo/train/fashion_mnist/version_0/checkpoints/best.ckpt", str(ckpt))
-                .replace("runs/demo/index_ae", str(demo / "index_ae"))
-                .replace('"a.png", "b.jpg"', f'"{imgs[0]}", "{imgs[1]}"'))
+    code = (
+        code.replace("runs/demo/train/fashion_mnist/version_0/checkpoints/best.ckpt", str(ckpt))
+        .replace("runs/demo/index_ae", str(demo / "index_ae"))
+        .replace('"a.png", "b.jpg"', f'"{imgs[0]}", "{imgs[1]}"')
+    )
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     exec(compile(code, "README.md", "exec"), ns)

@@ -5,6 +5,7 @@ non-zero exit, not a caught exception. For each CLI the test counts the files it
 good ones it produced correct output for, the bad ones it reported by name, and the crashes,
 and asserts on those counts. ``pytest -s tests/test_reliability.py`` prints the table.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus import Corpus, make_corpus
 from PIL import Image
 
-from corpus import Corpus, make_corpus
 from encoder.search.index import Index
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 @dataclass
 class Row:
     cli: str
-    tried: int       # files the command was pointed at (good + bad)
-    produced: int    # good files with correct output
-    reported: int    # bad files named on stderr
-    crashed: int     # runs that ended in a traceback or a non-zero exit
+    tried: int  # files the command was pointed at (good + bad)
+    produced: int  # good files with correct output
+    reported: int  # bad files named on stderr
+    crashed: int  # runs that ended in a traceback or a non-zero exit
 
 
 ROWS: list[Row] = []
@@ -49,8 +50,7 @@ def table():
 
 def run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 def crashed(p: subprocess.CompletedProcess) -> int:
@@ -64,8 +64,13 @@ def reported(p: subprocess.CompletedProcess, corpus: Corpus) -> list[str]:
 
 
 def record(cli: str, p: subprocess.CompletedProcess, corpus: Corpus, produced: int, tried: int | None = None) -> Row:
-    row = Row(cli, len(corpus.good) + len(corpus.bad) if tried is None else tried, produced,
-              len(reported(p, corpus)), crashed(p))
+    row = Row(
+        cli,
+        len(corpus.good) + len(corpus.bad) if tried is None else tried,
+        produced,
+        len(reported(p, corpus)),
+        crashed(p),
+    )
     ROWS.append(row)
     return row
 
@@ -137,8 +142,7 @@ def test_query_folder_finds_each_good_image_itself(corpus, phash_index):
         me = Path(res["query"]).relative_to(corpus.root).as_posix()
         nb = res["neighbours"]
         # itself at distance 0, at rank 1 or tied with rank 1 (flat images share a hash)
-        ok += (len(nb) == k and nb[0]["distance"] == 0
-               and any(n["id"] == me and n["distance"] == 0 for n in nb))
+        ok += len(nb) == k and nb[0]["distance"] == 0 and any(n["id"] == me and n["distance"] == 0 for n in nb)
     assert sorted(Path(r["query"]).relative_to(corpus.root).as_posix() for r in results) == sorted(corpus.good)
     expect_all(record("search.py query <folder>", p, corpus, ok), corpus, p)
 
@@ -195,14 +199,30 @@ def test_dedup_and_remove(corpus, phash_index, tmp_path):
 
 # ----------------------------------------------------------------------------- autoencoder
 
+
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """A smoke-sized fit on the mixed folder, one image per batch (and no repeats of a small folder)
     so the step counts are image counts."""
     run_dir = tmp_path_factory.mktemp("train")
-    p = run("train.py", "fit", "--config", "configs/smoke.yaml", "--data.root", str(corpus.root),
-            "--data.batch_size", "1", "--data.min_steps_per_epoch", "1", "--trainer.default_root_dir", str(run_dir),
-            "--trainer.logger.init_args.save_dir", str(run_dir), "--trainer.enable_progress_bar", "false")
+    p = run(
+        "train.py",
+        "fit",
+        "--config",
+        "configs/smoke.yaml",
+        "--data.root",
+        str(corpus.root),
+        "--data.batch_size",
+        "1",
+        "--data.min_steps_per_epoch",
+        "1",
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.logger.init_args.save_dir",
+        str(run_dir),
+        "--trainer.enable_progress_bar",
+        "false",
+    )
     return run_dir, p
 
 
@@ -236,8 +256,11 @@ def test_reconstruct_folder_with_trained_model(corpus, trained, tmp_path):
 def ae_index(corpus, trained, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     (ckpt,) = sorted(trained[0].rglob("last.ckpt"))
     idx = tmp_path_factory.mktemp("ae") / "idx"
-    return idx, ckpt, run("search.py", "index", str(corpus.root), "--method", "ae", "--checkpoint", str(ckpt),
-                          "-o", str(idx))
+    return (
+        idx,
+        ckpt,
+        run("search.py", "index", str(corpus.root), "--method", "ae", "--checkpoint", str(ckpt), "-o", str(idx)),
+    )
 
 
 def test_ae_index_folder(corpus, ae_index):

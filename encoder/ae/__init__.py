@@ -10,12 +10,21 @@ Example::
     >>> enc = load_encoder("runs/train/checkpoints/best.ckpt")
     >>> codes, kept = encode_paths(enc, ["a.png", "b.jpg"])              # (2, 128) float32
 """
+
 from encoder._lazy import exports
 
 _TABLE = {
     "encoder.ae.model": ("ConvAutoencoder", "ConvEncoder", "ConvDecoder", "ARCH", "DEFAULT_WIDTH"),
-    "encoder.ae.inference": ("Encoder", "CheckpointError", "load_encoder", "load_model",
-                             "encoder_from_model", "save_encoder", "read_checkpoint", "fingerprint"),
+    "encoder.ae.inference": (
+        "Encoder",
+        "CheckpointError",
+        "load_encoder",
+        "load_model",
+        "encoder_from_model",
+        "save_encoder",
+        "read_checkpoint",
+        "fingerprint",
+    ),
     "encoder.ae.runtime": ("encode_paths", "OnnxEncoder"),
     "encoder.ae.recon": ("reconstruct_paths", "decode_to_files", "load_codes", "save_grid"),
     "encoder.ae.export": ("export_encoder", "OnnxCheckUnavailable"),
@@ -24,6 +33,8 @@ _TABLE = {
     "encoder.ae.datamodule": ("ImageFolderDataModule", "PathDataset"),
 }
 
-__getattr__, __dir__ = exports(__name__, {
-    name: f"{module}:{name}" for module, names in _TABLE.items() for name in names}
-    | {"export_fashion_mnist": "encoder.ae.fashion_mnist:export"})
+__getattr__, __dir__ = exports(
+    __name__,
+    {name: f"{module}:{name}" for module, names in _TABLE.items() for name in names}
+    | {"export_fashion_mnist": "encoder.ae.fashion_mnist:export"},
+)

@@ -23,6 +23,7 @@ Example:
     >>> y.shape, bool(y.min() >= 0), bool(y.max() <= 1)
     (torch.Size([4, 1, 64, 64]), True, True)
 """
+
 from __future__ import annotations
 
 import math
@@ -36,24 +37,35 @@ import torch.nn.functional as F
 class Augmentation:
     """Ranges of the random draws (0 switches an operation off)."""
 
-    crop_area: tuple[float, float] = (0.25, 1.0)   # share of the picture a crop keeps
-    aspect: float = 3.0                             # aspect change up to x3 either way
-    flip: float = 0.5                               # probability of a horizontal flip
-    rotate: float = 10.0                            # degrees, either way
-    gamma: float = 1.0                              # log-gamma in [-gamma, gamma]
-    brightness: float = 0.4                         # factor in [1 - b, 1 + b/2]
-    contrast: float = 0.4                           # factor in [1 - c, 1 + c]
-    wiggle: float = 0.12                            # amplitude of sin(2 pi v) added to the tone curve
-    blur: float = 0.3                               # probability of a blur
-    downscale: float = 0.3                          # probability of a down-and-up resize
-    noise: float = 0.03                             # largest noise standard deviation
-    overlay: float = 0.2                            # probability of a banner
+    crop_area: tuple[float, float] = (0.25, 1.0)  # share of the picture a crop keeps
+    aspect: float = 3.0  # aspect change up to x3 either way
+    flip: float = 0.5  # probability of a horizontal flip
+    rotate: float = 10.0  # degrees, either way
+    gamma: float = 1.0  # log-gamma in [-gamma, gamma]
+    brightness: float = 0.4  # factor in [1 - b, 1 + b/2]
+    contrast: float = 0.4  # factor in [1 - c, 1 + c]
+    wiggle: float = 0.12  # amplitude of sin(2 pi v) added to the tone curve
+    blur: float = 0.3  # probability of a blur
+    downscale: float = 0.3  # probability of a down-and-up resize
+    noise: float = 0.03  # largest noise standard deviation
+    overlay: float = 0.2  # probability of a banner
 
 
 PRESETS: dict[str, Augmentation | None] = {
     "shift": None,
-    "light": Augmentation(crop_area=(0.6, 1.0), aspect=1.5, rotate=5.0, gamma=0.5, brightness=0.2,
-                          contrast=0.2, wiggle=0.05, blur=0.2, downscale=0.2, noise=0.02, overlay=0.1),
+    "light": Augmentation(
+        crop_area=(0.6, 1.0),
+        aspect=1.5,
+        rotate=5.0,
+        gamma=0.5,
+        brightness=0.2,
+        contrast=0.2,
+        wiggle=0.05,
+        blur=0.2,
+        downscale=0.2,
+        noise=0.02,
+        overlay=0.1,
+    ),
     "strong": Augmentation(),
 }
 
@@ -66,15 +78,16 @@ def _geometry(x: torch.Tensor, a: Augmentation) -> torch.Tensor:
     n, dev = len(x), x.device
     area = _uniform(n, *a.crop_area, dev)
     log_r = _uniform(n, -math.log(a.aspect), math.log(a.aspect), dev) if a.aspect > 1 else torch.zeros(n, device=dev)
-    sw = (area * log_r.exp()).sqrt().clamp(max=1.0)          # half-widths in grid units (1 = whole side)
+    sw = (area * log_r.exp()).sqrt().clamp(max=1.0)  # half-widths in grid units (1 = whole side)
     sh = (area / log_r.exp()).sqrt().clamp(max=1.0)
     cx = (torch.rand(n, device=dev) * 2 - 1) * (1 - sw)
     cy = (torch.rand(n, device=dev) * 2 - 1) * (1 - sh)
     ang = _uniform(n, -a.rotate, a.rotate, dev) * (math.pi / 180)
     flip = torch.where(torch.rand(n, device=dev) < a.flip, -1.0, 1.0)
     cos, sin = ang.cos(), ang.sin()
-    theta = torch.stack([torch.stack([sw * cos * flip, -sh * sin, cx], 1),
-                         torch.stack([sw * sin * flip, sh * cos, cy], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([sw * cos * flip, -sh * sin, cx], 1), torch.stack([sw * sin * flip, sh * cos, cy], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # zeros outside the picture: a rotated copy has black corners, as Pillow's rotate leaves them
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

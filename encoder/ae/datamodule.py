@@ -7,6 +7,7 @@ skipped. When every image sits in a class subfolder (``root/<class>/...``) the s
 names are the labels. :class:`PathDataset` decodes on demand for prediction over folders too
 big to cache.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,15 +38,24 @@ class ImageFolderDataModule(pl.LightningDataModule):
             early stopping and the learning-rate schedule then see real progress per epoch.
     """
 
-    def __init__(self, root: str = "data/fashion-mnist/train", image_size: int = 64, batch_size: int = 256,
-                 val_fraction: float = 0.1, num_workers: int = 0, seed: int = 0, limit: int | None = None,
-                 min_steps_per_epoch: int = 20):
+    def __init__(
+        self,
+        root: str = "data/fashion-mnist/train",
+        image_size: int = 64,
+        batch_size: int = 256,
+        val_fraction: float = 0.1,
+        num_workers: int = 0,
+        seed: int = 0,
+        limit: int | None = None,
+        min_steps_per_epoch: int = 20,
+    ):
         super().__init__()
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if batch_size < 1 or min_steps_per_epoch < 1:
-            raise ValueError(f"batch_size and min_steps_per_epoch must be >= 1, "
-                             f"got {batch_size}, {min_steps_per_epoch}")
+            raise ValueError(
+                f"batch_size and min_steps_per_epoch must be >= 1, got {batch_size}, {min_steps_per_epoch}"
+            )
         self.min_steps_per_epoch = min_steps_per_epoch
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.val_fraction, self.num_workers, self.seed, self.limit = val_fraction, num_workers, seed, limit
@@ -77,8 +87,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if rank_zero and self.skipped:
             report_skipped(self.skipped, limit=50)
         if len(images) == 0:
-            raise ValueError(f"no readable images in {self.root} ({len(paths)} image files tried, "
-                             f"{len(self.skipped)} skipped): expected a folder of images")
+            raise ValueError(
+                f"no readable images in {self.root} ({len(paths)} image files tried, "
+                f"{len(self.skipped)} skipped): expected a folder of images"
+            )
         self.ids = [scan.relative(paths[i]) for i in kept]
         labels, self.class_names = folder_labels(self.ids)
         self.images = torch.from_numpy(images)
@@ -92,20 +104,27 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if len(self.train_rows) == 0:
             raise ValueError(f"only {len(self.ids)} readable images in {self.root}: too few to train")
         if rank_zero:
-            print(f"{self.root}: {len(self.train_rows)} training + {len(self.val_rows)} validation images"
-                  f"{f', {len(self.class_names)} classes' if self.class_names else ''}"
-                  f"{f', {len(self.skipped)} files skipped' if self.skipped else ''}", file=sys.stderr)
+            print(
+                f"{self.root}: {len(self.train_rows)} training + {len(self.val_rows)} validation images"
+                f"{f', {len(self.class_names)} classes' if self.class_names else ''}"
+                f"{f', {len(self.skipped)} files skipped' if self.skipped else ''}",
+                file=sys.stderr,
+            )
 
     def _dataset(self, rows: torch.Tensor) -> TensorDataset:
         return TensorDataset(self.images[rows], self.labels[rows])
 
     def _loader(self, rows, shuffle: bool) -> DataLoader:
         draws = self.min_steps_per_epoch * self.batch_size
-        if shuffle and len(rows) < draws:   # a small folder: repeated (the shuffle mixes the repeats)
+        if shuffle and len(rows) < draws:  # a small folder: repeated (the shuffle mixes the repeats)
             rows = rows.repeat(-(-draws // len(rows)))
-        return DataLoader(self._dataset(rows), batch_size=self.batch_size, shuffle=shuffle,
-                          drop_last=shuffle and len(rows) > self.batch_size,
-                          pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            self._dataset(rows),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(rows) > self.batch_size,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_rows, shuffle=True)

@@ -15,6 +15,7 @@ Example:
     >>> export_encoder("runs/train/checkpoints/last.ckpt", "runs/encoder.onnx")   # doctest: +SKIP
     {'checkpoint': ..., 'output': 'runs/encoder.onnx', ..., 'checked': True, 'max_abs_diff': 2.4e-07}
 """
+
 from __future__ import annotations
 
 import io
@@ -40,11 +41,12 @@ class OnnxCheckUnavailable(ImportError):
 def _onnxruntime():
     """The onnxruntime module, or :class:`OnnxCheckUnavailable` saying how to go on."""
     try:
-        import onnxruntime   # late: only a checked ONNX export needs it, and it is optional
+        import onnxruntime  # late: only a checked ONNX export needs it, and it is optional
     except ImportError:
         raise OnnxCheckUnavailable(
             "checking the ONNX export against torch needs the onnxruntime package, which is not "
-            "installed: install onnxruntime, or pass --no-check (check=False) to write it unchecked") from None
+            "installed: install onnxruntime, or pass --no-check (check=False) to write it unchecked"
+        ) from None
     return onnxruntime
 
 
@@ -57,10 +59,15 @@ def export_encoder(checkpoint: str | os.PathLike, out: str | os.PathLike, check:
     out = Path(out)
     if out.suffix not in (".pt", ".onnx"):
         raise ValueError(f"export target must end in .onnx or .pt, got {out.name!r}")
-    ort = _onnxruntime() if check and out.suffix == ".onnx" else None   # before anything is written
+    ort = _onnxruntime() if check and out.suffix == ".onnx" else None  # before anything is written
     model = load_model(checkpoint)
-    info = {"checkpoint": str(checkpoint), "output": str(out), "fingerprint": fingerprint(model),
-            "code_dim": model.code_dim, "image_size": model.image_size}
+    info = {
+        "checkpoint": str(checkpoint),
+        "output": str(out),
+        "fingerprint": fingerprint(model),
+        "code_dim": model.code_dim,
+        "image_size": model.image_size,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".pt":
         save_encoder(model, out)
@@ -84,14 +91,24 @@ def onnx_graph(model: ConvAutoencoder, part: str = "encoder", *, check: bool = T
         raise ValueError(f"part={part!r} must be 'encoder' or 'decoder'")
     net = (model.encoder if part == "encoder" else model.decoder).eval()
     g = torch.Generator().manual_seed(0)
-    sample = (torch.rand(4, 1, model.image_size, model.image_size, generator=g) if part == "encoder"
-              else torch.randn(4, model.code_dim, generator=g))
+    sample = (
+        torch.rand(4, 1, model.image_size, model.image_size, generator=g)
+        if part == "encoder"
+        else torch.randn(4, model.code_dim, generator=g)
+    )
     names = (["images"], ["codes"]) if part == "encoder" else (["codes"], ["images"])
     buf = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(net.float().cpu(), (sample,), buf, input_names=names[0], output_names=names[1],
-                          dynamic_axes={names[0][0]: {0: "batch"}, names[1][0]: {0: "batch"}},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            net.float().cpu(),
+            (sample,),
+            buf,
+            input_names=names[0],
+            output_names=names[1],
+            dynamic_axes={names[0][0]: {0: "batch"}, names[1][0]: {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     data = buf.getvalue()
     return data, (check_onnx(net, data, sample) if check else None)
 
@@ -110,8 +127,9 @@ def check_onnx(net: torch.nn.Module, graph: str | os.PathLike | bytes, inputs: t
     diff = float(np.abs(got - want).max())
     if diff > ONNX_TOLERANCE:
         where = "the graph" if isinstance(graph, bytes) else str(graph)
-        raise RuntimeError(f"ONNX export of {where} disagrees with torch: max abs difference {diff:.2e} "
-                           f"> {ONNX_TOLERANCE:.0e}")
+        raise RuntimeError(
+            f"ONNX export of {where} disagrees with torch: max abs difference {diff:.2e} > {ONNX_TOLERANCE:.0e}"
+        )
     return diff
 
 
@@ -121,6 +139,11 @@ def onnx_attachments(model: ConvAutoencoder) -> dict[str, bytes]:
     fingerprint, sizes and the measured max abs differences)."""
     enc, d_enc = onnx_graph(model, "encoder")
     dec, d_dec = onnx_graph(model, "decoder")
-    info = {"fingerprint": fingerprint(model), "code_dim": model.code_dim, "image_size": model.image_size,
-            "max_abs_diff": {"encoder": d_enc, "decoder": d_dec}, "tolerance": ONNX_TOLERANCE}
+    info = {
+        "fingerprint": fingerprint(model),
+        "code_dim": model.code_dim,
+        "image_size": model.image_size,
+        "max_abs_diff": {"encoder": d_enc, "decoder": d_dec},
+        "tolerance": ONNX_TOLERANCE,
+    }
     return dict(zip(ONNX_FILES, (enc, dec, json.dumps(info, indent=1).encode())))

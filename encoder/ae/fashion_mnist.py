@@ -17,6 +17,7 @@ Example:
     >>> export("data/fashion-mnist")          # doctest: +SKIP
     PosixPath('data/fashion-mnist')
 """
+
 from __future__ import annotations
 
 import gzip
@@ -32,10 +33,11 @@ from PIL import Image
 from encoder.atomic import atomic_dir
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
-           "sandal", "shirt", "sneaker", "bag", "ankle-boot")
-FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -49,7 +51,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
         raise ValueError(f"{path}: expected an unsigned-byte IDX file, got header {data[:4].hex()}")
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise ValueError(f"{path}: header says {dims} but holds {body.size} bytes")
@@ -101,8 +103,9 @@ def _existing(out: Path) -> dict | None:
     return done if isinstance(done, dict) else None
 
 
-def export(out: str | os.PathLike = "data/fashion-mnist", source: str | os.PathLike | None = None,
-           limit: int | None = None) -> Path:
+def export(
+    out: str | os.PathLike = "data/fashion-mnist", source: str | os.PathLike | None = None, limit: int | None = None
+) -> Path:
     """Write Fashion-MNIST as PNG files under ``out`` (see module docstring); return ``out``.
 
     ``limit`` keeps only the first ``limit`` images of each split (for quick runs/tests).
@@ -125,7 +128,8 @@ def export(out: str | os.PathLike = "data/fashion-mnist", source: str | os.PathL
             for c in CLASSES:
                 (tmp / split / c).mkdir(parents=True)
             for i in range(n):
-                Image.fromarray(images[i], "L").save(tmp / split / CLASSES[labels[i]] / f"{i:05d}.png",
-                                                     compress_level=1)
+                Image.fromarray(images[i], "L").save(
+                    tmp / split / CLASSES[labels[i]] / f"{i:05d}.png", compress_level=1
+                )
         (tmp / "DONE").write_text(json.dumps({**want, "counts": counts}) + "\n")
     return out

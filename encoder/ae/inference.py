@@ -17,6 +17,7 @@ Example:
     >>> enc.decode(codes).shape                                      # doctest: +SKIP
     (2, 64, 64)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoder.atomic import save_torch
 from encoder.ae.model import ARCH, DEFAULT_WIDTH, WHITENING_KEYS, ConvAutoencoder
 from encoder.ae.runtime import BatchedCoder, encode_paths  # noqa: F401  (encode_paths: re-exported)
+from encoder.atomic import save_torch
 from encoder.data import GRAY_PREPROCESS_VERSION
 
 
@@ -75,7 +76,7 @@ def fingerprint(model: ConvAutoencoder) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(model.config, sort_keys=True).encode())
     h.update(GRAY_PREPROCESS_VERSION.encode())
-    plain = not model.whitened    # identity whitening hashes as before the buffers existed
+    plain = not model.whitened  # identity whitening hashes as before the buffers existed
     for name, t in sorted(model.state_dict().items()):
         if plain and name in WHITENING_KEYS:
             continue
@@ -100,36 +101,45 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if path.is_dir():
         raise CheckpointError(f"expected a checkpoint file (.ckpt or .pt), got a folder: {path}")
     try:
-        with warnings.catch_warnings():   # torch's pickle-protocol notice would come before our message
+        with warnings.catch_warnings():  # torch's pickle-protocol notice would come before our message
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - garbage bytes fail in many ways (IndexError, KeyError, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot load checkpoint {path}: not a torch checkpoint of plain tensors "
-                              f"({first[:200]})") from None
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: not a torch checkpoint of plain tensors ({first[:200]})"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(obj).__name__}")
     return obj
 
 
 def _config_and_weights(obj: dict, path: Path) -> tuple[dict, dict]:
-    if "config" in obj and "state_dict" in obj:                      # encoder file (save_encoder)
+    if "config" in obj and "state_dict" in obj:  # encoder file (save_encoder)
         return dict(obj["config"]), obj["state_dict"]
-    if "state_dict" in obj and "hyper_parameters" in obj:            # Lightning checkpoint
+    if "state_dict" in obj and "hyper_parameters" in obj:  # Lightning checkpoint
         hp = obj["hyper_parameters"]
         # AutoencoderModule saves all its arguments, defaults included, so a missing key can only
         # mean a run with its default width, which has always been 16 (= DEFAULT_WIDTH; only the
         # bare model's default used to be 32). Reading it as 16 is what this did before.
-        cfg = {"arch": hp.get("arch", ARCH), "code_dim": hp.get("code_dim", 128),
-               "width": hp.get("width", DEFAULT_WIDTH), "image_size": hp.get("image_size", 64),
-               "tone": hp.get("tone", False)}
-        sd = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
+        cfg = {
+            "arch": hp.get("arch", ARCH),
+            "code_dim": hp.get("code_dim", 128),
+            "width": hp.get("width", DEFAULT_WIDTH),
+            "image_size": hp.get("image_size", 64),
+            "tone": hp.get("tone", False),
+        }
+        sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
         if not sd:
-            raise CheckpointError(f"checkpoint {path}: a Lightning checkpoint but not of this toolkit's "
-                                  f"AutoencoderModule (no 'model.*' weights)")
+            raise CheckpointError(
+                f"checkpoint {path}: a Lightning checkpoint but not of this toolkit's "
+                f"AutoencoderModule (no 'model.*' weights)"
+            )
         return cfg, sd
-    raise CheckpointError(f"checkpoint {path}: expected a Lightning checkpoint (state_dict + hyper_parameters) "
-                          f"or an encoder file (config + state_dict), got keys {sorted(obj)[:8]}")
+    raise CheckpointError(
+        f"checkpoint {path}: expected a Lightning checkpoint (state_dict + hyper_parameters) "
+        f"or an encoder file (config + state_dict), got keys {sorted(obj)[:8]}"
+    )
 
 
 def load_model(path: str | os.PathLike) -> ConvAutoencoder:
@@ -139,16 +149,20 @@ def load_model(path: str | os.PathLike) -> ConvAutoencoder:
     if cfg.get("arch") != ARCH:
         raise CheckpointError(f"checkpoint {path}: architecture {cfg.get('arch')!r}, this toolkit reads {ARCH!r}")
     try:
-        model = ConvAutoencoder(int(cfg["code_dim"]), int(cfg["width"]), int(cfg["image_size"]),
-                                bool(cfg.get("tone", False)))
+        model = ConvAutoencoder(
+            int(cfg["code_dim"]), int(cfg["width"]), int(cfg["image_size"]), bool(cfg.get("tone", False))
+        )
         missing, unexpected = model.load_state_dict(sd, strict=False)
-        if unexpected or set(missing) - WHITENING_KEYS:   # older checkpoints: no whitening (identity)
-            raise RuntimeError(f"missing keys {sorted(set(missing) - WHITENING_KEYS)[:5]}, "
-                               f"unexpected keys {sorted(unexpected)[:5]}")
+        if unexpected or set(missing) - WHITENING_KEYS:  # older checkpoints: no whitening (identity)
+            raise RuntimeError(
+                f"missing keys {sorted(set(missing) - WHITENING_KEYS)[:5]}, unexpected keys {sorted(unexpected)[:5]}"
+            )
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         msg = str(e).strip().splitlines()
-        raise CheckpointError(f"checkpoint {path}: weights do not fit {ARCH} with config {cfg} "
-                              f"({(msg[0] if msg else type(e).__name__)[:300]})") from None
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not fit {ARCH} with config {cfg} "
+            f"({(msg[0] if msg else type(e).__name__)[:300]})"
+        ) from None
     return model.eval()
 
 
@@ -157,8 +171,9 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device | None = No
     return encoder_from_model(load_model(path), str(path), device)
 
 
-def encoder_from_model(model: ConvAutoencoder, path: str = "<memory>",
-                       device: str | torch.device | None = None) -> Encoder:
+def encoder_from_model(
+    model: ConvAutoencoder, path: str = "<memory>", device: str | torch.device | None = None
+) -> Encoder:
     """Wrap a model in memory (e.g. just trained) as an :class:`Encoder` (eval, channels-last).
 
     ``path`` is only recorded (``Encoder.path``); ``device`` defaults to CUDA when present,
@@ -172,5 +187,10 @@ def encoder_from_model(model: ConvAutoencoder, path: str = "<memory>",
 
 def save_encoder(model: ConvAutoencoder, path: str | os.PathLike) -> None:
     """Write the small, pickle-free encoder file (config + weights), atomically."""
-    save_torch(path, {"config": model.config,
-                      "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}})
+    save_torch(
+        path,
+        {
+            "config": model.config,
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        },
+    )

@@ -22,13 +22,15 @@ The torch modules live in :mod:`encoder.ae.model`, the image-folder DataModule i
   ``predict_step`` returns ``{"codes", "index", "valid", "skipped"}`` for the code-shard writer.
 * :class:`ReconstructionGrid` writes originals over reconstructions each validation epoch.
 """
+
 from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -39,8 +41,8 @@ from encoder.ae.model import DEFAULT_WIDTH, ConvAutoencoder
 from encoder.ae.recon import save_grid
 from encoder.metrics import psnr
 
-
 # ----------------------------------------------------------------------------- model
+
 
 def to_input(batch: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
     """uint8 ``(N,S,S)``/``(N,1,S,S)`` or float batch -> float ``(N,1,S,S)`` in [0,1]."""
@@ -89,14 +91,14 @@ class Step:
     stage: str
 
 
-def reconstruction_term(module: "AutoencoderModule", step: Step) -> tuple[torch.Tensor, dict]:
+def reconstruction_term(module: AutoencoderModule, step: Step) -> tuple[torch.Tensor, dict]:
     """MSE of the raw decoder output (what PSNR measures), plus the PSNR of the clamped one."""
     mse = F.mse_loss(step.raw, step.x)
     recon = step.raw.detach().clamp(0, 1)
     return mse, {"mse": mse, "psnr": psnr(recon, step.x, per_image=True).mean()}
 
 
-def contrastive_term(module: "AutoencoderModule", step: Step) -> tuple[torch.Tensor, dict] | None:
+def contrastive_term(module: AutoencoderModule, step: Step) -> tuple[torch.Tensor, dict] | None:
     """NT-Xent between the codes of the first ``contrastive_fraction`` of the batch and of a
     randomly shifted or augmented copy. With augmentations it counts in the validation loss too
     (seeded views); the shift-only term is for training only, as it always was."""
@@ -111,13 +113,13 @@ def contrastive_term(module: "AutoencoderModule", step: Step) -> tuple[torch.Ten
         if step.stage != "train":
             torch.manual_seed(len(x))
         view = to_input(random_shift(x[:k], hp.shift) if preset is None else augment(x[:k], preset), hp.channels_last)
-    c = module.model.content_dim    # the tone entries are measured, not learned: left out
+    c = module.model.content_dim  # the tone entries are measured, not learned: left out
     centre = code[:, :c].mean(0).detach()
     nt = nt_xent(code[:k, :c] - centre, module.model.encoder.raw(view)[:, :c] - centre, hp.temperature)
     return nt, {"ntxent": nt}
 
 
-def supervised_term(module: "AutoencoderModule", step: Step) -> tuple[torch.Tensor, dict] | None:
+def supervised_term(module: AutoencoderModule, step: Step) -> tuple[torch.Tensor, dict] | None:
     """Cross-entropy of the class head on the code, on batches with at least one label."""
     if module.head is None or not (step.labels >= 0).any():
         return None
@@ -133,7 +135,7 @@ class LossTerm:
 
     name: str
     weight: str | None
-    compute: Callable[["AutoencoderModule", Step], tuple[torch.Tensor, dict] | None]
+    compute: Callable[[AutoencoderModule, Step], tuple[torch.Tensor, dict] | None]
 
 
 #: The loss, in the order the terms are added (and their random numbers drawn).
@@ -144,18 +146,28 @@ LOSS_TERMS: tuple[LossTerm, ...] = (
 )
 
 
-def _check_hparams(*, supervised_weight: float, num_classes: int, contrastive_weight: float, shift: int,
-                   temperature: float, contrastive_fraction: float) -> None:
+def _check_hparams(
+    *,
+    supervised_weight: float,
+    num_classes: int,
+    contrastive_weight: float,
+    shift: int,
+    temperature: float,
+    contrastive_fraction: float,
+) -> None:
     if contrastive_weight < 0 or supervised_weight < 0:
-        raise ValueError(f"contrastive_weight and supervised_weight must be >= 0, "
-                         f"got {contrastive_weight}, {supervised_weight}")
+        raise ValueError(
+            f"contrastive_weight and supervised_weight must be >= 0, got {contrastive_weight}, {supervised_weight}"
+        )
     if not 0 < contrastive_fraction <= 1:
         raise ValueError(f"contrastive_fraction must be in (0, 1], got {contrastive_fraction}")
     if temperature <= 0 or shift < 0:
         raise ValueError(f"temperature must be > 0 and shift >= 0, got {temperature}, {shift}")
     if supervised_weight > 0 and num_classes < 2:
-        raise ValueError(f"supervised_weight={supervised_weight} needs a folder with class subfolders "
-                         f"(num_classes >= 2), got num_classes={num_classes}")
+        raise ValueError(
+            f"supervised_weight={supervised_weight} needs a folder with class subfolders "
+            f"(num_classes >= 2), got num_classes={num_classes}"
+        )
 
 
 class AutoencoderModule(pl.LightningModule):
@@ -196,23 +208,46 @@ class AutoencoderModule(pl.LightningModule):
             direction by the 4th root of its variance; see :meth:`ConvAutoencoder.set_whitening`).
     """
 
-    def __init__(self, code_dim: int = 128, width: int = DEFAULT_WIDTH, image_size: int = 64, lr: float = 3e-3,
-                 weight_decay: float = 1e-4, supervised_weight: float = 0.0, num_classes: int = 0,
-                 channels_last: bool = True, pca_init: bool = True, linear_lr_scale: float = 0.02,
-                 contrastive_weight: float = 0.001, shift: int = 3, temperature: float = 0.2,
-                 contrastive_fraction: float = 0.5, augment: str = "shift", whiten: float = 0.0,
-                 tone: bool = False, tone_weight: float = 0.1, recon_augment: str = "none"):
+    def __init__(
+        self,
+        code_dim: int = 128,
+        width: int = DEFAULT_WIDTH,
+        image_size: int = 64,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        supervised_weight: float = 0.0,
+        num_classes: int = 0,
+        channels_last: bool = True,
+        pca_init: bool = True,
+        linear_lr_scale: float = 0.02,
+        contrastive_weight: float = 0.001,
+        shift: int = 3,
+        temperature: float = 0.2,
+        contrastive_fraction: float = 0.5,
+        augment: str = "shift",
+        whiten: float = 0.0,
+        tone: bool = False,
+        tone_weight: float = 0.1,
+        recon_augment: str = "none",
+    ):
         super().__init__()
-        _check_hparams(supervised_weight=supervised_weight, num_classes=num_classes,
-                       contrastive_weight=contrastive_weight, shift=shift, temperature=temperature,
-                       contrastive_fraction=contrastive_fraction)
+        _check_hparams(
+            supervised_weight=supervised_weight,
+            num_classes=num_classes,
+            contrastive_weight=contrastive_weight,
+            shift=shift,
+            temperature=temperature,
+            contrastive_fraction=contrastive_fraction,
+        )
         if not 0 <= whiten <= 1 or tone_weight < 0:
             raise ValueError(f"whiten must be in [0, 1] and tone_weight >= 0, got {whiten}, {tone_weight}")
         if augment not in PRESETS:
             raise ValueError(f"augment must be one of {sorted(PRESETS)}, got {augment!r}")
         if recon_augment != "none" and PRESETS.get(recon_augment) is None:
-            raise ValueError(f"recon_augment must be 'none' or one of {sorted(k for k, v in PRESETS.items() if v)}, "
-                             f"got {recon_augment!r}")
+            raise ValueError(
+                f"recon_augment must be 'none' or one of {sorted(k for k, v in PRESETS.items() if v)}, "
+                f"got {recon_augment!r}"
+            )
         self.save_hyperparameters()
         self.model = ConvAutoencoder(code_dim, width, image_size, tone)
         self.head = torch.nn.Linear(code_dim, num_classes) if supervised_weight > 0 else None
@@ -226,11 +261,16 @@ class AutoencoderModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         """PCA initialisation on a fresh run (not on resume); every DDP rank computes the same."""
         dm = self.trainer.datamodule
-        if (self.hparams.pca_init and self.trainer.ckpt_path is None and self.global_step == 0
-                and dm is not None and getattr(dm, "images", None) is not None):
+        if (
+            self.hparams.pca_init
+            and self.trainer.ckpt_path is None
+            and self.global_step == 0
+            and dm is not None
+            and getattr(dm, "images", None) is not None
+        ):
             rows = dm.train_rows[:20000]
             x = to_input(dm.images[rows], False).to(self.device)
-            if self.hparams.recon_augment != "none" and len(rows) < 2000:   # a small folder: PCA of varied copies
+            if self.hparams.recon_augment != "none" and len(rows) < 2000:  # a small folder: PCA of varied copies
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
                     copies = x.repeat(-(-2000 // len(x)) - 1, 1, 1, 1)
@@ -238,8 +278,11 @@ class AutoencoderModule(pl.LightningModule):
             share = self.model.init_linear_from_data(x)
             if self.trainer.is_global_zero:
                 copies = " and augmented copies" if len(x) > len(rows) else ""
-                print(f"PCA initialisation on {len(x)} images ({len(rows)} training images{copies}): "
-                      f"{share:.1%} of variance in the code", file=sys.stderr)
+                print(
+                    f"PCA initialisation on {len(x)} images ({len(rows)} training images{copies}): "
+                    f"{share:.1%} of variance in the code",
+                    file=sys.stderr,
+                )
 
     @torch.no_grad()
     def refresh_whitening(self) -> None:
@@ -247,14 +290,24 @@ class AutoencoderModule(pl.LightningModule):
         training images; runs after every validation (before checkpoints are written) and at
         the end of each training epoch, so every checkpoint holds the whitening of its weights."""
         dm = self.trainer.datamodule if self._trainer is not None else None
-        if (not self.hparams.whiten or dm is None or getattr(dm, "images", None) is None
-                or getattr(self, "_whitened_at", None) == self.global_step):
+        if (
+            not self.hparams.whiten
+            or dm is None
+            or getattr(dm, "images", None) is None
+            or getattr(self, "_whitened_at", None) == self.global_step
+        ):
             return
         was_training = self.training
         self.eval()
         rows = dm.train_rows[:10000]
-        codes = torch.cat([self.model.encoder.raw(to_input(dm.images[rows[i:i + 1024]], self.hparams.channels_last)
-                                                  .to(self.device)) for i in range(0, len(rows), 1024)])
+        codes = torch.cat(
+            [
+                self.model.encoder.raw(
+                    to_input(dm.images[rows[i : i + 1024]], self.hparams.channels_last).to(self.device)
+                )
+                for i in range(0, len(rows), 1024)
+            ]
+        )
         self.model.set_whitening(codes, self.hparams.whiten, self.hparams.tone_weight)
         self.train(was_training)
         self._whitened_at = self.global_step
@@ -270,7 +323,7 @@ class AutoencoderModule(pl.LightningModule):
         """The weighted sum of :data:`LOSS_TERMS`; logs each term's values and the total."""
         images, labels = batch
         x = to_input(images, self.hparams.channels_last)
-        if stage == "train" and self.hparams.recon_augment != "none":   # varied copies for small folders
+        if stage == "train" and self.hparams.recon_augment != "none":  # varied copies for small folders
             x = to_input(augment(x, PRESETS[self.hparams.recon_augment]), self.hparams.channels_last)
         code = self.model.encoder.raw(x)
         step = Step(x, code, self.model.decoder.raw(code), labels, stage)
@@ -284,8 +337,14 @@ class AutoencoderModule(pl.LightningModule):
             loss = value if loss is None else loss + weight * value
             log.update({f"{stage}/{k}": v for k, v in logged.items()})
         log[f"{stage}/loss"] = loss
-        self.log_dict(log, prog_bar=stage == "val" or None, on_epoch=True, on_step=stage == "train",
-                      batch_size=len(images), sync_dist=stage == "val")
+        self.log_dict(
+            log,
+            prog_bar=stage == "val" or None,
+            on_epoch=True,
+            on_step=stage == "train",
+            batch_size=len(images),
+            sync_dist=stage == "val",
+        )
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -300,8 +359,12 @@ class AutoencoderModule(pl.LightningModule):
         images, rows, valid, reasons = batch
         codes = self.model.encode(to_input(images, self.hparams.channels_last))
         skipped = [(int(r), str(why)) for r, ok, why in zip(rows.tolist(), valid.tolist(), reasons) if not ok]
-        return {"codes": codes.float().cpu(), "index": rows.long().cpu(), "valid": valid.bool().cpu(),
-                "skipped": skipped}
+        return {
+            "codes": codes.float().cpu(),
+            "index": rows.long().cpu(),
+            "valid": valid.bool().cpu(),
+            "skipped": skipped,
+        }
 
     def configure_optimizers(self):
         """AdamW with linear warm-up then cosine decay to 1% over the run.
@@ -311,8 +374,10 @@ class AutoencoderModule(pl.LightningModule):
         """
         lin = [p for n, p in self.named_parameters() if n in LINEAR_PATH]
         rest = [p for n, p in self.named_parameters() if n not in LINEAR_PATH]
-        groups = [{"params": rest, "lr": self.hparams.lr},
-                  {"params": lin, "lr": self.hparams.lr * self.hparams.linear_lr_scale}]
+        groups = [
+            {"params": rest, "lr": self.hparams.lr},
+            {"params": lin, "lr": self.hparams.lr * self.hparams.linear_lr_scale},
+        ]
         opt = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warm = max(1, min(200, total // 10))
@@ -329,6 +394,7 @@ class AutoencoderModule(pl.LightningModule):
 
 # ----------------------------------------------------------------------------- callbacks
 
+
 class ReconstructionGrid(pl.Callback):
     """Saves ``recon_epoch<NNN>.png`` (originals over reconstructions) in the log dir each epoch."""
 
@@ -339,7 +405,7 @@ class ReconstructionGrid(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: AutoencoderModule) -> None:
         if trainer.sanity_checking:
             return
-        log_dir = trainer.log_dir or trainer.default_root_dir   # a collective call: every rank runs it
+        log_dir = trainer.log_dir or trainer.default_root_dir  # a collective call: every rank runs it
         if not trainer.is_global_zero or trainer.datamodule is None:
             return
         dm = trainer.datamodule
@@ -354,4 +420,3 @@ class ReconstructionGrid(pl.Callback):
         module.train(was_training)
         out = Path(log_dir) / f"recon_epoch{trainer.current_epoch:03d}.png"
         save_grid(x.squeeze(1).cpu().numpy(), recon.squeeze(1).float().cpu().numpy(), out)
-

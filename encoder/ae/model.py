@@ -31,6 +31,7 @@ Design, chosen for speed on a CPU (see bench/autoencoder_bench.py for the figure
 ``ARCH`` names the architecture; it is part of every checkpoint and of the model
 fingerprint, so codes from two architectures are never mixed.
 """
+
 from __future__ import annotations
 
 import torch
@@ -78,8 +79,11 @@ class _Residual(nn.Module):
     def __init__(self, c: int):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.SiLU(inplace=True),
-            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.SiLU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,12 +98,12 @@ class ConvEncoder(nn.Module):
         if image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {image_size}")
         w = width
-        self.stem = nn.PixelUnshuffle(2)                       # 1 x S -> 4 x S/2
+        self.stem = nn.PixelUnshuffle(2)  # 1 x S -> 4 x S/2
         self.body = nn.Sequential(
-            _block(4, w),                                       # S/2
-            _block(w, 2 * w, stride=2),                         # S/4
-            _block(2 * w, 4 * w, stride=2),                     # S/8
-            _block(4 * w, 4 * w, stride=2),                     # S/16
+            _block(4, w),  # S/2
+            _block(w, 2 * w, stride=2),  # S/4
+            _block(2 * w, 4 * w, stride=2),  # S/8
+            _block(4 * w, 4 * w, stride=2),  # S/16
         )
         side = image_size // 16
         self.tone = tone
@@ -133,14 +137,18 @@ class ConvDecoder(nn.Module):
         self.tone = tone
         content = code_dim - TONE_DIMS if tone else code_dim
         self.fc = nn.Linear(content, 4 * w * self.side * self.side)
-        up = lambda cin, cout: nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _block(cin, cout))
+
+        def up(cin, cout):
+            return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _block(cin, cout))
+
         self.body = nn.Sequential(
-            nn.BatchNorm2d(4 * w), nn.SiLU(inplace=True),
-            up(4 * w, 4 * w),                                   # S/8
-            up(4 * w, 2 * w),                                   # S/4
-            up(2 * w, w),                                       # S/2
+            nn.BatchNorm2d(4 * w),
+            nn.SiLU(inplace=True),
+            up(4 * w, 4 * w),  # S/8
+            up(4 * w, 2 * w),  # S/4
+            up(2 * w, w),  # S/2
             nn.Conv2d(w, 4, 3, padding=1),
-            nn.PixelShuffle(2),                                 # 1 x S
+            nn.PixelShuffle(2),  # 1 x S
         )
         self.linear = nn.Linear(content, image_size * image_size)
         self.image_size = image_size
@@ -174,8 +182,9 @@ class ConvAutoencoder(nn.Module):
     def __init__(self, code_dim: int = 128, width: int = DEFAULT_WIDTH, image_size: int = 64, tone: bool = False):
         super().__init__()
         if code_dim < 1 + (TONE_DIMS if tone else 0) or width < 1:
-            raise ValueError(f"code_dim must be >= {1 + (TONE_DIMS if tone else 0)} and width >= 1, "
-                             f"got {code_dim}, {width}")
+            raise ValueError(
+                f"code_dim must be >= {1 + (TONE_DIMS if tone else 0)} and width >= 1, got {code_dim}, {width}"
+            )
         self.code_dim, self.width, self.image_size, self.tone = code_dim, width, image_size, tone
         self.encoder = ConvEncoder(code_dim, width, image_size, tone)
         self.decoder = ConvDecoder(code_dim, width, image_size, tone)
@@ -209,8 +218,12 @@ class ConvAutoencoder(nn.Module):
         """Whether the codes handed out are whitened (the buffers are not identity)."""
         e, d = self.encoder, self.decoder
         eye = torch.eye(self.code_dim, device=e.code_whiten.device)
-        return not (torch.equal(e.code_whiten, eye) and torch.equal(d.code_unwhiten, eye)
-                    and not e.code_mean.any() and not d.code_mean.any())
+        return not (
+            torch.equal(e.code_whiten, eye)
+            and torch.equal(d.code_unwhiten, eye)
+            and not e.code_mean.any()
+            and not d.code_mean.any()
+        )
 
     @torch.no_grad()
     def set_whitening(self, raw_codes: torch.Tensor, power: float = 0.5, tone_weight: float = 0.1) -> None:
@@ -223,21 +236,24 @@ class ConvAutoencoder(nn.Module):
         z = raw_codes.detach().double()
         mean = z.mean(0)
         c = self.content_dim
-        if power == 0 or len(z) < 2:   # off: the identity (and no centring)
+        if power == 0 or len(z) < 2:  # off: the identity (and no centring)
             w, mean = torch.eye(self.code_dim, dtype=torch.float64, device=z.device), torch.zeros_like(mean)
         else:
             w = torch.zeros(self.code_dim, self.code_dim, dtype=torch.float64, device=z.device)
             ev, v = torch.linalg.eigh(torch.cov((z[:, :c] - mean[:c]).T).reshape(c, c))
             ev = ev.clamp_min(1e-3 * ev.mean().clamp_min(1e-12))
             scale = ev ** (-power / 2)
-            scale = scale * (ev.sum() / (ev * scale ** 2).sum()).sqrt()
+            scale = scale * (ev.sum() / (ev * scale**2).sum()).sqrt()
             w[:c, :c] = v @ torch.diag(scale) @ v.T
             if self.tone:
                 spread = (ev.sum() / c).sqrt()
                 w[c:, c:] = torch.diag(tone_weight * spread / z[:, c:].std(0).clamp_min(1e-6))
-        for part, name, value in ((self.encoder, "code_whiten", w), (self.encoder, "code_mean", mean),
-                                  (self.decoder, "code_unwhiten", torch.linalg.inv(w)),
-                                  (self.decoder, "code_mean", mean)):
+        for part, name, value in (
+            (self.encoder, "code_whiten", w),
+            (self.encoder, "code_mean", mean),
+            (self.decoder, "code_unwhiten", torch.linalg.inv(w)),
+            (self.decoder, "code_mean", mean),
+        ):
             getattr(part, name).copy_(value.to(getattr(part, name)))
 
     @torch.no_grad()
@@ -247,7 +263,7 @@ class ConvAutoencoder(nn.Module):
         Afterwards the model *is* PCA with ``code_dim`` components. Returns the share of
         variance the components explain.
         """
-        if self.tone:    # the linear path sees standardised pictures (see ConvEncoder.raw)
+        if self.tone:  # the linear path sees standardised pictures (see ConvEncoder.raw)
             images = standardise(images.float())[0]
         x = images.float().flatten(1)
         if len(x) < 2:
@@ -258,10 +274,10 @@ class ConvAutoencoder(nn.Module):
         # Randomised SVD (Halko et al.) with oversampling and power iterations: the top-k
         # directions of a (N, 4096) matrix in seconds, where a full eigendecomposition of the
         # 4096x4096 covariance takes minutes on 2 cores.
-        with torch.random.fork_rng(devices=[]):               # seeded, without touching the global RNG
+        with torch.random.fork_rng(devices=[]):  # seeded, without touching the global RNG
             torch.manual_seed(0)
             _, sv, v = torch.svd_lowrank(xc, q=min(k + 32, *xc.shape), niter=6)
-        comps = v[:, :k].T.double()                            # (k, P), strongest first
+        comps = v[:, :k].T.double()  # (k, P), strongest first
         explained = float((sv[:k].double() ** 2).sum() / (xc.double() ** 2).sum().clamp_min(1e-12))
         enc_w = torch.zeros_like(self.encoder.linear.weight, dtype=torch.float64)
         enc_w[:k] = comps

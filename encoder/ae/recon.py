@@ -8,14 +8,15 @@ Example:
     >>> result = reconstruct_paths(enc, ["a.png"], "runs/recon")   # doctest: +SKIP
     >>> result["mean_psnr"]                                        # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -33,7 +34,7 @@ def grid_image(rows: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
     for i, r in enumerate(rows):
         for j, im in enumerate(r):
             y, x = pad + i * (s + pad), pad + j * (s + pad)
-            out[y:y + s, x:x + s] = np.clip(np.asarray(im) * 255 + 0.5, 0, 255).astype(np.uint8)
+            out[y : y + s, x : x + s] = np.clip(np.asarray(im) * 255 + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
@@ -52,9 +53,17 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def reconstruct_paths(enc, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
-                      root: str | os.PathLike | None = None, grid_n: int = 16, batch_size: int = 256,
-                      errors: list | None = None, save_images: bool = False) -> dict:
+def reconstruct_paths(
+    enc,
+    paths: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    grid_n: int = 16,
+    batch_size: int = 256,
+    errors: list | None = None,
+    save_images: bool = False,
+) -> dict:
     """Encode ``paths``, decode the codes, write results under ``out``; return the summary.
 
     Writes ``codes.npy`` (float32, row order of ``ids.json``), ``ids.json``, ``grid.png``
@@ -92,10 +101,17 @@ def reconstruct_paths(enc, paths: Sequence[str | os.PathLike], out: str | os.Pat
     write_text(out / "metrics.csv", buf.getvalue())
     if save_images:
         decode_to_files(recon, ids, out / "images")
-    summary = {"count": len(ids), "skipped": len(errors), "mean_psnr": _finite(float(np.mean(p))),
-               "median_psnr": _finite(float(np.median(p))), "mean_ssim": float(np.mean(s)),
-               "checkpoint": enc.path, "fingerprint": enc.fingerprint, "code_dim": enc.code_dim,
-               "outputs": {k: str(out / k) for k in ("codes.npy", "ids.json", "grid.png", "metrics.csv")}}
+    summary = {
+        "count": len(ids),
+        "skipped": len(errors),
+        "mean_psnr": _finite(float(np.mean(p))),
+        "median_psnr": _finite(float(np.median(p))),
+        "mean_ssim": float(np.mean(s)),
+        "checkpoint": enc.path,
+        "fingerprint": enc.fingerprint,
+        "code_dim": enc.code_dim,
+        "outputs": {k: str(out / k) for k in ("codes.npy", "ids.json", "grid.png", "metrics.csv")},
+    }
     write_json(out / "summary.json", summary)
     return summary
 
@@ -123,9 +139,11 @@ def load_codes(path: str | os.PathLike, code_dim: int | None = None) -> np.ndarr
     except (ValueError, OSError, EOFError) as e:
         raise ValueError(f"cannot read codes file {path}: expected a .npy array of float codes ({e})") from None
     if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.floating):
-        raise ValueError(f"codes file {path}: expected a 2-D float array (N, code_dim), "
-                         f"got shape {codes.shape} dtype {codes.dtype}")
+        raise ValueError(
+            f"codes file {path}: expected a 2-D float array (N, code_dim), got shape {codes.shape} dtype {codes.dtype}"
+        )
     if code_dim is not None and codes.shape[1] != code_dim:
-        raise ValueError(f"codes file {path} holds {codes.shape[1]}-d codes but the checkpoint's "
-                         f"code size is {code_dim}")
+        raise ValueError(
+            f"codes file {path} holds {codes.shape[1]}-d codes but the checkpoint's code size is {code_dim}"
+        )
     return codes.astype(np.float32)

@@ -16,22 +16,30 @@ Example::
     >>> codes, kept = encode_paths(enc, ["a.png"])                         # (1, 128) float32
     >>> enc.decode(codes).shape                                            # (1, 64, 64) in [0, 1]
 """
+
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from encoder.data import decode_folder, decoding_pool, decoding_workers
 
 
-def encode_paths(enc: Any, paths: Sequence[str | os.PathLike], batch_size: int = 256,
-                 errors: list | None = None, progress: bool = False, workers: int = 0,
-                 decode: Callable | None = None) -> tuple[np.ndarray, list[Path]]:
+def encode_paths(
+    enc: Any,
+    paths: Sequence[str | os.PathLike],
+    batch_size: int = 256,
+    errors: list | None = None,
+    progress: bool = False,
+    workers: int = 0,
+    decode: Callable | None = None,
+) -> tuple[np.ndarray, list[Path]]:
     """Decode and encode image files in batches.
 
     Returns ``(codes (M*R, code_dim) float32, kept paths (M))``; unreadable files are appended to
@@ -39,19 +47,21 @@ def encode_paths(enc: Any, paths: Sequence[str | os.PathLike], batch_size: int =
     skipped)`` replaces the one-picture decoding: arrays ``(M, S, S)`` or ``(M, R, S, S)`` (R rows
     per file, such as the views of :mod:`encoder.search.views`).
     """
-    from tqdm import tqdm   # late: only this function draws a progress bar
+    from tqdm import tqdm  # late: only this function draws a progress bar
 
     if decode is None:
+
         def decode(chunk, pool):
             return decode_folder(chunk, enc.image_size, workers, progress=False, pool=pool)
+
     paths = [Path(p) for p in paths]
     codes, kept = [], []
     step = max(batch_size, 2048)
     bar = tqdm(total=len(paths), desc="encoding", unit="img", disable=not progress, file=sys.stderr)
     many = len(paths) >= 500 and decoding_workers(workers) > 1
-    with decoding_pool(workers) if many else nullcontext() as pool:     # one pool for all chunks
+    with decoding_pool(workers) if many else nullcontext() as pool:  # one pool for all chunks
         for i in range(0, len(paths), step):
-            chunk = paths[i:i + step]
+            chunk = paths[i : i + step]
             images, rows, skipped = decode(chunk, pool)
             if errors is not None:
                 errors.extend(skipped)
@@ -82,9 +92,9 @@ class BatchedCoder:
             raise ValueError(f"expected images of shape (N, {s}, {s}), got {images.shape}")
         out = np.empty((len(images), self.code_dim), np.float32)
         for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size]
+            x = images[i : i + batch_size]
             x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32)
-            out[i:i + batch_size] = self._encode_batch(np.ascontiguousarray(x[:, None]))
+            out[i : i + batch_size] = self._encode_batch(np.ascontiguousarray(x[:, None]))
         return out
 
     def decode(self, codes: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -94,7 +104,7 @@ class BatchedCoder:
             raise ValueError(f"expected codes of shape (N, {self.code_dim}), got {codes.shape}")
         out = np.empty((len(codes), self.image_size, self.image_size), np.float32)
         for i in range(0, len(codes), batch_size):
-            out[i:i + batch_size] = self._decode_batch(np.ascontiguousarray(codes[i:i + batch_size]))
+            out[i : i + batch_size] = self._decode_batch(np.ascontiguousarray(codes[i : i + batch_size]))
         return out
 
     def _encode_batch(self, x: np.ndarray) -> np.ndarray:
@@ -111,12 +121,21 @@ class OnnxEncoder(BatchedCoder):
     ``code_dim``, ``image_size``, ``encode(images)``, ``decode(codes)``.
     """
 
-    def __init__(self, encoder_onnx: bytes, decoder_onnx: bytes | None, *, fingerprint: str, code_dim: int,
-                 image_size: int, path: str = "<onnx>", threads: int | None = None):
-        import onnxruntime as ort   # late: only queries of an ae index need it
+    def __init__(
+        self,
+        encoder_onnx: bytes,
+        decoder_onnx: bytes | None,
+        *,
+        fingerprint: str,
+        code_dim: int,
+        image_size: int,
+        path: str = "<onnx>",
+        threads: int | None = None,
+    ):
+        import onnxruntime as ort  # late: only queries of an ae index need it
 
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3   # its warnings about unused initialisers are noise here
+        opts.log_severity_level = 3  # its warnings about unused initialisers are noise here
         if threads:
             opts.intra_op_num_threads = threads
         providers = ["CPUExecutionProvider"]
@@ -149,7 +168,14 @@ def onnx_encoder_for_index(meta: dict, attachments: dict[str, bytes]) -> OnnxEnc
     info = json.loads(attachments["onnx.json"])
     if info.get("fingerprint") != meta.get("version") or importlib.util.find_spec("onnxruntime") is None:
         return None
-    return OnnxEncoder(attachments["encoder.onnx"], attachments["decoder.onnx"], fingerprint=info["fingerprint"],
-                       code_dim=int(info["code_dim"]), image_size=int(info["image_size"]),
-                       path=f"{meta.get('checkpoint')} (ONNX graphs in the index)")
+    return OnnxEncoder(
+        attachments["encoder.onnx"],
+        attachments["decoder.onnx"],
+        fingerprint=info["fingerprint"],
+        code_dim=int(info["code_dim"]),
+        image_size=int(info["image_size"]),
+        path=f"{meta.get('checkpoint')} (ONNX graphs in the index)",
+    )
+
+
 __all__ = ["encode_paths", "BatchedCoder", "OnnxEncoder", "ONNX_FILES", "onnx_encoder_for_index"]

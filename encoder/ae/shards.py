@@ -18,13 +18,15 @@ Example (2 CPU processes; ``search.py index --method ae --devices 2 --strategy d
     >>> res.codes.shape, res.rows[:3], res.skipped                            # doctest: +SKIP
     ((41, 128), array([0, 1, 2]), [(17, 'cannot identify image file')])
 """
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytorch_lightning as pl
@@ -60,8 +62,13 @@ class CodeShardWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.output_dir = Path(output_dir)
 
-    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Sequence[Any],
-                           batch_indices: Sequence[Any] | None) -> None:
+    def write_on_epoch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any] | None,
+    ) -> None:
         write_shard(self.output_dir, trainer.global_rank, list(_flatten(predictions)))
         trainer.strategy.barrier("code-shards-written")  # rank 0 merges only once every shard exists
 
@@ -91,7 +98,7 @@ def write_shard(output_dir: str | os.PathLike, rank: int, batches: Sequence[dict
     with atomic_dir(target) as tmp:
         save_npy(tmp / "codes.npy", codes[valid])
         save_npy(tmp / "rows.npy", rows[valid])
-        (tmp / "skipped.json").write_text(json.dumps(skipped))   # the folder as a whole is atomic
+        (tmp / "skipped.json").write_text(json.dumps(skipped))  # the folder as a whole is atomic
     return target
 
 
@@ -100,7 +107,7 @@ def _read_shard(d: Path) -> tuple[np.ndarray, np.ndarray, list]:
         c = np.load(d / "codes.npy", allow_pickle=False)
         r = np.load(d / "rows.npy", allow_pickle=False)
         skipped = json.loads((d / "skipped.json").read_text())
-    except (OSError, ValueError) as e:   # json.JSONDecodeError is a ValueError
+    except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
         raise ValueError(f"code shard {d} is unreadable: {e}") from None
     if c.ndim != 2 or r.ndim != 1 or len(c) != len(r):
         raise ValueError(f"code shard {d}: {c.shape} codes but {r.shape} rows")
@@ -136,9 +143,18 @@ def merge_shards(output_dir: str | os.PathLike) -> PredictedCodes:
     return PredictedCodes(all_codes[first], uniq, sorted(skipped.items()))
 
 
-def predict_codes(checkpoint: str | os.PathLike, paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike, *,
-                  devices: int | str = 1, strategy: str = "auto", accelerator: str = "auto", num_nodes: int = 1,
-                  batch_size: int = 256, num_workers: int = 0) -> PredictedCodes | None:
+def predict_codes(
+    checkpoint: str | os.PathLike,
+    paths: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    *,
+    devices: int | str = 1,
+    strategy: str = "auto",
+    accelerator: str = "auto",
+    num_nodes: int = 1,
+    batch_size: int = 256,
+    num_workers: int = 0,
+) -> PredictedCodes | None:
     """Encode ``paths`` with Lightning ``predict`` + :class:`CodeShardWriter`, then merge the shards.
 
     Returns :class:`PredictedCodes` ``(codes, rows, skipped)`` on global rank 0 and ``None`` on
@@ -151,15 +167,25 @@ def predict_codes(checkpoint: str | os.PathLike, paths: Sequence[str | os.PathLi
     out = Path(output_dir)
     for stale in out.glob("rank_*") if out.is_dir() else []:  # every process clears before any writes
         shutil.rmtree(stale, ignore_errors=True)
-    module = AutoencoderModule(code_dim=cfg["code_dim"], width=cfg["width"], image_size=cfg["image_size"],
-                               channels_last=False)
+    module = AutoencoderModule(
+        code_dim=cfg["code_dim"], width=cfg["width"], image_size=cfg["image_size"], channels_last=False
+    )
     module.model.load_state_dict(model.state_dict())
-    loader = torch.utils.data.DataLoader(PathDataset(list(paths), cfg["image_size"]), batch_size=batch_size,
-                                         num_workers=num_workers, shuffle=False)
-    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
-                         callbacks=[CodeShardWriter(output_dir)], logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, enable_progress_bar=len(paths) > 1000,
-                         default_root_dir=str(output_dir))
+    loader = torch.utils.data.DataLoader(
+        PathDataset(list(paths), cfg["image_size"]), batch_size=batch_size, num_workers=num_workers, shuffle=False
+    )
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        callbacks=[CodeShardWriter(output_dir)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=len(paths) > 1000,
+        default_root_dir=str(output_dir),
+    )
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     if trainer.global_rank != 0:
         return None

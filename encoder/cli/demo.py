@@ -18,6 +18,7 @@ Steps, each one of the toolkit's command lines (run as subprocesses, exactly as 
 Everything lands in ``--out``: figures, the JSON of each step, and ``summary.json`` +
 ``summary.md`` with the key figures and how long each step took.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,13 @@ class Runner:
         shown = " ".join(str(a) for a in args)
         print(f"\n== {step}: python {shown}", flush=True)
         t = time.perf_counter()
-        p = subprocess.run(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        p = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
         self.times[step] = round(time.perf_counter() - t, 1)
         with open(self.log, "a") as f:
             f.write(f"$ python {shown}\n{p.stdout}\n{p.stderr}\n")
@@ -72,10 +78,16 @@ class Runner:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/demo")
-    ap.add_argument("--data", default=None, help="Fashion-MNIST image folder (default data/fashion-mnist, "
-                    "or data/fashion-mnist-quick with --quick)")
-    ap.add_argument("--source", default=None, help="folder with the Fashion-MNIST IDX files "
-                    "(default: the Debian package dataset-fashion-mnist)")
+    ap.add_argument(
+        "--data",
+        default=None,
+        help="Fashion-MNIST image folder (default data/fashion-mnist, or data/fashion-mnist-quick with --quick)",
+    )
+    ap.add_argument(
+        "--source",
+        default=None,
+        help="folder with the Fashion-MNIST IDX files (default: the Debian package dataset-fashion-mnist)",
+    )
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 3; 1 with --quick)")
     ap.add_argument("--quick", action="store_true", help="2,000 images per split, 1 epoch: a smoke run")
     ap.add_argument("--queries", type=int, default=4, help="test images to query for the top-5 grids")
@@ -96,9 +108,22 @@ def main(argv: list[str] | None = None) -> int:
     run("prepare data", *prep)
     train_dir, test_dir = data / "train", data / "test"
 
-    fit = ["train.py", "fit", "--config", "configs/fashion_mnist.yaml", "--data.root", train_dir,
-           "--trainer.max_epochs", epochs, "--trainer.default_root_dir", out / "train",
-           "--trainer.logger.init_args.save_dir", out / "train", "--trainer.enable_progress_bar", "false"]
+    fit = [
+        "train.py",
+        "fit",
+        "--config",
+        "configs/fashion_mnist.yaml",
+        "--data.root",
+        train_dir,
+        "--trainer.max_epochs",
+        epochs,
+        "--trainer.default_root_dir",
+        out / "train",
+        "--trainer.logger.init_args.save_dir",
+        out / "train",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     run("train", *fit)
     ckpts = sorted((out / "train").rglob("best.ckpt"), key=lambda p: p.stat().st_mtime)
     if not ckpts:
@@ -108,40 +133,118 @@ def main(argv: list[str] | None = None) -> int:
     run("index ae", "search.py", "index", train_dir, "--method", "ae", "--checkpoint", ckpt, "-o", out / "index_ae")
     run("index phash", "search.py", "index", train_dir, "--method", "phash", "-o", out / "index_phash")
 
-    queries = [sorted((test_dir / c).glob("*.png"))[0] for c in sorted(os.listdir(test_dir))
-               if (test_dir / c).is_dir() and any((test_dir / c).glob("*.png"))][: a.queries]
-    r_ae = run("query ae", "search.py", "query", out / "index_ae", *queries, "-k", 5, "--json", "--checkpoint", ckpt,
-               "--show-recon", "--plot", out / "query_ae.png", capture_json=True)
-    r_ph = run("query phash", "search.py", "query", out / "index_phash", *queries, "-k", 5, "--json",
-               "--plot", out / "query_phash.png", capture_json=True)
-    query_results = [{"query": str(q.relative_to(test_dir)), "ae": a_, "phash": p_}
-                     for q, a_, p_ in zip(queries, r_ae, r_ph)]
+    queries = [
+        sorted((test_dir / c).glob("*.png"))[0]
+        for c in sorted(os.listdir(test_dir))
+        if (test_dir / c).is_dir() and any((test_dir / c).glob("*.png"))
+    ][: a.queries]
+    r_ae = run(
+        "query ae",
+        "search.py",
+        "query",
+        out / "index_ae",
+        *queries,
+        "-k",
+        5,
+        "--json",
+        "--checkpoint",
+        ckpt,
+        "--show-recon",
+        "--plot",
+        out / "query_ae.png",
+        capture_json=True,
+    )
+    r_ph = run(
+        "query phash",
+        "search.py",
+        "query",
+        out / "index_phash",
+        *queries,
+        "-k",
+        5,
+        "--json",
+        "--plot",
+        out / "query_phash.png",
+        capture_json=True,
+    )
+    query_results = [
+        {"query": str(q.relative_to(test_dir)), "ae": a_, "phash": p_} for q, a_, p_ in zip(queries, r_ae, r_ph)
+    ]
 
     n_eval = 500 if a.quick else 2000
-    ev = run("evaluate", "search.py", "evaluate", train_dir, "--queries", test_dir, "--n-queries", n_eval,
-             "--methods", "ae", "phash", "raw", "pca", "--checkpoint", ckpt, "--json",
-             "-o", out / "evaluate.json", capture_json=True)
+    ev = run(
+        "evaluate",
+        "search.py",
+        "evaluate",
+        train_dir,
+        "--queries",
+        test_dir,
+        "--n-queries",
+        n_eval,
+        "--methods",
+        "ae",
+        "phash",
+        "raw",
+        "pca",
+        "--checkpoint",
+        ckpt,
+        "--json",
+        "-o",
+        out / "evaluate.json",
+        capture_json=True,
+    )
 
-    rec = run("reconstruct", "train.py", "reconstruct", "--checkpoint", ckpt, test_dir, "-o", out / "recon",
-              "--json", capture_json=True)
+    rec = run(
+        "reconstruct",
+        "train.py",
+        "reconstruct",
+        "--checkpoint",
+        ckpt,
+        test_dir,
+        "-o",
+        out / "recon",
+        "--json",
+        capture_json=True,
+    )
 
     photo = sample_photo()
-    qz = run("quantize", "quantize.py", photo, "-k", 16, 64, 256, "--stats", "-o", out / "quantize", "--json",
-             capture_json=True)
+    qz = run(
+        "quantize",
+        "quantize.py",
+        photo,
+        "-k",
+        16,
+        64,
+        256,
+        "--stats",
+        "-o",
+        out / "quantize",
+        "--json",
+        capture_json=True,
+    )
 
-    summary = {"data": str(data), "epochs": epochs, "checkpoint": str(ckpt),
-               "reconstruction": {k: rec[k] for k in ("count", "mean_psnr", "mean_ssim")},
-               "retrieval": ev, "queries": query_results, "quantize": qz,
-               "seconds": {**run.times, "total": round(time.perf_counter() - t0, 1)},
-               "figures": sorted(str(p.relative_to(out)) for p in out.rglob("*.png")
-                                 if "train" not in p.parts and "quantize" not in p.parts)[:40]}
+    summary = {
+        "data": str(data),
+        "epochs": epochs,
+        "checkpoint": str(ckpt),
+        "reconstruction": {k: rec[k] for k in ("count", "mean_psnr", "mean_ssim")},
+        "retrieval": ev,
+        "queries": query_results,
+        "quantize": qz,
+        "seconds": {**run.times, "total": round(time.perf_counter() - t0, 1)},
+        "figures": sorted(
+            str(p.relative_to(out)) for p in out.rglob("*.png") if "train" not in p.parts and "quantize" not in p.parts
+        )[:40],
+    }
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", render_summary(summary))
     print("\n" + render_summary(summary))
     print(f"\nall outputs in {out}")
     rel = lambda q: os.path.relpath(q, ROOT)  # noqa: E731
-    print(f"browse them: python search.py serve {rel(out / 'index_phash')} {rel(out / 'index_ae')} "
-          f"--run-dir {rel(out / 'train')}   (then open http://127.0.0.1:8000)")
+    print(
+        f"browse them: python search.py serve {rel(out / 'index_phash')} {rel(out / 'index_ae')} "
+        f"--run-dir {rel(out / 'train')}   (then open http://127.0.0.1:8000)"
+    )
     return 0
 
 
@@ -151,21 +254,37 @@ def _methods(ev: dict) -> dict:
 
 
 def render_summary(s: dict) -> str:
-    lines = ["# Demo summary", "",
-             f"Fashion-MNIST image folder `{s['data']}`, {s['epochs']} training epoch(s), checkpoint `{s['checkpoint']}`.",
-             "", "## Reconstruction (test images, 64x64 grey, 128-d codes)",
-             f"- {s['reconstruction']['count']} images: mean PSNR {s['reconstruction']['mean_psnr']:.2f} dB, "
-             f"mean SSIM {s['reconstruction']['mean_ssim']:.3f}", "",
-             "## Retrieval (test queries against the training folder, same class in the top 5)", "",
-             "| method | P@1 | P@5 | mAP@5 |", "|---|---|---|---|"]
+    lines = [
+        "# Demo summary",
+        "",
+        f"Fashion-MNIST image folder `{s['data']}`, {s['epochs']} training epoch(s), checkpoint `{s['checkpoint']}`.",
+        "",
+        "## Reconstruction (test images, 64x64 grey, 128-d codes)",
+        f"- {s['reconstruction']['count']} images: mean PSNR {s['reconstruction']['mean_psnr']:.2f} dB, "
+        f"mean SSIM {s['reconstruction']['mean_ssim']:.3f}",
+        "",
+        "## Retrieval (test queries against the training folder, same class in the top 5)",
+        "",
+        "| method | P@1 | P@5 | mAP@5 |",
+        "|---|---|---|---|",
+    ]
     for name, m in _methods(s["retrieval"]).items():
         cells = [m.get(k) for k in ("P@1", "P@5", "mAP@5")]
-        lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" if isinstance(c, (int, float)) else "-" for c in cells) + " |")
-    lines += ["", "## Palette compression of a sample photo", "",
-              "| K | PSNR dB | bytes before | bytes after | ratio |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | " + " | ".join(f"{c:.3f}" if isinstance(c, (int, float)) else "-" for c in cells) + " |"
+        )
+    lines += [
+        "",
+        "## Palette compression of a sample photo",
+        "",
+        "| K | PSNR dB | bytes before | bytes after | ratio |",
+        "|---|---|---|---|---|",
+    ]
     for r in _quantize_rows(s["quantize"]):
-        lines.append(f"| {r.get('k')} | {_db(r.get('psnr'))} | {r.get('bytes_before')} | "
-                     f"{r.get('bytes_after')} | {r.get('ratio', float('nan')):.2f} |")
+        lines.append(
+            f"| {r.get('k')} | {_db(r.get('psnr'))} | {r.get('bytes_before')} | "
+            f"{r.get('bytes_after')} | {r.get('ratio', float('nan')):.2f} |"
+        )
     lines += ["", "## Time per step (seconds)", ""]
     lines += [f"- {k}: {v}" for k, v in s["seconds"].items()]
     return "\n".join(lines) + "\n"

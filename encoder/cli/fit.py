@@ -3,6 +3,7 @@
 Imported only when a Lightning subcommand runs (``fit``, ``validate``, ``test``, ``predict``):
 ``import pytorch_lightning`` alone takes 5 s, which ``train.py --help`` and the tools never pay.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,12 +41,15 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     always continues from the latest epoch."""
 
     def _refresh_last(self, trainer) -> None:
-        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
-                and self._last_global_step_saved != trainer.global_step):
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._last_global_step_saved != trainer.global_step
+        ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        super().on_train_epoch_end(trainer, pl_module)      # best (top-k) first, then last
+        super().on_train_epoch_end(trainer, pl_module)  # best (top-k) first, then last
         if self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
 
@@ -60,17 +64,28 @@ class TrainCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min",
-                             "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
-                             "checkpoint.filename": "best"})
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 1,
+                "checkpoint.filename": "best",
+            }
+        )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         # checked after validation (not at train-epoch end), where val/loss always exists, resume included
-        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.patience": 5,
-                             "early_stopping.mode": "min", "early_stopping.check_on_train_epoch_end": False})
+        parser.set_defaults(
+            {
+                "early_stopping.monitor": "val/loss",
+                "early_stopping.patience": 5,
+                "early_stopping.mode": "min",
+                "early_stopping.check_on_train_epoch_end": False,
+            }
+        )
         parser.add_lightning_class_args(ReconstructionGrid, "recon_grid")
         parser.link_arguments("data.image_size", "model.image_size")
-        parser.link_arguments("data", "model.num_classes", compute_fn=lambda dm: dm.num_classes,
-                              apply_on="instantiate")
+        parser.link_arguments("data", "model.num_classes", compute_fn=lambda dm: dm.num_classes, apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs):
         plugins = self.config_init[self.subcommand]["trainer"].get("plugins") if self.subcommand else None
@@ -81,6 +96,11 @@ class TrainCLI(LightningCLI):
 
 def run_lightning(args: list[str] | None = None) -> TrainCLI:
     torch.set_float32_matmul_precision("high")
-    return TrainCLI(AutoencoderModule, ImageFolderDataModule, seed_everything_default=0,
-                    save_config_kwargs={"overwrite": True}, args=args,
-                    parser_kwargs={"default_env": False})
+    return TrainCLI(
+        AutoencoderModule,
+        ImageFolderDataModule,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        parser_kwargs={"default_env": False},
+    )

@@ -13,33 +13,49 @@ as "bytes before" (the seeds' compression factor) and CIEDE2000 over every pixel
 the side-by-side one when several sizes are asked for (or ``--figure``), the others on request.
 Images are read by encoder.data (EXIF, modes; alpha composited on white). Logic: encoder/palette/.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 # Only argparse above: `--help` and bad arguments answer before numpy, faiss and Pillow load
 # (0.5 s); matplotlib (0.8 s) loads only when a figure is drawn.
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="quantize.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="quantize.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
-    p.add_argument("-k", "--n-colors", dest="n_colors", type=int, nargs="+", default=[256],
-                   help="palette sizes in [2, 256] (default 256, as pngquant)")
+    p.add_argument(
+        "-k",
+        "--n-colors",
+        dest="n_colors",
+        type=int,
+        nargs="+",
+        default=[256],
+        help="palette sizes in [2, 256] (default 256, as pngquant)",
+    )
     p.add_argument("-o", "--out", default="runs/quantize", help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON rows instead of lines")
-    p.add_argument("--stats", action="store_true",
-                   help="also the lossless RGB PNG size ('bytes before', slow on big photos) and CIEDE2000 "
-                        "over every pixel (default: a 65,536-pixel sample)")
-    p.add_argument("--figure", action=argparse.BooleanOptionalAction, default=None,
-                   help="the side-by-side figure (default: when several sizes are given)")
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="also the lossless RGB PNG size ('bytes before', slow on big photos) and CIEDE2000 "
+        "over every pixel (default: a 65,536-pixel sample)",
+    )
+    p.add_argument(
+        "--figure",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the side-by-side figure (default: when several sizes are given)",
+    )
     p.add_argument("--baseline", choices=["random"], help="also run the random-palette baseline")
     p.add_argument("--dither", action="store_true", help="Floyd-Steinberg dithering with the fitted palette")
     p.add_argument("--lab", action="store_true", help="cluster and assign in CIE Lab")
@@ -48,10 +64,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--max-bytes", type=int, default=None, help="byte budget for the palette PNG (with --auto)")
     p.add_argument("--segment", action="store_true", help="save label maps (grey mask for K=2)")
     p.add_argument("--scatter", action="store_true", help="save 2-D/3-D pixel scatter plots")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for the k-means searches of one image (default: one per core)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="processes for a folder, one image each (default: one per core)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for the k-means searches of one image (default: one per core)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="processes for a folder, one image each (default: one per core)"
+    )
     a = p.parse_args(argv)
     for flag in ("threads", "workers"):
         if getattr(a, flag) is not None and getattr(a, flag) < 1:
@@ -68,11 +89,25 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return a
 
 
-def process(path: Path, ident: str, out: Path, *, n_colors: Sequence[int], seed: int = 0, lab: bool = False,
-            dither: bool = False, baseline: str | None = None, auto: bool = False,
-            target_psnr: float | None = None, max_bytes: int | None = None, stats: bool = False,
-            figure: bool | None = None, segment: bool = False, scatter: bool = False,
-            threads: int | None = None) -> list[dict]:
+def process(
+    path: Path,
+    ident: str,
+    out: Path,
+    *,
+    n_colors: Sequence[int],
+    seed: int = 0,
+    lab: bool = False,
+    dither: bool = False,
+    baseline: str | None = None,
+    auto: bool = False,
+    target_psnr: float | None = None,
+    max_bytes: int | None = None,
+    stats: bool = False,
+    figure: bool | None = None,
+    segment: bool = False,
+    scatter: bool = False,
+    threads: int | None = None,
+) -> list[dict]:
     """Quantize one image file at each size in ``n_colors`` (or the one ``auto`` picks), write
     its PNGs and figures under ``out`` (named after ``ident``), return its :func:`palette_stats` rows."""
     from encoder import data
@@ -85,8 +120,16 @@ def process(path: Path, ident: str, out: Path, *, n_colors: Sequence[int], seed:
     sizes, rows, results = list(n_colors), [], []
     before = lossless_png_size(img) if stats else None  # the lossless reference, once per image
     if auto:
-        n, curve = auto_n_colors(img, target_psnr=target_psnr, max_bytes=max_bytes, seed=seed, lab=lab,
-                                 bytes_before=before, threads=threads, full=stats)
+        n, curve = auto_n_colors(
+            img,
+            target_psnr=target_psnr,
+            max_bytes=max_bytes,
+            seed=seed,
+            lab=lab,
+            bytes_before=before,
+            threads=threads,
+            full=stats,
+        )
         _plots().error_vs_k(curve, f"{stem}_error_vs_k.png", target_psnr, n)
         if n is None:
             print(f"{ident}: no K in [2, 256] meets the target; using K=256", file=sys.stderr)
@@ -97,14 +140,22 @@ def process(path: Path, ident: str, out: Path, *, n_colors: Sequence[int], seed:
         tag = f"{stem}_k{n}" + ("_random" if method == "random" else "")
         png = q.png_bytes()
         write_bytes(f"{tag}.png", png)
-        rows.append({"file": ident, "method": method, "output": f"{tag}.png",
-                     **palette_stats(img, q, source_bytes=path.stat().st_size, bytes_before=before, png=png,
-                                     full=stats, seed=seed)})
+        rows.append(
+            {
+                "file": ident,
+                "method": method,
+                "output": f"{tag}.png",
+                **palette_stats(
+                    img, q, source_bytes=path.stat().st_size, bytes_before=before, png=png, full=stats, seed=seed
+                ),
+            }
+        )
         results.append(q)
         _extras(img, q, tag, segment=segment, scatter=scatter, seed=seed)
     if figure or (figure is None and len(runs) > 1):
-        _plots().side_by_side(img, results, f"{stem}_side.png",
-                              [f"{m} K={n}" if m != "kmeans" else f"K={n}" for m, n in runs])
+        _plots().side_by_side(
+            img, results, f"{stem}_side.png", [f"{m} K={n}" if m != "kmeans" else f"K={n}" for m, n in runs]
+        )
     return rows
 
 
@@ -167,9 +218,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = a.workers or cores
     # processes fill the cores: each image's k-means then runs on one thread
     threads = a.threads if a.threads is not None else (1 if workers > 1 and len(scan.paths) > 1 else None)
-    options = dict(n_colors=a.n_colors, seed=a.seed, lab=a.lab, dither=a.dither, baseline=a.baseline, auto=a.auto,
-                   target_psnr=a.target_psnr, max_bytes=a.max_bytes, stats=a.stats, figure=a.figure,
-                   segment=a.segment, scatter=a.scatter, threads=threads)
+    options = dict(
+        n_colors=a.n_colors,
+        seed=a.seed,
+        lab=a.lab,
+        dither=a.dither,
+        baseline=a.baseline,
+        auto=a.auto,
+        target_psnr=a.target_psnr,
+        max_bytes=a.max_bytes,
+        stats=a.stats,
+        figure=a.figure,
+        segment=a.segment,
+        scatter=a.scatter,
+        threads=threads,
+    )
     rows, errors = [], []
     for path, r, reason in _run_all([(p, scan.relative(p), out, options) for p in scan.paths], workers):
         if r is None:

@@ -10,6 +10,7 @@ to the method (or to the index's method) is refused, naming both.
 Each command: parse, then library calls with keyword arguments. Writers of one index (index
 over an existing folder, add, remove) take its writer lock (:func:`encoder.search.index.writer_lock`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,7 @@ from encoder.hashing.dedup import DEFAULT_THRESHOLD, find_groups
 from encoder.hashing.hashes import ALPHA_MODES
 from encoder.search.index import Index, IndexMismatchError
 from encoder.search.lock import LOCK_TIMEOUT, writer_lock
-from encoder.search.methods import (EVALUATION_METHODS, FLAGS, INDEX_METHODS, check_options, get_method,
-                                    method_for_index)
+from encoder.search.methods import EVALUATION_METHODS, FLAGS, INDEX_METHODS, check_options, get_method, method_for_index
 from encoder.search.views import VIEWS
 
 
@@ -50,15 +50,18 @@ def _vectors(method, inputs, **kw):
 
 # ----------------------------------------------------------------------------- commands
 
+
 def cmd_index(a, opts: dict[str, Any]) -> int:
     note = None
-    if a.method == "ae" and "views" not in opts:   # photos get crop views, thumbnails one view
+    if a.method == "ae" and "views" not in opts:  # photos get crop views, thumbnails one view
         from encoder.search.views import AUTO_CROPS_MIN_SIDE, auto_views
 
-        check_options(a.method, [o for o in opts if o in FLAGS])   # a wrong flag first, before reading files
+        check_options(a.method, [o for o in opts if o in FLAGS])  # a wrong flag first, before reading files
         opts["views"], side = auto_views(image_paths(a.images).paths)
-        note = (f"views: {opts['views']} (median short side {side} px; crops from {AUTO_CROPS_MIN_SIDE} px; "
-                "--views full|crops to choose)")
+        note = (
+            f"views: {opts['views']} (median short side {side} px; crops from {AUTO_CROPS_MIN_SIDE} px; "
+            "--views full|crops to choose)"
+        )
     method = get_method(a.method, **opts)
     if note:
         print(note, file=sys.stderr)
@@ -66,13 +69,24 @@ def cmd_index(a, opts: dict[str, Any]) -> int:
     scan, got = _vectors(method, a.images, scratch_dir=out.with_name(out.name + ".shards"))
     if got is None:  # a DDP worker rank: rank 0 builds the index
         return 0
-    idx = Index.create(method.name, method.version, got.vectors, [scan.relative(p) for p in got.paths],
-                       kind=method.kind, flat=got.flat, root=str(scan.root), extra=method.index_meta(),
-                       attachments=method.index_attachments(), **method.index_options())
+    idx = Index.create(
+        method.name,
+        method.version,
+        got.vectors,
+        [scan.relative(p) for p in got.paths],
+        kind=method.kind,
+        flat=got.flat,
+        root=str(scan.root),
+        extra=method.index_meta(),
+        attachments=method.index_attachments(),
+        **method.index_options(),
+    )
     with writer_lock(out, timeout=a.lock_timeout):  # an add running on the old index must not win
         idx.save(out)
-    print(f"indexed {len(idx)} images ({idx.describe()}) -> {a.output}; {idx.flat_note()}"
-          f"{len(scan.paths) - len(idx)} unreadable")
+    print(
+        f"indexed {len(idx)} images ({idx.describe()}) -> {a.output}; {idx.flat_note()}"
+        f"{len(scan.paths) - len(idx)} unreadable"
+    )
     return 0
 
 
@@ -110,8 +124,11 @@ def _print_results(results: list[dict], as_json: bool) -> None:
         print(f"query {res['query']}")
         for n in res["neighbours"]:
             d = n["distance"]
-            print(f"  {n['rank']:>3}  {d:>3}  {n['id']}" if isinstance(d, int)
-                  else f"  {n['rank']:>3}  {d:>9.4f}  {n['id']}")
+            print(
+                f"  {n['rank']:>3}  {d:>3}  {n['id']}"
+                if isinstance(d, int)
+                else f"  {n['rank']:>3}  {d:>9.4f}  {n['id']}"
+            )
 
 
 def _plot_results(results: list[dict], recons, plot: str) -> None:
@@ -119,9 +136,14 @@ def _plot_results(results: list[dict], recons, plot: str) -> None:
 
     for q, res in enumerate(results):
         out = Path(plot) if len(results) == 1 else Path(plot).with_name(f"{Path(plot).stem}_{q:04d}.png")
-        failed = plot_query(res["query"], [n["path"] for n in res["neighbours"]],
-                            [n["distance"] for n in res["neighbours"]], out, labels=[n["id"] for n in res["neighbours"]],
-                            recons=list(recons[q]) if recons is not None else None)
+        failed = plot_query(
+            res["query"],
+            [n["path"] for n in res["neighbours"]],
+            [n["distance"] for n in res["neighbours"]],
+            out,
+            labels=[n["id"] for n in res["neighbours"]],
+            recons=list(recons[q]) if recons is not None else None,
+        )
         for path, reason in failed:
             print(f"cannot draw {path}: {reason}", file=sys.stderr)
 
@@ -134,9 +156,16 @@ def cmd_query(a, opts: dict[str, Any]) -> int:
     got = method.query(idx, scan.paths, a.k, errors=errors, progress=len(scan.paths) > 200)
     report_skipped(errors)
     root = Path(idx.meta["root"])
-    results = [{"query": str(p), "neighbours": [{"rank": r + 1, "distance": d, "id": i, "path": str(root / i)}
-                                                for r, (d, i) in enumerate(zip(got.distances[q], got.ids[q]))]}
-               for q, p in enumerate(got.paths)]
+    results = [
+        {
+            "query": str(p),
+            "neighbours": [
+                {"rank": r + 1, "distance": d, "id": i, "path": str(root / i)}
+                for r, (d, i) in enumerate(zip(got.distances[q], got.ids[q]))
+            ],
+        }
+        for q, p in enumerate(got.paths)
+    ]
     _print_results(results, a.json)
     if a.plot and results:
         _plot_results(results, got.recons, a.plot)
@@ -163,6 +192,7 @@ def cmd_dedup(a, opts: dict[str, Any]) -> int:
         write_text(a.csv, buf.getvalue())
     if a.plot:
         from encoder.search.plots import plot_groups  # matplotlib: only when a picture is asked for
+
         for path, reason in plot_groups(groups, idx.meta["root"], a.plot):
             print(f"cannot draw {path}: {reason}", file=sys.stderr)
     return 0
@@ -173,8 +203,11 @@ def cmd_evaluate(a, opts: dict[str, Any]) -> int:
     from encoder.search.methods import evaluation_methods
 
     methods = evaluation_methods(a.methods, checkpoint=a.checkpoint, views=a.views)
-    run, fmt = ((evaluate.evaluate_neardup, evaluate.format_neardup) if a.neardup
-                else (evaluate.evaluate_folder, evaluate.format_report))
+    run, fmt = (
+        (evaluate.evaluate_neardup, evaluate.format_neardup)
+        if a.neardup
+        else (evaluate.evaluate_folder, evaluate.format_report)
+    )
     report = run(a.folder, methods=methods, queries=a.queries, n_queries=a.n_queries, seed=a.seed, metric=a.metric)
     print(json.dumps(report, indent=1) if a.json else fmt(report))
     if a.output:
@@ -182,8 +215,14 @@ def cmd_evaluate(a, opts: dict[str, Any]) -> int:
     return 0
 
 
-COMMANDS = {"index": cmd_index, "add": cmd_add, "remove": cmd_remove, "query": cmd_query, "dedup": cmd_dedup,
-            "evaluate": cmd_evaluate}
+COMMANDS = {
+    "index": cmd_index,
+    "add": cmd_add,
+    "remove": cmd_remove,
+    "query": cmd_query,
+    "dedup": cmd_dedup,
+    "evaluate": cmd_evaluate,
+}
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
@@ -195,16 +234,26 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+")
     s.add_argument("--method", choices=INDEX_METHODS, default="phash")
     s.add_argument("-o", "--output", required=True)
-    s.add_argument("--draft", action="store_true", help="JPEG draft decoding for hashes (faster; a few bits may differ)")
-    s.add_argument("--alpha", choices=ALPHA_MODES, default=None,
-                   help="hashes of transparent images: imagehash (drop alpha, as imagehash does; default) or "
-                        "white (composite on white, as indexes made before this option)")
-    s.add_argument("--faiss-type", default="auto",
-                   help="hashes: auto|BinaryFlat|BinaryHNSW; codes: auto or a FAISS factory string (e.g. HNSW32)")
+    s.add_argument(
+        "--draft", action="store_true", help="JPEG draft decoding for hashes (faster; a few bits may differ)"
+    )
+    s.add_argument(
+        "--alpha",
+        choices=ALPHA_MODES,
+        default=None,
+        help="hashes of transparent images: imagehash (drop alpha, as imagehash does; default) or "
+        "white (composite on white, as indexes made before this option)",
+    )
+    s.add_argument(
+        "--faiss-type",
+        default="auto",
+        help="hashes: auto|BinaryFlat|BinaryHNSW; codes: auto or a FAISS factory string (e.g. HNSW32)",
+    )
     s.add_argument("--metric", choices=("l2", "cosine"), default=None, help="code distance (ae; default l2)")
     s.add_argument("--memory-budget", type=int, default=None, help="bytes the code index may take (picks PQ; ae)")
-    s.add_argument("--devices", type=int, default=None,
-                   help="processes/GPUs for encoding with Lightning predict (ae; default 1)")
+    s.add_argument(
+        "--devices", type=int, default=None, help="processes/GPUs for encoding with Lightning predict (ae; default 1)"
+    )
     s.add_argument("--strategy", default=None, help="Lightning strategy for encoding, e.g. ddp (ae; default auto)")
     s.add_argument("--accelerator", default=None, help="cpu|gpu|auto for distributed encoding (ae; default auto)")
     s.add_argument("--num-nodes", type=int, default=None, help="(ae; default 1)")
@@ -221,8 +270,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=5)
     s.add_argument("--json", action="store_true")
     s.add_argument("--plot")
-    s.add_argument("--mirror", action="store_true",
-                   help="also match the horizontally flipped query, each result at its better distance")
+    s.add_argument(
+        "--mirror",
+        action="store_true",
+        help="also match the horizontally flipped query, each result at its better distance",
+    )
     s.add_argument("--show-recon", action="store_true", help="plot each neighbour decoded from its code (ae)")
     s = sub.add_parser("dedup", help="groups of near-duplicates")
     s.add_argument("index")
@@ -234,8 +286,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="P@1/P@5/mAP@5 per method on a labelled folder, or near-duplicate recall")
     s.add_argument("folder", help="images in class subfolders (class = top-level subfolder)")
     s.add_argument("--methods", nargs="+", default=["ae", "phash", "raw", "pca"], choices=EVALUATION_METHODS)
-    s.add_argument("--queries", help="a folder of query images (default: a seeded split of FOLDER); with "
-                   "--neardup, the originals to transform (FOLDER then holds distractors)")
+    s.add_argument(
+        "--queries",
+        help="a folder of query images (default: a seeded split of FOLDER); with "
+        "--neardup, the originals to transform (FOLDER then holds distractors)",
+    )
     s.add_argument("--n-queries", type=int, default=500)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--metric", choices=("l2", "cosine"), default="l2")
@@ -247,17 +302,25 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         sub.choices[name].add_argument("--checkpoint", help="autoencoder checkpoint (.ckpt or exported .pt)")
         sub.choices[name].add_argument("--batch-size", type=int, default=None, help="(ae; default 256)")
     sub.choices["query"].add_argument("--search-params", default=None, help="override e.g. nprobe=64 (ae)")
-    sub.choices["index"].add_argument("--search-params", default=None,
-                                      help="auto (tuned; default) or e.g. nprobe=64 (ae)")
+    sub.choices["index"].add_argument(
+        "--search-params", default=None, help="auto (tuned; default) or e.g. nprobe=64 (ae)"
+    )
     for name in ("index", "add", "query", "evaluate"):
         sub.choices[name].add_argument(
-            "--views", choices=VIEWS, default=None,
+            "--views",
+            choices=VIEWS,
+            default=None,
             help="ae: full (the whole picture) or crops (also crops and squares of each picture, so a cropped "
-                 "or re-framed copy is found; an index keeps its choice). index picks crops for pictures of "
-                 "256 px and more on their short side, else full; evaluate uses full unless told")
+            "or re-framed copy is found; an index keeps its choice). index picks crops for pictures of "
+            "256 px and more on their short side, else full; evaluate uses full unless told",
+        )
     for name in ("index", "add", "remove"):
-        sub.choices[name].add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT,
-                                       help="seconds to wait for another writer of the index (default %(default)g)")
+        sub.choices[name].add_argument(
+            "--lock-timeout",
+            type=float,
+            default=LOCK_TIMEOUT,
+            help="seconds to wait for another writer of the index (default %(default)g)",
+        )
     for name, s in sub.choices.items():
         if name != "serve":
             s.add_argument("--workers", type=int, default=None)
@@ -268,8 +331,11 @@ def method_options(parser: argparse.ArgumentParser, a: argparse.Namespace) -> di
     """The method options (FLAGS) given on the command line: those that differ from the parser default."""
     sub = next(act for act in parser._actions if isinstance(act, argparse._SubParsersAction)).choices[a.cmd]
     values = vars(a)
-    return {act.dest: values[act.dest] for act in sub._actions
-            if act.dest in FLAGS and act.dest in values and values[act.dest] != act.default}
+    return {
+        act.dest: values[act.dest]
+        for act in sub._actions
+        if act.dest in FLAGS and act.dest in values and values[act.dest] != act.default
+    }
 
 
 DESCRIPTION = """Similarity search over an image folder: perceptual hashes or autoencoder codes + a FAISS index.

@@ -10,19 +10,21 @@ with ``--run-dir``, Training (loss/PSNR curves and per-epoch reconstruction grid
 API behind them is listed in :mod:`encoder.web.app`. Indexes and models load once, before
 the server starts; nothing is written into the index folders.
 """
+
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 LOOPBACK = ("localhost",)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="search.py serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="search.py serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("indexes", nargs="+", metavar="IDX", help="index folders (search.py index -o ...)")
     p.add_argument("--checkpoint", help="autoencoder for ae indexes (default: the one each index records)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
@@ -30,11 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="a secret every request must carry (open the page once with ?token=T)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default %(default)g)")
     p.add_argument("--run-dir", help="a training run folder (train.py fit's default_root_dir) for the Training page")
-    p.add_argument("--workers", type=int, default=None,
-                   help="threads for CPU work per process (default: the number of cores)")
-    p.add_argument("--processes", type=int, default=1,
-                   help="server processes, each with the indexes loaded (more throughput under many clients, "
-                        "N times the memory; default %(default)s)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="threads for CPU work per process (default: the number of cores)"
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes, each with the indexes loaded (more throughput under many clients, "
+        "N times the memory; default %(default)s)",
+    )
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     return p
 
@@ -67,11 +74,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: serving needs FastAPI and uvicorn ({e}); run `make setup`", file=sys.stderr)
         return 2
     if not is_loopback(a.host):
-        print(f"warning: --host {a.host} makes the page reachable from other machines"
-              + ("" if a.token else "; anyone who can reach it can query the indexes (consider --token)"),
-              file=sys.stderr)
-    config = dict(index_dirs=[str(i) for i in a.indexes], checkpoint=a.checkpoint, run_dir=a.run_dir,
-                  token=a.token, max_upload=int(a.max_upload_mb * 1e6), workers=a.workers)
+        print(
+            f"warning: --host {a.host} makes the page reachable from other machines"
+            + ("" if a.token else "; anyone who can reach it can query the indexes (consider --token)"),
+            file=sys.stderr,
+        )
+    config = dict(
+        index_dirs=[str(i) for i in a.indexes],
+        checkpoint=a.checkpoint,
+        run_dir=a.run_dir,
+        token=a.token,
+        max_upload=int(a.max_upload_mb * 1e6),
+        workers=a.workers,
+    )
     try:  # loaded here once even with --processes: bad inputs stop now, with the message, not in a worker
         app = create_app(**config)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:  # incl. IndexMismatch/Corrupt/Checkpoint
@@ -79,8 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     names = ", ".join(app.app.state.service.indexes)
     host = f"[{a.host}]" if ":" in a.host else a.host
-    print(f"serving {names} on http://{host}:{a.port}/" + ("?token=..." if a.token else "")
-          + (f" with {a.processes} processes" if a.processes > 1 else "") + "  (Ctrl-C stops)", flush=True)
+    print(
+        f"serving {names} on http://{host}:{a.port}/"
+        + ("?token=..." if a.token else "")
+        + (f" with {a.processes} processes" if a.processes > 1 else "")
+        + "  (Ctrl-C stops)",
+        flush=True,
+    )
     if a.processes == 1:
         uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, access_log=False)
         return 0
@@ -111,8 +131,15 @@ def _serve_processes(app, config: dict, processes: int, host: str, port: int, lo
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
-    cfg = uvicorn.Config("encoder.web.app:app_from_env", factory=True, workers=processes, host=host, port=port,
-                         log_level=log_level, access_log=False)
+    cfg = uvicorn.Config(
+        "encoder.web.app:app_from_env",
+        factory=True,
+        workers=processes,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+    )
     Multiprocess(cfg, sockets=[sock]).run()
 
 

@@ -14,6 +14,7 @@ and pass them on to the library by name.
 
 Checkpoints are written atomically (write, fsync, rename) and read with weights_only=True.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,13 @@ TOOLS = ("prepare-fashion-mnist", "reconstruct", "decode", "export")
 
 # ----------------------------------------------------------------------------- tools
 
+
 def _tools_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train.py", description="Data, reconstruction and export tools "
-                                "(training itself: `train.py fit --config configs/<name>.yaml`).")
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Data, reconstruction and export tools "
+        "(training itself: `train.py fit --config configs/<name>.yaml`).",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("prepare-fashion-mnist", help="export Fashion-MNIST as an image folder with class subfolders")
     s.add_argument("--out", default="data/fashion-mnist")
@@ -52,15 +57,20 @@ def _tools_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export the encoder for inference without Lightning (.onnx or .pt)")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("-o", "--output", default="runs/encoder.onnx")
-    s.add_argument("--no-check", dest="check", action="store_false",
-                   help="write the .onnx without checking it against torch (no onnxruntime needed)")
+    s.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="write the .onnx without checking it against torch (no onnxruntime needed)",
+    )
     return p
 
 
 def run_tool(argv: list[str]) -> int:
     values = vars(_tools_parser().parse_args(argv))
-    handler = {"prepare-fashion-mnist": _prepare, "reconstruct": _reconstruct, "decode": _decode,
-               "export": _export}[values.pop("cmd")]
+    handler = {"prepare-fashion-mnist": _prepare, "reconstruct": _reconstruct, "decode": _decode, "export": _export}[
+        values.pop("cmd")
+    ]
     from encoder.ae.export import OnnxCheckUnavailable
     from encoder.ae.inference import CheckpointError
 
@@ -79,8 +89,9 @@ def _prepare(*, out: str, source: str | None, limit: int | None) -> int:
     return 0
 
 
-def _reconstruct(*, images: list[str], checkpoint: str, output: str, grid: int, save_images: bool,
-                 as_json: bool) -> int:
+def _reconstruct(
+    *, images: list[str], checkpoint: str, output: str, grid: int, save_images: bool, as_json: bool
+) -> int:
     from encoder.ae.inference import load_encoder
     from encoder.ae.recon import reconstruct_paths
     from encoder.data import image_paths, report_skipped
@@ -88,15 +99,18 @@ def _reconstruct(*, images: list[str], checkpoint: str, output: str, grid: int, 
     enc = load_encoder(checkpoint)
     scan = image_paths(images)
     errors = list(scan.skipped)
-    summary = reconstruct_paths(enc, scan.paths, output, root=scan.root, grid_n=grid,
-                                errors=errors, save_images=save_images)
+    summary = reconstruct_paths(
+        enc, scan.paths, output, root=scan.root, grid_n=grid, errors=errors, save_images=save_images
+    )
     report_skipped(errors)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"reconstructed {summary['count']} images ({summary['skipped']} skipped): "
-              f"mean PSNR {summary['mean_psnr']:.2f} dB, mean SSIM {summary['mean_ssim']:.4f}\n"
-              f"grid {output}/grid.png, per-image {output}/metrics.csv, codes {output}/codes.npy")
+        print(
+            f"reconstructed {summary['count']} images ({summary['skipped']} skipped): "
+            f"mean PSNR {summary['mean_psnr']:.2f} dB, mean SSIM {summary['mean_ssim']:.4f}\n"
+            f"grid {output}/grid.png, per-image {output}/metrics.csv, codes {output}/codes.npy"
+        )
     return 0
 
 
@@ -129,7 +143,7 @@ def _export(*, checkpoint: str, output: str, check: bool) -> int:
 
 
 LIGHTNING = ("fit", "validate", "test", "predict")
-OVERVIEW = f"""usage: train.py {{{','.join(LIGHTNING)}}} ... | {{{','.join(TOOLS)}}} ...
+OVERVIEW = f"""usage: train.py {{{",".join(LIGHTNING)}}} ... | {{{",".join(TOOLS)}}} ...
 
 Train the autoencoder (LightningCLI) and use it.
 
@@ -156,5 +170,5 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     from encoder.cli.fit import run_lightning  # Lightning: only to train
 
-    run_lightning(argv)     # None: LightningCLI reads sys.argv itself
+    run_lightning(argv)  # None: LightningCLI reads sys.argv itself
     return 0

@@ -15,9 +15,10 @@ Example:
     >>> [g["ids"] for g in find_groups(h, ["a", "b", "c"], threshold=2)]
     [['a', 'b']]
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import faiss
 import numpy as np
@@ -25,8 +26,13 @@ import numpy as np
 DEFAULT_THRESHOLD = 10
 
 
-def find_groups(hashes: np.ndarray, ids: Sequence[str], threshold: int = DEFAULT_THRESHOLD,
-                flat: np.ndarray | None = None, include_flat: bool = False) -> list[dict]:
+def find_groups(
+    hashes: np.ndarray,
+    ids: Sequence[str],
+    threshold: int = DEFAULT_THRESHOLD,
+    flat: np.ndarray | None = None,
+    include_flat: bool = False,
+) -> list[dict]:
     """Groups of near-duplicates.
 
     Args:
@@ -61,7 +67,7 @@ def find_groups(hashes: np.ndarray, ids: Sequence[str], threshold: int = DEFAULT
         return a
 
     for q in range(len(rows)):
-        for j in I[lims[q]:lims[q + 1]]:
+        for j in I[lims[q] : lims[q + 1]]:
             ra, rb = find(q), find(int(j))
             if ra != rb:
                 parent[ra] = rb

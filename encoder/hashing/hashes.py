@@ -52,16 +52,17 @@ Example:
     >>> hash_to_hex(hash_images([im], "dhash")[0])
     'ffffffffffffffff'
 """
+
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+from collections.abc import Callable, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -114,11 +115,14 @@ class HashDef:
     definition: str
 
 
-HASHES: dict[str, HashDef] = {d.name: d for d in (
-    HashDef("phash", (32, 32), _phash_bits, "L,lanczos32,dct2,8x8>median,imagehash-compatible"),
-    HashDef("dhash", (9, 8), _dhash_bits, "L,lanczos9x8,row-gradient>0,imagehash-compatible"),
-    HashDef("ahash", (8, 8), _ahash_bits, "L,lanczos8x8,>mean,imagehash-compatible"),
-)}
+HASHES: dict[str, HashDef] = {
+    d.name: d
+    for d in (
+        HashDef("phash", (32, 32), _phash_bits, "L,lanczos32,dct2,8x8>median,imagehash-compatible"),
+        HashDef("dhash", (9, 8), _dhash_bits, "L,lanczos9x8,row-gradient>0,imagehash-compatible"),
+        HashDef("ahash", (8, 8), _ahash_bits, "L,lanczos8x8,>mean,imagehash-compatible"),
+    )
+}
 METHODS: tuple[str, ...] = tuple(HASHES)
 ALPHA_MODES: tuple[str, ...] = ("imagehash", "white")
 # Version tag and suffix per grey conversion. "white" was the only mode up to v1 and its strings
@@ -167,8 +171,9 @@ def _gray(im: Image.Image, alpha: str = "imagehash") -> Image.Image:
     return im if im.mode == "L" else im.convert("L")  # convert('L') of an L image only copies
 
 
-def small_gray(im: Image.Image, method: str = "phash", *, alpha: str = "imagehash",
-               fast_resize: bool = False) -> np.ndarray:
+def small_gray(
+    im: Image.Image, method: str = "phash", *, alpha: str = "imagehash", fast_resize: bool = False
+) -> np.ndarray:
     """Grey, resized pixels a hash is computed from: (32,32)|(8,9)|(8,8) float64 in [0,255].
 
     ``alpha`` chooses the grey conversion (``"imagehash"`` | ``"white"``, module docstring).
@@ -199,8 +204,7 @@ def is_flat(pixels: np.ndarray, threshold: float = FLAT_STD) -> np.ndarray:
     return x.reshape(len(x), -1).std(axis=1) < threshold
 
 
-def hash_images(images: Sequence[Image.Image], method: str = "phash", *,
-                alpha: str = "imagehash") -> np.ndarray:
+def hash_images(images: Sequence[Image.Image], method: str = "phash", *, alpha: str = "imagehash") -> np.ndarray:
     """Hash PIL images: list of N images -> (N,8) uint8 packed hashes.
 
     With the default ``alpha`` each row equals imagehash's hash of the same image object.
@@ -311,10 +315,19 @@ def _collect(results, method: str, batch_size: int, errors: list | None, bar):
     return np.concatenate(hashes), kept, np.concatenate(flats)
 
 
-def hash_paths(paths: Sequence[str | os.PathLike], method: str = "phash", *, draft: bool = False,
-               alpha: str = "imagehash", workers: int | None = None, errors: list | None = None,
-               progress: bool = False, mirror: bool = False, batch_size: int = 1024,
-               fast_resize: bool | None = None) -> tuple[np.ndarray, list[Path], np.ndarray]:
+def hash_paths(
+    paths: Sequence[str | os.PathLike],
+    method: str = "phash",
+    *,
+    draft: bool = False,
+    alpha: str = "imagehash",
+    workers: int | None = None,
+    errors: list | None = None,
+    progress: bool = False,
+    mirror: bool = False,
+    batch_size: int = 1024,
+    fast_resize: bool | None = None,
+) -> tuple[np.ndarray, list[Path], np.ndarray]:
     """Hash image files, skipping broken ones.
 
     Args:

@@ -24,6 +24,7 @@ Example:
     >>> bool((out == np.asarray(Image.fromarray(a).resize((32, 32), Image.Resampling.LANCZOS))).all())
     True
 """
+
 from __future__ import annotations
 
 import math
@@ -183,11 +184,11 @@ def _sums(x: np.ndarray, in_size: int, out_size: int, offset: int = 0) -> np.nda
     if mm is None or coefficients(in_size, out_size)[0].shape[1] >= 1 << 18:
         # float64 fallback, exact too: every sum is an integer below 2**53
         dense, lo = _dense(in_size, out_size)
-        sub = np.asarray(x[:, lo - offset:lo - offset + dense.shape[1]], np.float64)
+        sub = np.asarray(x[:, lo - offset : lo - offset + dense.shape[1]], np.float64)
         return (sub @ dense.T.astype(np.float64)).astype(np.int64)
     groups, wsum = _plan(in_size, out_size)
     x8 = torch.from_numpy((x ^ np.uint8(0x80)).view(np.int8))  # p - 128, contiguous
-    parts = [mm(x8[:, lo - offset:hi - offset], mat).numpy() for lo, hi, mat in groups]
+    parts = [mm(x8[:, lo - offset : hi - offset], mat).numpy() for lo, hi, mat in groups]
     t = (parts[0] if len(parts) == 1 else np.concatenate(parts, 1)).reshape(len(x), out_size, _DIGITS)
     s = t[..., 3].astype(np.int64)  # Horner in base 128: sum of (p - 128) * weight
     for i in range(_DIGITS - 2, -1, -1):

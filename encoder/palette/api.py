@@ -37,8 +37,8 @@ import numpy as np
 from PIL import Image
 
 from encoder.palette.colors import ColorSet, binned_colors, lab_to_srgb, srgb_to_lab
+from encoder.palette.kmeans import kmeanspp, lloyd, nearest, pad, varpart
 from encoder.palette.limits import N_COLORS_MAX, N_COLORS_MIN, check_n_colors  # noqa: F401  (re-exported)
-from encoder.palette.kmeans import lloyd, kmeanspp, nearest, pad, varpart
 
 DEFAULT_MAX_POINTS = 1 << 18  # more distinct colours than this: polish on 7-bit cells
 # Measured on the 7 bench photos at K=256 (worst per-photo PSNR vs full-pixel k-means / mean
@@ -68,7 +68,8 @@ KPP_BITS = 5
 # -3.16 to +0.04 dB, 0.02-0.18 s/MP. The bench photos (32k+ colours) keep the cell path.
 EXACT_MAX_COLORS = 24_576
 # starts there for images of up to EXACT_STARTS_MAX_COLORS colours (few colours make each start
-# cheap; above, 3 starts for n_colors <= 64 as for photos): 3 -> 5 starts took the 480x300 test illustration at K=16 from
+# cheap; above, 3 starts for n_colors <= 64 as for photos): 3 -> 5 starts took the 480x300 test
+# illustration at K=16 from
 # 0.11 dB below scikit-learn's KMeans(n_init=3) to 0.03; at K=256 Var-Part alone left the rendered
 # illustration and wallpaper 0.6-0.8 dB below full k-means, 5 starts +0.05 and +0.3 dB (k-means++
 # on 13k colours at K=256 would cost 0.5 s for +0.07 dB: not above EXACT_STARTS_MAX_COLORS; the
@@ -90,7 +91,9 @@ def check_image(image: np.ndarray) -> np.ndarray:
     """``image`` as an array if it is a non-empty (H, W, 3) uint8 image, else ``ValueError``."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or image.size == 0:
-        raise ValueError(f"image must be a non-empty (H, W, 3) uint8 array, got shape={image.shape} dtype={image.dtype}")
+        raise ValueError(
+            f"image must be a non-empty (H, W, 3) uint8 array, got shape={image.shape} dtype={image.dtype}"
+        )
     return image
 
 
@@ -180,12 +183,31 @@ def fit_palette(
     if pixels.dtype != np.uint8 or pixels.size == 0:
         raise ValueError(f"pixels must be non-empty uint8 (..., 3), got shape={np.shape(image)} dtype={pixels.dtype}")
     cs = _color_set(pixels, color_set)
-    return _fit_colors(cs.colors, cs.counts, n_colors, seed=seed, lab=lab, max_points=max_points,
-                       polish_iter=polish_iter, n_init=n_init, threads=threads)
+    return _fit_colors(
+        cs.colors,
+        cs.counts,
+        n_colors,
+        seed=seed,
+        lab=lab,
+        max_points=max_points,
+        polish_iter=polish_iter,
+        n_init=n_init,
+        threads=threads,
+    )
 
 
-def _fit_colors(colors: np.ndarray, counts: np.ndarray, n_colors: int, *, seed: int, lab: bool, max_points: int,
-                polish_iter: int | None, n_init: int | None, threads: int | None) -> np.ndarray:
+def _fit_colors(
+    colors: np.ndarray,
+    counts: np.ndarray,
+    n_colors: int,
+    *,
+    seed: int,
+    lab: bool,
+    max_points: int,
+    polish_iter: int | None,
+    n_init: int | None,
+    threads: int | None,
+) -> np.ndarray:
     """:func:`fit_palette` on distinct colours (M, 3) uint8 with pixel counts (M,)."""
     if len(colors) <= n_colors:
         return colors
@@ -195,18 +217,31 @@ def _fit_colors(colors: np.ndarray, counts: np.ndarray, n_colors: int, *, seed: 
     coarse, cw = binned_colors(colors, bits=6, counts=counts)
     few = len(colors) <= EXACT_MAX_COLORS and len(coarse) < CELLS_PER_CENTRE * n_colors or _peaky(counts, colors)
     if n_init is None:  # starts: cheap on a few thousand exact colours (see N_INIT_EXACT)
-        n_init = (N_INIT_EXACT if few and len(colors) <= EXACT_STARTS_MAX_COLORS
-                  else N_INIT_SMALL if n_colors <= 64 else 1)
+        n_init = (
+            N_INIT_EXACT if few and len(colors) <= EXACT_STARTS_MAX_COLORS else N_INIT_SMALL if n_colors <= 64 else 1
+        )
     if few or len(coarse) < 4 * n_colors:  # Lloyd on the colours themselves, to convergence
         x, w = binned_colors(colors, bits=7, counts=counts) if len(colors) > max_points else (colors, counts)
         x, w = conv(x), np.asarray(w, np.float64)
-        starts = [varpart(x, w, n_colors)] + [kmeanspp(x, w, n_colors, np.random.default_rng(seed + i))
-                                              for i in range(1, n_init if few else 1)]
+        starts = [varpart(x, w, n_colors)] + [
+            kmeanspp(x, w, n_colors, np.random.default_rng(seed + i)) for i in range(1, n_init if few else 1)
+        ]
         runs = [lloyd(x, w, pad(c, x, n_colors), 100, 1e-6, threads=threads) for c in starts]
         centers = min(runs, key=lambda r: r[1])[0]
     else:
-        centers = _fit_cells(colors, counts, n_colors, coarse, cw, conv, seed=seed, max_points=max_points,
-                             polish_iter=polish_iter, n_init=n_init, threads=threads)
+        centers = _fit_cells(
+            colors,
+            counts,
+            n_colors,
+            coarse,
+            cw,
+            conv,
+            seed=seed,
+            max_points=max_points,
+            polish_iter=polish_iter,
+            n_init=n_init,
+            threads=threads,
+        )
     if lab:
         pal = lab_to_srgb(centers)
     else:
@@ -357,5 +392,14 @@ def quantize(
     return q
 
 
-__all__ = ["N_COLORS_MIN", "N_COLORS_MAX", "Quantized", "check_n_colors", "check_image", "fit_palette",
-           "random_palette", "assign", "quantize"]
+__all__ = [
+    "N_COLORS_MIN",
+    "N_COLORS_MAX",
+    "Quantized",
+    "check_n_colors",
+    "check_image",
+    "fit_palette",
+    "random_palette",
+    "assign",
+    "quantize",
+]

@@ -24,9 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # sRGB (linear) -> XYZ, and the D65 white point
-_RGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423],
-                        [0.212671, 0.715160, 0.072169],
-                        [0.019334, 0.119193, 0.950227]])
+_RGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]])
 _WHITE = np.array([0.95047, 1.0, 1.08883])
 
 
@@ -125,7 +123,7 @@ def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
     fx = fy + lab[..., 1] / 500.0
     fz = fy - lab[..., 2] / 200.0
     f = np.stack([fx, fy, fz], axis=-1)
-    xyz = np.where(f > 0.206893, f ** 3, (f - 16.0 / 116.0) / 7.787) * _WHITE
+    xyz = np.where(f > 0.206893, f**3, (f - 16.0 / 116.0) / 7.787) * _WHITE
     c = np.clip(xyz @ np.linalg.inv(_RGB_TO_XYZ).T, 0.0, 1.0)
     c = np.where(c > 0.0031308, 1.055 * c ** (1 / 2.4) - 0.055, 12.92 * c)
     return np.clip(np.rint(c * 255.0), 0, 255).astype(np.uint8)
@@ -141,7 +139,7 @@ def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     L2, a2, b2 = np.moveaxis(np.asarray(lab2, np.float64), -1, 0)
     C1, C2 = np.hypot(a1, b1), np.hypot(a2, b2)
     Cm7 = ((C1 + C2) / 2.0) ** 7
-    G = 0.5 * (1.0 - np.sqrt(Cm7 / (Cm7 + 25.0 ** 7)))
+    G = 0.5 * (1.0 - np.sqrt(Cm7 / (Cm7 + 25.0**7)))
     a1p, a2p = (1.0 + G) * a1, (1.0 + G) * a2
     C1p, C2p = np.hypot(a1p, b1), np.hypot(a2p, b2)
     h1p = np.degrees(np.arctan2(b1, a1p)) % 360.0
@@ -158,11 +156,16 @@ def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     hs = h1p + h2p
     hpm = np.where(np.abs(h1p - h2p) <= 180.0, hs / 2.0, np.where(hs < 360.0, (hs + 360.0) / 2.0, (hs - 360.0) / 2.0))
     hpm = np.where(zero, hs, hpm)
-    T = (1 - 0.17 * np.cos(np.radians(hpm - 30)) + 0.24 * np.cos(np.radians(2 * hpm))
-         + 0.32 * np.cos(np.radians(3 * hpm + 6)) - 0.20 * np.cos(np.radians(4 * hpm - 63)))
+    T = (
+        1
+        - 0.17 * np.cos(np.radians(hpm - 30))
+        + 0.24 * np.cos(np.radians(2 * hpm))
+        + 0.32 * np.cos(np.radians(3 * hpm + 6))
+        - 0.20 * np.cos(np.radians(4 * hpm - 63))
+    )
     dtheta = 30.0 * np.exp(-(((hpm - 275.0) / 25.0) ** 2))
-    Cpm7 = Cpm ** 7
-    RC = 2.0 * np.sqrt(Cpm7 / (Cpm7 + 25.0 ** 7))
+    Cpm7 = Cpm**7
+    RC = 2.0 * np.sqrt(Cpm7 / (Cpm7 + 25.0**7))
     SL = 1.0 + 0.015 * (Lpm - 50.0) ** 2 / np.sqrt(20.0 + (Lpm - 50.0) ** 2)
     SC = 1.0 + 0.045 * Cpm
     SH = 1.0 + 0.015 * Cpm * T
@@ -170,5 +173,4 @@ def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     return np.sqrt((dLp / SL) ** 2 + (dCp / SC) ** 2 + (dHp / SH) ** 2 + RT * (dCp / SC) * (dHp / SH))
 
 
-__all__ = ["pack", "unpack", "ColorSet", "distinct_colors", "binned_colors", "srgb_to_lab", "lab_to_srgb",
-           "ciede2000"]
+__all__ = ["pack", "unpack", "ColorSet", "distinct_colors", "binned_colors", "srgb_to_lab", "lab_to_srgb", "ciede2000"]

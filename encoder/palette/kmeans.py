@@ -74,7 +74,7 @@ def _sqdist_argmin(x: torch.Tensor, c: torch.Tensor, chunk: int | None = None) -
     cn = (c * c).sum(1)
     labels, dists = [], []
     for s in range(0, x.shape[0], chunk):
-        xs = x[s:s + chunk]
+        xs = x[s : s + chunk]
         m, i = torch.addmm(cn.unsqueeze(0), xs, c.T, alpha=-2.0).min(1)  # ||c||^2 - 2 x.c
         labels.append(i)
         dists.append((m + (xs * xs).sum(1)).clamp_min_(0))
@@ -113,7 +113,8 @@ def nearest(x: np.ndarray, c: np.ndarray, *, threads: int | None = None) -> tupl
             else:
                 bounds = np.linspace(0, len(x), max(2, len(x) // _CHUNK) + 1).astype(np.int64)
                 todo = itertools.count()  # chunks are taken in turn: a thread kept off its core
-                                          # by other work just takes fewer of them
+
+                # by other work just takes fewer of them
                 def work() -> None:
                     while (j := next(todo)) < len(bounds) - 1:
                         s, e = bounds[j], bounds[j + 1]
@@ -157,8 +158,9 @@ def _pool(threads: int) -> ThreadPoolExecutor:
             if pid == os.getpid():
                 pool.shutdown(wait=False)
         _POOL.clear()
-        _POOL[key] = ThreadPoolExecutor(threads - 1, thread_name_prefix="palette",
-                                        initializer=faiss.omp_set_num_threads, initargs=(1,))
+        _POOL[key] = ThreadPoolExecutor(
+            threads - 1, thread_name_prefix="palette", initializer=faiss.omp_set_num_threads, initargs=(1,)
+        )
     return _POOL[key]
 
 
@@ -175,7 +177,7 @@ def kmeanspp(x: np.ndarray, w: np.ndarray, n_clusters: int, rng: np.random.Gener
     first = min(int(np.searchsorted(cw, rng.random() * cw[-1], side="right")), len(x) - 1)
     centers = [first]
     xt = np.ascontiguousarray(x.T)
-    closest = ((xt - xt[:, first:first + 1]) ** 2).sum(0)
+    closest = ((xt - xt[:, first : first + 1]) ** 2).sum(0)
     for _ in range(1, n_clusters):
         cp = np.cumsum(w * closest)
         if cp[-1] <= 0:
@@ -208,8 +210,8 @@ def varpart(x: np.ndarray, w: np.ndarray, n_clusters: int) -> np.ndarray:
     rows = f.view(np.dtype((np.void, f.shape[1] * f.itemsize)))[:, 0]
 
     def entry(s: int, e: int, mom: list) -> tuple:
-        mean = [a / mom[0] for a in mom[1:1 + dim]]
-        var = [max(b - a * c, 0.0) for a, b, c in zip(mom[1:1 + dim], mom[1 + dim:m], mean)]  # SSE per axis
+        mean = [a / mom[0] for a in mom[1 : 1 + dim]]
+        var = [max(b - a * c, 0.0) for a, b, c in zip(mom[1 : 1 + dim], mom[1 + dim : m], mean)]  # SSE per axis
         return (-sum(var), s, e, mom, mean, var)
 
     heap = [entry(0, len(f), f[:, :m].sum(0).tolist())]
@@ -225,18 +227,26 @@ def varpart(x: np.ndarray, w: np.ndarray, n_clusters: int) -> np.ndarray:
         part = rows[s:e]
         rows[s:e] = np.concatenate([part[left], part[~left]])
         if 2 * n_left <= e - s:
-            lm = f[s:s + n_left, :m].sum(0).tolist()
+            lm = f[s : s + n_left, :m].sum(0).tolist()
             rm = [p - q for p, q in zip(mom, lm)]
         else:
-            rm = f[s + n_left:e, :m].sum(0).tolist()
+            rm = f[s + n_left : e, :m].sum(0).tolist()
             lm = [p - q for p, q in zip(mom, rm)]
         heapq.heappush(heap, entry(s, s + n_left, lm))
         heapq.heappush(heap, entry(s + n_left, e, rm))
     return np.array([h[4] for h in heap] + done)
 
 
-def lloyd(x: np.ndarray, w: np.ndarray, c: np.ndarray, max_iter: int, tol: float,
-          beta: float | None = None, *, threads: int | None = None) -> tuple[np.ndarray, float]:
+def lloyd(
+    x: np.ndarray,
+    w: np.ndarray,
+    c: np.ndarray,
+    max_iter: int,
+    tol: float,
+    beta: float | None = None,
+    *,
+    threads: int | None = None,
+) -> tuple[np.ndarray, float]:
     """Weighted Lloyd on ``x`` (M, D), weights ``w`` (M,), from centres ``c`` (K, D) with
     over-relaxation ``beta`` (default ``OVERRELAX``) -> (centres (K, D) float64, inertia).
 

@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,8 +44,9 @@ def _save(fig, path: str | os.PathLike) -> None:
 PANEL_HEIGHT = 360  # pixels of each panel of the side-by-side figure
 
 
-def side_by_side(image: np.ndarray, results: Sequence[Quantized], path: str | os.PathLike,
-                 labels: Sequence[str] | None = None) -> None:
+def side_by_side(
+    image: np.ndarray, results: Sequence[Quantized], path: str | os.PathLike, labels: Sequence[str] | None = None
+) -> None:
     """Original (H, W, 3) uint8 and each quantized result side by side, colour counts in titles.
 
     Drawn with Pillow, not matplotlib: the panels are the pictures themselves, scaled to
@@ -61,7 +62,8 @@ def side_by_side(image: np.ndarray, results: Sequence[Quantized], path: str | os
         before = len(distinct_colors(image.reshape(-1, 3))[0])
     panels = [("original", f"{before:,} colours", image)] + [
         (labels[i] if labels else f"K={q.n_colors}", f"{len(q.palette)} colours", q.image())
-        for i, q in enumerate(results)]
+        for i, q in enumerate(results)
+    ]
     font = ImageFont.load_default(size=15)
     pad, head = 12, 46
     fig = Image.new("RGB", (pad + len(panels) * (size[0] + pad), head + PANEL_HEIGHT + pad), "white")
@@ -76,8 +78,9 @@ def side_by_side(image: np.ndarray, results: Sequence[Quantized], path: str | os
         fig.save(tmp, format="PNG")
 
 
-def error_vs_k(curve: Sequence[dict], path: str | os.PathLike, target_psnr: float | None = None,
-               chosen: int | None = None) -> None:
+def error_vs_k(
+    curve: Sequence[dict], path: str | os.PathLike, target_psnr: float | None = None, chosen: int | None = None
+) -> None:
     """PSNR (left axis) and mean CIEDE2000 (right axis) against K, from
     :func:`~encoder.palette.report.auto_n_colors`'s curve (rows keyed ``k``, ``psnr``, ``ciede2000``)."""
     ks = [r["k"] for r in curve]
@@ -98,8 +101,14 @@ def error_vs_k(curve: Sequence[dict], path: str | os.PathLike, target_psnr: floa
     _save(fig, path)
 
 
-def scatter(image: np.ndarray, q: Quantized, path_2d: str | os.PathLike, path_3d: str | os.PathLike,
-            n_sample: int = 3000, seed: int = 0) -> None:
+def scatter(
+    image: np.ndarray,
+    q: Quantized,
+    path_2d: str | os.PathLike,
+    path_3d: str | os.PathLike,
+    n_sample: int = 3000,
+    seed: int = 0,
+) -> None:
     """2-D (R-G, R-B) and 3-D RGB scatter of ``n_sample`` pixels: before (own colour) and
     after (assigned palette colour)."""
     px = image.reshape(-1, 3)
@@ -109,7 +118,9 @@ def scatter(image: np.ndarray, q: Quantized, path_2d: str | os.PathLike, path_3d
     after_c = q.palette[q.labels.reshape(-1)[idx]] / 255.0
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(8, 8))
-    for row, (cols, name) in enumerate([(before / 255.0, "original colour"), (after_c, f"palette colour (K={q.n_colors})")]):
+    for row, (cols, name) in enumerate(
+        [(before / 255.0, "original colour"), (after_c, f"palette colour (K={q.n_colors})")]
+    ):
         for col, (j, lab) in enumerate([(1, "G"), (2, "B")]):
             a = axes[row, col]
             a.scatter(before[:, 0], before[:, j], c=cols, s=3)
@@ -118,7 +129,9 @@ def scatter(image: np.ndarray, q: Quantized, path_2d: str | os.PathLike, path_3d
             a.set_title(f"R-{lab}, {name}", fontsize=9)
     _save(fig, path_2d)
     fig = plt.figure(figsize=(10, 5))
-    for i, (cols, name) in enumerate([(before / 255.0, "original colour"), (after_c, f"palette colour (K={q.n_colors})")]):
+    for i, (cols, name) in enumerate(
+        [(before / 255.0, "original colour"), (after_c, f"palette colour (K={q.n_colors})")]
+    ):
         a = fig.add_subplot(1, 2, i + 1, projection="3d")
         a.scatter(before[:, 0], before[:, 1], before[:, 2], c=cols, s=2)
         a.set_xlabel("R")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import colorsys
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -57,9 +58,17 @@ def mean_ciede2000(image: np.ndarray, palette: np.ndarray, labels: np.ndarray) -
     return float(np.sum(d * counts) / counts.sum())
 
 
-def palette_stats(image: np.ndarray, q: Quantized, *, source_bytes: int | None = None,
-                  bytes_before: int | None = None, png: bytes | None = None, full: bool = True,
-                  sample: int = CIEDE_SAMPLE, seed: int = 0) -> dict:
+def palette_stats(
+    image: np.ndarray,
+    q: Quantized,
+    *,
+    source_bytes: int | None = None,
+    bytes_before: int | None = None,
+    png: bytes | None = None,
+    full: bool = True,
+    sample: int = CIEDE_SAMPLE,
+    seed: int = 0,
+) -> dict:
     """Stats of one result ``q`` of ``image`` (H, W, 3) uint8 -> a dict (one JSON row).
 
     Keys: ``k`` (the palette size asked for, ``q.n_colors``: the command line's ``-k``),
@@ -110,16 +119,20 @@ def _ciede2000(image: np.ndarray, q: Quantized, sample: int | None, seed: int) -
 
 def format_table(rows: Sequence[dict]) -> str:
     """A plain-text table of :func:`palette_stats` rows (with ``file`` and ``method`` keys)."""
-    head = (f"{'file':<24} {'method':<7} {'K':>4} {'colours':>15} {'PNG before':>10} {'source':>9} "
-            f"{'after':>8} {'ratio':>6} {'PSNR':>6} {'dE2000':>6} {'sec':>6}")
+    head = (
+        f"{'file':<24} {'method':<7} {'K':>4} {'colours':>15} {'PNG before':>10} {'source':>9} "
+        f"{'after':>8} {'ratio':>6} {'PSNR':>6} {'dE2000':>6} {'sec':>6}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         name = r.get("file", "")
         name = name if len(name) <= 24 else "..." + name[-21:]
         lines.append(
             f"{name:<24} {r.get('method', 'kmeans'):<7} {r['k']:>4} {r['colors_before']:>7,}->{r['colors_after']:<3}  "
-            f"{_num(r['bytes_before']):>10} {_num(r['bytes_source']):>9} {r['bytes_after']:>8,} {_num(r['ratio'], '.2f'):>6} "
-            f"{r['psnr'] if r['psnr'] is not None else float('inf'):>6.2f} {r['ciede2000']:>6.2f} {r['seconds']:>6.3f}")
+            f"{_num(r['bytes_before']):>10} {_num(r['bytes_source']):>9} {r['bytes_after']:>8,} "
+            f"{_num(r['ratio'], '.2f'):>6} "
+            f"{r['psnr'] if r['psnr'] is not None else float('inf'):>6.2f} {r['ciede2000']:>6.2f} {r['seconds']:>6.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -131,14 +144,22 @@ def format_line(r: dict) -> str:
     """One result as a line: ``photo.png K=256: 36.27 dB, dE2000 2.96 (+-0.01), 884,501 -> 256 colours,
     7,403,651 -> 1,748,293 bytes (4.23x smaller than the source file), 0.77 s``."""
     psnr_txt = "lossless" if r["psnr"] is None or r["psnr"] == float("inf") else f"{r['psnr']:.2f} dB"
-    de = f"dE2000 {r['ciede2000']:.2f}" + (f" (+-{r['ciede2000_se']:.2f}, {r['ciede2000_pixels']:,}-pixel sample)"
-                                          if r.get("ciede2000_se") is not None else "")
+    de = f"dE2000 {r['ciede2000']:.2f}" + (
+        f" (+-{r['ciede2000_se']:.2f}, {r['ciede2000_pixels']:,}-pixel sample)"
+        if r.get("ciede2000_se") is not None
+        else ""
+    )
     base = r["bytes_before"] if r["bytes_before"] is not None else r["bytes_source"]
-    size = f"{r['bytes_after']:,} bytes" if base is None else (
-        f"{base:,} -> {r['bytes_after']:,} bytes ({r['ratio']:.2f}x smaller than the {r['ratio_basis']})")
+    size = (
+        f"{r['bytes_after']:,} bytes"
+        if base is None
+        else (f"{base:,} -> {r['bytes_after']:,} bytes ({r['ratio']:.2f}x smaller than the {r['ratio_basis']})")
+    )
     method = "" if r.get("method", "kmeans") == "kmeans" else f" {r['method']}"
-    return (f"{r.get('file', '')}{method} K={r['k']}: {psnr_txt}, {de}, {r['colors_before']:,} -> "
-            f"{r['colors_after']} colours, {size}, {r['seconds']:.2f} s")
+    return (
+        f"{r.get('file', '')}{method} K={r['k']}: {psnr_txt}, {de}, {r['colors_before']:,} -> "
+        f"{r['colors_after']} colours, {size}, {r['seconds']:.2f} s"
+    )
 
 
 def auto_n_colors(
@@ -172,8 +193,9 @@ def auto_n_colors(
     curve, chosen = [], None
     before = lossless_png_size(image) if bytes_before is None and full else bytes_before
     for n in sizes:
-        row = palette_stats(image, quantize(image, n, seed=seed, lab=lab, threads=threads), bytes_before=before,
-                            full=full)
+        row = palette_stats(
+            image, quantize(image, n, seed=seed, lab=lab, threads=threads), bytes_before=before, full=full
+        )
         curve.append(row)
         if target_psnr is not None and row["psnr"] >= target_psnr:
             chosen = n
@@ -190,8 +212,16 @@ def auto_n_colors(
 
 def segment_colors(n: int) -> np.ndarray:
     """``n`` well-separated label colours (n, 3) uint8 (golden-angle hues)."""
-    return np.array([[round(255 * v) for v in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65 + 0.35 * (i % 2), 0.95 - 0.3 * (i % 3 == 2))]
-                     for i in range(n)], dtype=np.uint8)
+    return np.array(
+        [
+            [
+                round(255 * v)
+                for v in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65 + 0.35 * (i % 2), 0.95 - 0.3 * (i % 3 == 2))
+            ]
+            for i in range(n)
+        ],
+        dtype=np.uint8,
+    )
 
 
 def segmentation(q: Quantized) -> np.ndarray:
@@ -207,5 +237,15 @@ def segmentation(q: Quantized) -> np.ndarray:
     return segment_colors(n)[q.labels]
 
 
-__all__ = ["CANDIDATES", "encode_png", "lossless_png_size", "mean_ciede2000", "palette_stats", "format_table", "format_line",
-           "auto_n_colors", "segment_colors", "segmentation"]
+__all__ = [
+    "CANDIDATES",
+    "encode_png",
+    "lossless_png_size",
+    "mean_ciede2000",
+    "palette_stats",
+    "format_table",
+    "format_line",
+    "auto_n_colors",
+    "segment_colors",
+    "segmentation",
+]

@@ -37,6 +37,7 @@ Example:
     >>> rows[:, 0].tolist()
     [0, 1]
 """
+
 from __future__ import annotations
 
 import math
@@ -117,8 +118,9 @@ def choose_factory(n: int, d: int, memory_budget: int | None = None) -> str:
         for m in (64, 32, 16, 8):
             if m <= d and d % m == 0 and n * (m + 8) <= memory_budget:
                 return f"OPQ{m},IVF{nlist},PQ{m}"
-        raise ValueError(f"memory_budget={memory_budget} bytes cannot hold {n} codes even at 8 bytes "
-                         f"each (need >= {n * 16} bytes)")
+        raise ValueError(
+            f"memory_budget={memory_budget} bytes cannot hold {n} codes even at 8 bytes each (need >= {n * 16} bytes)"
+        )
     if n <= FLAT_MAX:
         return "Flat"
     return f"IVF{nlist_for(n)},Flat"
@@ -195,8 +197,9 @@ def set_params(index, params: str) -> None:
         try:
             faiss.ParameterSpace().set_index_parameters(index, faiss_part)
         except RuntimeError as e:
-            raise ValueError(f"search params {params!r} do not apply to this index: "
-                             f"{str(e).strip().splitlines()[-1][-120:]}") from None
+            raise ValueError(
+                f"search params {params!r} do not apply to this index: {str(e).strip().splitlines()[-1][-120:]}"
+            ) from None
 
 
 def tuning_rows(n: int, n_queries: int = TUNE_QUERIES, seed: int = 0) -> np.ndarray:
@@ -216,15 +219,17 @@ def train_sample(codes: np.ndarray, size: int, seed: int = 0, exclude: np.ndarra
 def add_chunked(index, codes: np.ndarray, metric: str, chunk: int = ADD_CHUNK) -> None:
     """Add codes to a trained index in chunks (a memory-mapped array is never copied whole)."""
     for s in range(0, len(codes), chunk):
-        index.add(prepare(codes[s:s + chunk], metric))
+        index.add(prepare(codes[s : s + chunk], metric))
 
 
 def new_index(d: int, factory: str, metric: str):
     try:
         return faiss.index_factory(d, factory, faiss_metric(metric))
     except RuntimeError as e:
-        raise ValueError(f"faiss_type={factory!r} is not a FAISS factory string FAISS can build "
-                         f"for d={d}: {str(e).strip().splitlines()[-1]}") from None
+        raise ValueError(
+            f"faiss_type={factory!r} is not a FAISS factory string FAISS can build "
+            f"for d={d}: {str(e).strip().splitlines()[-1]}"
+        ) from None
 
 
 def _fast_training(index) -> None:
@@ -242,9 +247,16 @@ def _fast_training(index) -> None:
         top.do_polysemous_training = False
 
 
-def build(codes: np.ndarray, metric: str = "l2", factory: str = "auto", *,
-          memory_budget: int | None = None, search_params: str = "auto",
-          target_recall: float = 0.95, seed: int = 0) -> Built:
+def build(
+    codes: np.ndarray,
+    metric: str = "l2",
+    factory: str = "auto",
+    *,
+    memory_budget: int | None = None,
+    search_params: str = "auto",
+    target_recall: float = 0.95,
+    seed: int = 0,
+) -> Built:
     """Build, train, fill and tune an index over codes (N,D) float32 (may be memory-mapped).
 
     Args:
@@ -266,8 +278,9 @@ def build(codes: np.ndarray, metric: str = "l2", factory: str = "auto", *,
         ivf = _ivf(index)
         need = max(39 * (ivf.nlist if ivf is not None else 1), 1)
         if n < need:
-            raise ValueError(f"faiss_type={chosen!r} needs at least {need} codes to train, got {n}; "
-                             "use 'Flat' or fewer lists")
+            raise ValueError(
+                f"faiss_type={chosen!r} needs at least {need} codes to train, got {n}; use 'Flat' or fewer lists"
+            )
         size = TRAIN_PER_LIST * ivf.nlist if ivf is not None else PQ_MIN_TRAIN * 4
         if "PQ" in chosen:
             size = max(size, PQ_MIN_TRAIN * 4)
@@ -277,8 +290,13 @@ def build(codes: np.ndarray, metric: str = "l2", factory: str = "auto", *,
     add_chunked(index, codes, metric)
     params, recall = tune(index, codes, metric, search_params, target_recall, seed=seed)
     ivf = _ivf(index)
-    if (factory == "auto" and memory_budget is None and ivf is not None and search_params == "auto"
-            and _probes(params) * 4 > ivf.nlist):
+    if (
+        factory == "auto"
+        and memory_budget is None
+        and ivf is not None
+        and search_params == "auto"
+        and _probes(params) * 4 > ivf.nlist
+    ):
         # codes without cluster structure (e.g. i.i.d. noise): IVF must scan over a quarter of its
         # lists to reach the target, which is no faster than exact search, so use exact search
         flat = new_index(d, "Flat", metric)
@@ -300,8 +318,9 @@ def refill(index, codes: np.ndarray, metric: str) -> Any:
     return fresh
 
 
-def exact_knn(queries: np.ndarray, codes: np.ndarray, k: int, metric: str,
-              chunk: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+def exact_knn(
+    queries: np.ndarray, codes: np.ndarray, k: int, metric: str, chunk: int = 262_144
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by brute force over codes in chunks: (Q,D),(N,D) -> (distances, rows) (Q,k).
 
     Distances are FAISS's raw scores (squared L2, or inner product for cosine).
@@ -311,7 +330,7 @@ def exact_knn(queries: np.ndarray, codes: np.ndarray, k: int, metric: str,
     keep_max = metric == "cosine"
     heap = faiss.ResultHeap(len(q), k, keep_max=keep_max)
     for s in range(0, len(codes), chunk):
-        xb = prepare(codes[s:s + chunk], metric)
+        xb = prepare(codes[s : s + chunk], metric)
         D, I = faiss.knn(q, xb, min(k, len(xb)), metric=faiss.METRIC_INNER_PRODUCT if keep_max else faiss.METRIC_L2)
         if D.shape[1] < k:  # a short last chunk: pad with worst values
             pad = k - D.shape[1]
@@ -333,8 +352,9 @@ def _true_scores(q: np.ndarray, codes: np.ndarray, rows: np.ndarray, metric: str
     return np.where(rows >= 0, s, np.inf)
 
 
-def recall_at_k(queries: np.ndarray, codes: np.ndarray, approx_rows: np.ndarray, exact_scores: np.ndarray,
-                metric: str, k: int = 5) -> float:
+def recall_at_k(
+    queries: np.ndarray, codes: np.ndarray, approx_rows: np.ndarray, exact_scores: np.ndarray, metric: str, k: int = 5
+) -> float:
     """Mean fraction of the k returned rows that are true top-k neighbours.
 
     A returned row counts when its exact score is at least as good as the exact k-th best (so
@@ -342,14 +362,15 @@ def recall_at_k(queries: np.ndarray, codes: np.ndarray, approx_rows: np.ndarray,
     """
     q = prepare(queries, metric)
     true = _true_scores(q, codes, approx_rows[:, :k], metric)
-    kth = exact_scores[:, k - 1:k]
+    kth = exact_scores[:, k - 1 : k]
     tol = 1e-4 * np.maximum(np.abs(kth), 1e-6)
     good = true >= kth - tol if metric == "cosine" else true <= kth + tol
     return float(good.sum(1).mean() / k)
 
 
-def search(index, queries: np.ndarray, k: int, metric: str, params: str = "",
-           codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    index, queries: np.ndarray, k: int, metric: str, params: str = "", codes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k: (Q,D) -> (distances (Q,k) float32, rows (Q,k) int64, -1 where fewer exist).
 
     Distances are squared L2, or ``1 - cos`` for cosine. With ``rerank=R`` in ``params`` and
@@ -371,8 +392,16 @@ def search(index, queries: np.ndarray, k: int, metric: str, params: str = "",
     return D, I
 
 
-def tune(index, codes: np.ndarray, metric: str, search_params: str = "auto", target_recall: float = 0.95,
-         k: int = 5, n_queries: int = TUNE_QUERIES, seed: int = 0) -> tuple[str, float | None]:
+def tune(
+    index,
+    codes: np.ndarray,
+    metric: str,
+    search_params: str = "auto",
+    target_recall: float = 0.95,
+    k: int = 5,
+    n_queries: int = TUNE_QUERIES,
+    seed: int = 0,
+) -> tuple[str, float | None]:
     """Pick and apply search parameters; returns (params, measured recall@k vs exact or None).
 
     Queries are ``n_queries`` stored codes (:func:`tuning_rows`); each query's own row is left
@@ -445,6 +474,8 @@ def read(path: str, mmap: bool = False):
     in 60 MB instead of 149 MB, its graph being read). (``IO_FLAG_MMAP`` alone maps only IVF
     lists, and the two together are refused for IVF.)
     """
-    return (faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY) if mmap
-            else faiss.read_index(str(path)))
-
+    return (
+        faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+        if mmap
+        else faiss.read_index(str(path))
+    )

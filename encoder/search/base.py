@@ -3,10 +3,12 @@
 Subclasses and the registry are in :mod:`encoder.search.methods` (hashes, autoencoder codes) and
 :mod:`encoder.search.baselines` (raw pixels, PCA: evaluation only); see methods' docstring.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -14,12 +16,25 @@ from encoder.search import ann
 from encoder.search.errors import IndexMismatchError
 
 # Command-line spelling of every option some method takes (argparse dest -> flag).
-FLAGS = {"draft": "--draft", "alpha": "--alpha", "mirror": "--mirror", "workers": "--workers",
-         "faiss_type": "--faiss-type", "checkpoint": "--checkpoint", "batch_size": "--batch-size",
-         "metric": "--metric", "memory_budget": "--memory-budget", "search_params": "--search-params",
-         "devices": "--devices", "strategy": "--strategy", "accelerator": "--accelerator",
-         "num_nodes": "--num-nodes", "shard_dir": "--shard-dir", "show_recon": "--show-recon",
-         "views": "--views"}
+FLAGS = {
+    "draft": "--draft",
+    "alpha": "--alpha",
+    "mirror": "--mirror",
+    "workers": "--workers",
+    "faiss_type": "--faiss-type",
+    "checkpoint": "--checkpoint",
+    "batch_size": "--batch-size",
+    "metric": "--metric",
+    "memory_budget": "--memory-budget",
+    "search_params": "--search-params",
+    "devices": "--devices",
+    "strategy": "--strategy",
+    "accelerator": "--accelerator",
+    "num_nodes": "--num-nodes",
+    "shard_dir": "--shard-dir",
+    "show_recon": "--show-recon",
+    "views": "--views",
+}
 
 
 class Vectors(NamedTuple):
@@ -52,7 +67,7 @@ class Method:
     encoder: Any = None  # the loaded autoencoder, if any
 
     @classmethod
-    def create(cls, name: str, **options: Any) -> "Method":
+    def create(cls, name: str, **options: Any) -> Method:
         return cls(**options)
 
     @property
@@ -77,19 +92,26 @@ class Method:
         return {}
 
     @classmethod
-    def from_index(cls, meta: Mapping[str, Any], **options: Any) -> "Method":
+    def from_index(cls, meta: Mapping[str, Any], **options: Any) -> Method:
         raise IndexMismatchError(f"index method {meta.get('method')!r} is not a method this command can query")
 
-    def vectors(self, paths: Sequence[str | Path], *, errors: list | None = None, progress: bool = False,
-                scratch_dir: str | Path | None = None) -> Vectors | None:
+    def vectors(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        errors: list | None = None,
+        progress: bool = False,
+        scratch_dir: str | Path | None = None,
+    ) -> Vectors | None:
         """Vectors of the readable files of ``paths``; ``(path, reason)`` of the others appended to ``errors``.
 
         ``scratch_dir``: a folder the method may use for temporary files (removed after).
         """
         raise ValueError(f"method {self.name!r} is for evaluation only; it cannot index files")
 
-    def query(self, index, paths: Sequence[str | Path], k: int, *, errors: list | None = None,
-              progress: bool = False) -> Neighbours | None:
+    def query(
+        self, index, paths: Sequence[str | Path], k: int, *, errors: list | None = None, progress: bool = False
+    ) -> Neighbours | None:
         """Top-``k`` neighbours in ``index`` of each readable file of ``paths``."""
         got = self.vectors(paths, errors=errors, progress=progress)
         if got is None:
@@ -98,7 +120,7 @@ class Method:
         return Neighbours(got.paths, [[round(float(d), 6) for d in row] for row in distances], ids)
 
     # -- evaluation
-    def fit(self, images: np.ndarray, sources: Sequence) -> "Method":
+    def fit(self, images: np.ndarray, sources: Sequence) -> Method:
         """Learn from the gallery ((N,S,S) uint8 grey images and their files); most methods need nothing."""
         return self
 
@@ -115,5 +137,5 @@ class Method:
         return ann.exact_knn(queries, gallery, k, metric)[1]
 
     @classmethod
-    def for_evaluation(cls, name: str, *, checkpoint: str | None = None, encoder: Any = None) -> "Method":
+    def for_evaluation(cls, name: str, *, checkpoint: str | None = None, encoder: Any = None) -> Method:
         return cls.create(name)

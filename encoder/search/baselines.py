@@ -3,6 +3,7 @@
 ``search.py evaluate --methods raw pca`` compares the learned codes and the hashes with them: an
 encoder that does not beat PCA with 128 components is not worth its training.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,7 +54,7 @@ class PcaMethod(Method):
     def __init__(self, n_components: int = PCA_COMPONENTS):
         self.n_components, self.pca = n_components, None
 
-    def fit(self, images, sources) -> "PcaMethod":
+    def fit(self, images, sources) -> PcaMethod:
         self.pca = pca_fit(pixels(images), self.n_components)
         return self
 

@@ -1,7 +1,9 @@
 """The errors of an index, in a module of their own: index.py and methods.py both raise them."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 class IndexMismatchError(ValueError):
@@ -27,4 +29,5 @@ def check_meta(meta: Mapping[str, Any], **want: Any) -> None:
         if have != value:
             raise IndexMismatchError(
                 f"index {key} is {have!r} but the new data has {key} {value!r}; "
-                "hashes/codes of different definitions cannot be compared - build a new index")
+                "hashes/codes of different definitions cannot be compared - build a new index"
+            )

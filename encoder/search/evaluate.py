@@ -52,12 +52,13 @@ Example:
     >>> m["P@1"], m["P@2"]
     (1.0, 0.75)
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -70,8 +71,10 @@ def class_labels(ids: Sequence[str], where: str | os.PathLike = "") -> list[str]
     """Top-level subfolder of each id; ValueError naming an image that is in no subfolder."""
     loose = [i for i in ids if "/" not in i]
     if loose:
-        raise ValueError(f"{where}: images must sit in class subfolders (FOLDER/<class>/...), "
-                         f"found {len(loose)} at the top level, e.g. {loose[0]!r}")
+        raise ValueError(
+            f"{where}: images must sit in class subfolders (FOLDER/<class>/...), "
+            f"found {len(loose)} at the top level, e.g. {loose[0]!r}"
+        )
     return [i.split("/", 1)[0] for i in ids]
 
 
@@ -115,10 +118,18 @@ def _setup(methods, enc, image_size: int | None) -> tuple[list[Method], int, obj
     return ms, size, enc
 
 
-def evaluate_folder(folder: str | os.PathLike, enc=None,
-                    methods: Sequence[str | Method] = ("ae", "phash", "raw", "pca"), *,
-                    queries: str | os.PathLike | None = None, n_queries: int = 500, seed: int = 0,
-                    metric: str = "l2", k: int = 5, image_size: int | None = None) -> dict:
+def evaluate_folder(
+    folder: str | os.PathLike,
+    enc=None,
+    methods: Sequence[str | Method] = ("ae", "phash", "raw", "pca"),
+    *,
+    queries: str | os.PathLike | None = None,
+    n_queries: int = 500,
+    seed: int = 0,
+    metric: str = "l2",
+    k: int = 5,
+    image_size: int | None = None,
+) -> dict:
     """P@1/P@k/mAP@k per method on a labelled folder; returns a JSON-ready report.
 
     ``methods``: names of :data:`encoder.search.methods.METHODS` or Method objects; ``enc`` an
@@ -146,19 +157,41 @@ def evaluate_folder(folder: str | os.PathLike, enc=None,
         g_images, g_kept, g_labels = images[gi], [kept[i] for i in gi], [labels[i] for i in gi]
         split = f"random split, seed {seed}"
     gallery = _Gallery(ms, g_images, g_kept)
-    results = [{"method": name, **retrieval_metrics(rows, q_labels, g_labels, k),
-                "gallery_seconds": round(gallery.seconds[name], 2)}
-               for name, rows in gallery.ranked(q_images, q_kept, k, metric).items()]
-    return {"folder": str(folder), "split": split, "n_gallery": len(g_kept), "n_queries": len(q_kept),
-            "classes": len(set(g_labels)), "k": k, "metric": metric,
-            "fingerprint": enc.fingerprint if enc is not None else None,
-            "checkpoint": enc.path if enc is not None else None, "results": results,
-            "skipped": [f"{p}: {r}" for p, r in skipped]}
+    results = [
+        {
+            "method": name,
+            **retrieval_metrics(rows, q_labels, g_labels, k),
+            "gallery_seconds": round(gallery.seconds[name], 2),
+        }
+        for name, rows in gallery.ranked(q_images, q_kept, k, metric).items()
+    ]
+    return {
+        "folder": str(folder),
+        "split": split,
+        "n_gallery": len(g_kept),
+        "n_queries": len(q_kept),
+        "classes": len(set(g_labels)),
+        "k": k,
+        "metric": metric,
+        "fingerprint": enc.fingerprint if enc is not None else None,
+        "checkpoint": enc.path if enc is not None else None,
+        "results": results,
+        "skipped": [f"{p}: {r}" for p, r in skipped],
+    }
 
 
-def evaluate_neardup(folder: str | os.PathLike, enc=None, methods: Sequence[str | Method] = ("ae", "phash"), *,
-                     queries: str | os.PathLike | None = None, n_queries: int = 100, seed: int = 0,
-                     metric: str = "l2", transforms: dict | None = None, image_size: int | None = None) -> dict:
+def evaluate_neardup(
+    folder: str | os.PathLike,
+    enc=None,
+    methods: Sequence[str | Method] = ("ae", "phash"),
+    *,
+    queries: str | os.PathLike | None = None,
+    n_queries: int = 100,
+    seed: int = 0,
+    metric: str = "l2",
+    transforms: dict | None = None,
+    image_size: int | None = None,
+) -> dict:
     """recall@1/@5 of finding the original of each transformed copy, per transform and method.
 
     The originals are a seeded sample of ``n_queries`` images of ``folder``, or, with
@@ -183,7 +216,7 @@ def evaluate_neardup(folder: str | os.PathLike, enc=None, methods: Sequence[str 
         wanted = set(qscan.paths)
         originals = np.array([i for i, p in enumerate(kept) if p in wanted], np.int64)
     else:
-        originals = np.sort(np.random.default_rng(seed).permutation(len(kept))[:min(n_queries, len(kept))])
+        originals = np.sort(np.random.default_rng(seed).permutation(len(kept))[: min(n_queries, len(kept))])
     pil = []
     for r in originals:
         try:
@@ -197,26 +230,44 @@ def evaluate_neardup(folder: str | os.PathLike, enc=None, methods: Sequence[str 
         q_images = np.stack([np.rint(resize_gray(to_gray(c), size) * 255).astype(np.uint8) for c in copies])
         for name, rows in gallery.ranked(q_images, copies, 5, metric).items():
             hit = rows == originals[:, None]
-            per.setdefault(name, {})[tname] = {"R@1": float(hit[:, :1].any(1).mean()),
-                                               "R@5": float(hit[:, :5].any(1).mean())}
+            per.setdefault(name, {})[tname] = {
+                "R@1": float(hit[:, :1].any(1).mean()),
+                "R@5": float(hit[:, :5].any(1).mean()),
+            }
+    return {
+        "folder": str(folder),
+        "n_gallery": len(kept),
+        "n_queries": len(originals),
+        "seed": seed,
+        "metric": metric,
+        "fingerprint": enc.fingerprint if enc is not None else None,
+        "results": _with_means(per),
+        "skipped": [f"{p}: {r}" for p, r in skipped],
+    }
+
+
+def _with_means(per: dict) -> list[dict]:
+    """``{method: {transform: {"R@1", "R@5"}}}`` -> one row per method with its mean over transforms."""
     results = []
     for name, by_t in per.items():
         mean = {m: float(np.mean([v[m] for v in by_t.values()])) for m in ("R@1", "R@5")}
         results.append({"method": name, "transforms": by_t, "mean": mean})
-    return {"folder": str(folder), "n_gallery": len(kept), "n_queries": len(originals), "seed": seed,
-            "metric": metric, "fingerprint": enc.fingerprint if enc is not None else None, "results": results,
-            "skipped": [f"{p}: {r}" for p, r in skipped]}
+    return results
 
 
 def format_report(report: dict) -> str:
     """The labelled-folder report as a text table."""
-    lines = [f"{report['folder']}: {report['n_gallery']} gallery, {report['n_queries']} queries, "
-             f"{report['classes']} classes ({report['split']}), metric {report['metric']}"]
+    lines = [
+        f"{report['folder']}: {report['n_gallery']} gallery, {report['n_queries']} queries, "
+        f"{report['classes']} classes ({report['split']}), metric {report['metric']}"
+    ]
     k = report["k"]
     lines.append(f"{'method':16s} {'P@1':>6s} {f'P@{k}':>6s} {f'mAP@{k}':>7s} {'gallery s':>9s}")
     for r in report["results"]:
-        lines.append(f"{r['method']:16s} {r['P@1']:6.3f} {r[f'P@{k}']:6.3f} {r[f'mAP@{k}']:7.3f} "
-                     f"{r.get('gallery_seconds', 0.0):9.1f}")
+        lines.append(
+            f"{r['method']:16s} {r['P@1']:6.3f} {r[f'P@{k}']:6.3f} {r[f'mAP@{k}']:7.3f} "
+            f"{r.get('gallery_seconds', 0.0):9.1f}"
+        )
     if report["skipped"]:
         lines.append(f"{len(report['skipped'])} files skipped (unreadable or not images)")
     return "\n".join(lines)
@@ -226,8 +277,10 @@ def format_neardup(report: dict) -> str:
     """The near-duplicate report as a text table: R@1/R@5 per transform and method."""
     names = [r["method"] for r in report["results"]]
     transforms = list(report["results"][0]["transforms"]) if report["results"] else []
-    lines = [f"{report['folder']}: {report['n_queries']} originals x {len(transforms)} transforms, "
-             f"gallery {report['n_gallery']}; recall@1 / recall@5 of the original"]
+    lines = [
+        f"{report['folder']}: {report['n_queries']} originals x {len(transforms)} transforms, "
+        f"gallery {report['n_gallery']}; recall@1 / recall@5 of the original"
+    ]
     lines.append(f"{'transform':12s} " + " ".join(f"{n:>15s}" for n in names))
     for t in transforms + ["MEAN"]:
         cells = []

@@ -40,12 +40,14 @@ Example:
     >>> ids[0]
     ['a.jpg', 'b.jpg']
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -53,8 +55,14 @@ import numpy as np
 from encoder.atomic import atomic_dir, save_npy, write_json
 from encoder.search import ann
 from encoder.search.errors import CorruptIndexError, IndexBusyError, IndexMismatchError, check_meta
-from encoder.search.index_files import (ATTACHMENT_NAME, INDEX_FILES, faiss_reason, read_attachments, read_json,
-                                        read_vectors)
+from encoder.search.index_files import (
+    ATTACHMENT_NAME,
+    INDEX_FILES,
+    faiss_reason,
+    read_attachments,
+    read_json,
+    read_vectors,
+)
 from encoder.search.methods import kind_of
 from encoder.search.views import check_view_rows, merge_best
 
@@ -93,10 +101,10 @@ class _HashKind:
     def meta(self, metric: str, memory_budget: int | None, search_params: str) -> dict:
         return {"metric": "hamming"}
 
-    def rebuild(self, idx: "Index", appended: int | None) -> None:
+    def rebuild(self, idx: Index, appended: int | None) -> None:
         idx.faiss_index, idx.meta["faiss_type"] = _binary_index(idx.vectors, idx.meta.get("faiss_type_request", "auto"))
 
-    def search(self, idx: "Index", q: np.ndarray, k: int, params: str | None):
+    def search(self, idx: Index, q: np.ndarray, k: int, params: str | None):
         return idx.faiss_index.search(q, k)
 
     def describe(self, meta: dict) -> str:
@@ -118,7 +126,7 @@ class _CodeKind:
         ann.check_metric(metric)
         return {"metric": metric, "memory_budget": memory_budget, "search_params_request": search_params}
 
-    def rebuild(self, idx: "Index", appended: int | None) -> None:
+    def rebuild(self, idx: Index, appended: int | None) -> None:
         m = idx.meta
         request, metric = m.get("faiss_type_request", "auto"), m["metric"]
         n, d = idx.vectors.shape
@@ -129,18 +137,23 @@ class _CodeKind:
             if idx.source is not None:  # a memory-mapped index is read-only: read it whole
                 idx.faiss_index, idx.source = ann.read(str(idx.source / "index.faiss")), None
             if appended is not None:  # keep the training (IVF lists, PQ codebooks), add the new rows
-                ann.add_chunked(idx.faiss_index, idx.vectors[n - appended:], metric)
+                ann.add_chunked(idx.faiss_index, idx.vectors[n - appended :], metric)
             else:
                 idx.faiss_index = ann.refill(idx.faiss_index, idx.vectors, metric)
             params, recall = ann.tune(idx.faiss_index, idx.vectors, metric, m.get("search_params_request", "auto"))
         else:
-            built = ann.build(idx.vectors, metric, request, memory_budget=m.get("memory_budget"),
-                              search_params=m.get("search_params_request", "auto"))
+            built = ann.build(
+                idx.vectors,
+                metric,
+                request,
+                memory_budget=m.get("memory_budget"),
+                search_params=m.get("search_params_request", "auto"),
+            )
             idx.faiss_index, want, params, recall = built.index, built.factory, built.search_params, built.recall
             idx.source = None
         m["faiss_type"], m["search_params"], m["tuned_recall"] = want, params, recall
 
-    def search(self, idx: "Index", q: np.ndarray, k: int, params: str | None):
+    def search(self, idx: Index, q: np.ndarray, k: int, params: str | None):
         params = idx.meta.get("search_params", "") if params is None else params
         return ann.search(idx.faiss_index, q, k, idx.meta["metric"], params, idx.vectors)
 
@@ -173,11 +186,24 @@ class Index:
     attachments: dict[str, bytes] = field(default_factory=dict, repr=False)  # see attach()
 
     @classmethod
-    def create(cls, method: str, version: str, vectors: np.ndarray, ids: Sequence[str], *, kind: str | None = None,
-               flat: Sequence[bool] | np.ndarray | None = None, root: str = "", extra: dict | None = None,
-               faiss_type: str = "auto", metric: str = "l2", memory_budget: int | None = None,
-               search_params: str = "auto", attachments: Mapping[str, bytes] | None = None,
-               views: int = 1) -> "Index":
+    def create(
+        cls,
+        method: str,
+        version: str,
+        vectors: np.ndarray,
+        ids: Sequence[str],
+        *,
+        kind: str | None = None,
+        flat: Sequence[bool] | np.ndarray | None = None,
+        root: str = "",
+        extra: dict | None = None,
+        faiss_type: str = "auto",
+        metric: str = "l2",
+        memory_budget: int | None = None,
+        search_params: str = "auto",
+        attachments: Mapping[str, bytes] | None = None,
+        views: int = 1,
+    ) -> Index:
         """New index of N vectors ((N,8) uint8 hashes or (N,D) float32 codes) and N ids.
 
         ``kind`` (``"hash"``/``"code"``) defaults to what :mod:`encoder.search.methods` says
@@ -202,10 +228,18 @@ class Index:
         if problem:
             raise ValueError(problem)
         vectors = vectors.astype(k.dtype, copy=False)
-        meta = {"format": FORMAT_VERSION, "method": method, "version": version, "kind": kind,
-                **k.meta(metric, memory_budget, search_params), "dim": int(vectors.shape[1]) * k.bits,
-                "faiss_type_request": faiss_type, "root": str(root), **({"views": views} if views != 1 else {}),
-                **(extra or {})}
+        meta = {
+            "format": FORMAT_VERSION,
+            "method": method,
+            "version": version,
+            "kind": kind,
+            **k.meta(metric, memory_budget, search_params),
+            "dim": int(vectors.shape[1]) * k.bits,
+            "faiss_type_request": faiss_type,
+            "root": str(root),
+            **({"views": views} if views != 1 else {}),
+            **(extra or {}),
+        }
         idx = cls(meta, list(ids), vectors)
         idx._set_flat([], ids, flat)
         idx.attach(attachments or {})
@@ -220,8 +254,9 @@ class Index:
             if not ATTACHMENT_NAME.fullmatch(name) or name in INDEX_FILES:
                 raise ValueError(f"attachment name {name!r} must be a plain file name other than {sorted(INDEX_FILES)}")
             self.attachments[name] = bytes(data)
-        self.meta["attachments"] = {n: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-                                    for n, d in sorted(self.attachments.items())}
+        self.meta["attachments"] = {
+            n: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in sorted(self.attachments.items())
+        }
 
     @property
     def kind(self) -> str:
@@ -245,8 +280,9 @@ class Index:
         if flat.shape != (len(ids),):
             raise ValueError(f"flat has shape {flat.shape}, expected ({len(ids)},)")
         present, new = set(self.ids), set(ids)
-        self.meta["flat"] = sorted({i for i in old if i in present and i not in new}
-                                   | {i for i, f in zip(ids, flat) if f})
+        self.meta["flat"] = sorted(
+            {i for i in old if i in present and i not in new} | {i for i, f in zip(ids, flat) if f}
+        )
 
     def _rebuild(self, appended: int | None = None) -> None:
         """Rebuild the FAISS index after a change; ``appended``: only that many rows were added at the end."""
@@ -323,8 +359,12 @@ class Index:
         flat = set(self.meta.get("flat", []))
         return np.array([i in flat for i in self.ids], bool)
 
-    def search(self, queries: np.ndarray, k: int = 5, params: str | None = None,
-               ) -> tuple[np.ndarray, list[list[str]]]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 5,
+        params: str | None = None,
+    ) -> tuple[np.ndarray, list[list[str]]]:
         """Top-k neighbours: (Q,8) uint8 or (Q,D) float32 -> (distances (Q,k') , ids Q lists).
 
         ``k' = min(k, len(index))``; distances are Hamming bits (int), squared L2 or ``1 - cos``
@@ -343,7 +383,7 @@ class Index:
         found = [[self.ids[j] for j in row if j >= 0] for row in I]
         if self.views == 1:
             return D, found
-        dist, ids = merge_best([(D, found)], kk)   # one id per image, at its best view
+        dist, ids = merge_best([(D, found)], kk)  # one id per image, at its best view
         return np.array([row + [np.inf] * (kk - len(row)) for row in dist], D.dtype).reshape(len(q), kk), ids
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
@@ -362,7 +402,7 @@ class Index:
                 (tmp / name).write_bytes(data)
 
     @classmethod
-    def load(cls, path: str | Path, mmap: bool = False) -> "Index":
+    def load(cls, path: str | Path, mmap: bool = False) -> Index:
         """Read an index directory; ``mmap=True`` memory-maps a code index (codes.npy and index.faiss).
 
         Raises:
@@ -388,8 +428,11 @@ class Index:
         if len(vectors) != len(ids):
             raise CorruptIndexError(f"{path}: {len(vectors)} vectors but {len(ids)} ids (corrupt index)")
         views = meta.get("views", 1)
-        problem = "views must be a positive int" if not isinstance(views, int) or views < 1 else (
-            check_view_rows(ids, views) if views > 1 else None)
+        problem = (
+            "views must be a positive int"
+            if not isinstance(views, int) or views < 1
+            else (check_view_rows(ids, views) if views > 1 else None)
+        )
         if problem:
             raise CorruptIndexError(f"{path / 'ids.json'}: {problem} (meta.json says views={views!r})")
         bits = vectors.shape[1] * kind.bits
@@ -397,8 +440,10 @@ class Index:
             raise CorruptIndexError(f"{vf}: vectors of width {bits} but meta.json says dim={meta.get('dim')}")
         fi = cls._read_faiss(path / "index.faiss", kind, meta, mmap)
         if fi.ntotal != len(ids) or fi.d != bits:
-            raise CorruptIndexError(f"{path / 'index.faiss'}: FAISS index has {fi.ntotal} rows of width {fi.d} "
-                                    f"but the index holds {len(ids)} of width {bits} (corrupt index)")
+            raise CorruptIndexError(
+                f"{path / 'index.faiss'}: FAISS index has {fi.ntotal} rows of width {fi.d} "
+                f"but the index holds {len(ids)} of width {bits} (corrupt index)"
+            )
         return cls(meta, ids, vectors, fi, path if mmap else None, read_attachments(path, meta))
 
     @staticmethod

@@ -1,5 +1,6 @@
 """Reading an index directory's files (:mod:`encoder.search.index`): each refused with a message
 naming the file when it is missing, truncated, edited or not what it should be; nothing is unpickled."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,10 @@ def read_vectors(file: Path, dtype, mmap: bool = False) -> np.ndarray:
     except (ValueError, OSError, EOFError) as e:
         raise CorruptIndexError(f"{file}: not a plain .npy array ({e})") from None
     if not isinstance(v, np.ndarray) or v.ndim != 2 or v.dtype != dtype:
-        raise CorruptIndexError(f"{file}: expected a 2-D {np.dtype(dtype).name} array, "
-                                f"got {getattr(v, 'shape', '?')} {getattr(v, 'dtype', type(v).__name__)}")
+        raise CorruptIndexError(
+            f"{file}: expected a 2-D {np.dtype(dtype).name} array, "
+            f"got {getattr(v, 'shape', '?')} {getattr(v, 'dtype', type(v).__name__)}"
+        )
     return v
 
 

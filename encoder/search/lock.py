@@ -3,15 +3,16 @@
 Readers need no lock: an index folder is replaced as a whole (encoder.atomic.atomic_dir), so a
 reader sees the old folder or the new one, never a mix.
 """
+
 from __future__ import annotations
 
 import fcntl
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from encoder.search.errors import IndexBusyError
 
@@ -51,8 +52,10 @@ def writer_lock(path: str | os.PathLike, *, timeout: float = LOCK_TIMEOUT, poll:
                         print(f"waiting for another writer of {path} ...", file=sys.stderr, flush=True)
                         told = True
                     if time.monotonic() >= deadline:
-                        raise IndexBusyError(f"{path}: another process kept writing it (lock {lock}) for more "
-                                             f"than {timeout:g} s; try again when it has finished") from None
+                        raise IndexBusyError(
+                            f"{path}: another process kept writing it (lock {lock}) for more "
+                            f"than {timeout:g} s; try again when it has finished"
+                        ) from None
                     time.sleep(poll)
             try:
                 current = os.stat(lock).st_ino == os.fstat(fd).st_ino

@@ -21,11 +21,13 @@ Example:
     ...
     ValueError: --metric applies to --method ae, not phash
 """
+
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -34,8 +36,8 @@ from PIL import Image
 from encoder.data import GRAY_PREPROCESS_VERSION
 from encoder.hashing.hashes import ALPHA_MODES, HASHES, hash_images, hash_paths, hash_version
 from encoder.search import ann
-from encoder.search.baselines import PcaMethod, RawMethod
 from encoder.search.base import FLAGS, Method, Neighbours, Vectors  # noqa: F401  (the interface, re-exported)
+from encoder.search.baselines import PcaMethod, RawMethod
 from encoder.search.errors import IndexMismatchError, check_meta
 from encoder.search.views import check_views, merge_best, source_views, view_count, views_decoder, with_mirror
 
@@ -50,6 +52,7 @@ LEGACY_ALPHA = "white"
 
 # ----------------------------------------------------------------------------- hashes
 
+
 class HashMethod(Method):
     """A perceptual hash of :data:`encoder.hashing.hashes.HASHES`: (N,8) uint8, Hamming."""
 
@@ -57,8 +60,16 @@ class HashMethod(Method):
     options = frozenset({"draft", "alpha", "mirror", "workers", "faiss_type"})
     indexable = True
 
-    def __init__(self, name: str, *, draft: bool = False, alpha: str | None = None, mirror: bool = False,
-                 workers: int | None = None, faiss_type: str = "auto"):
+    def __init__(
+        self,
+        name: str,
+        *,
+        draft: bool = False,
+        alpha: str | None = None,
+        mirror: bool = False,
+        workers: int | None = None,
+        faiss_type: str = "auto",
+    ):
         if name not in HASHES:
             raise ValueError(f"method={name!r} must be one of {tuple(HASHES)}")
         alpha = DEFAULT_ALPHA if alpha is None else alpha
@@ -68,7 +79,7 @@ class HashMethod(Method):
         self.workers, self.faiss_type = workers, faiss_type
 
     @classmethod
-    def create(cls, name: str, **options: Any) -> "HashMethod":
+    def create(cls, name: str, **options: Any) -> HashMethod:
         return cls(name, **options)
 
     @property
@@ -86,15 +97,22 @@ class HashMethod(Method):
         return {"faiss_type": self.faiss_type}
 
     @classmethod
-    def from_index(cls, meta: Mapping[str, Any], attachments: Mapping | None = None, **options: Any) -> "HashMethod":
-        m = cls(meta["method"], draft=meta.get("decode") == "draft", alpha=meta.get("alpha", LEGACY_ALPHA),
-                **options)
+    def from_index(cls, meta: Mapping[str, Any], attachments: Mapping | None = None, **options: Any) -> HashMethod:
+        m = cls(meta["method"], draft=meta.get("decode") == "draft", alpha=meta.get("alpha", LEGACY_ALPHA), **options)
         check_meta(meta, version=m.version)
         return m
 
     def vectors(self, paths, *, errors=None, progress=False, scratch_dir=None, mirror: bool = False) -> Vectors:
-        hashes, kept, flat = hash_paths(paths, self.name, draft=self.draft, alpha=self.alpha, workers=self.workers,
-                                        errors=errors, progress=progress, mirror=mirror)
+        hashes, kept, flat = hash_paths(
+            paths,
+            self.name,
+            draft=self.draft,
+            alpha=self.alpha,
+            workers=self.workers,
+            errors=errors,
+            progress=progress,
+            mirror=mirror,
+        )
         return Vectors(hashes, kept, flat)
 
     def query(self, index, paths, k, *, errors=None, progress=False) -> Neighbours:
@@ -138,6 +156,7 @@ class HashMethod(Method):
 
 # ----------------------------------------------------------------------------- autoencoder codes
 
+
 class AutoencoderMethod(Method):
     """Codes of a trained autoencoder: (N,code_dim) float32, L2 or cosine; version = model fingerprint.
 
@@ -152,25 +171,58 @@ class AutoencoderMethod(Method):
     """
 
     name = "ae"
-    options = frozenset({"checkpoint", "batch_size", "workers", "faiss_type", "metric", "memory_budget",
-                         "search_params", "devices", "strategy", "accelerator", "num_nodes", "shard_dir",
-                         "show_recon", "mirror", "views"})
+    options = frozenset(
+        {
+            "checkpoint",
+            "batch_size",
+            "workers",
+            "faiss_type",
+            "metric",
+            "memory_budget",
+            "search_params",
+            "devices",
+            "strategy",
+            "accelerator",
+            "num_nodes",
+            "shard_dir",
+            "show_recon",
+            "mirror",
+            "views",
+        }
+    )
     indexable = True
 
-    def __init__(self, checkpoint: str | None = None, *, encoder: Any = None, batch_size: int = 256,
-                 workers: int | None = None, faiss_type: str = "auto", metric: str = "l2",
-                 memory_budget: int | None = None, search_params: str | None = None, devices: int = 1,
-                 strategy: str = "auto", accelerator: str = "auto", num_nodes: int = 1,
-                 shard_dir: str | None = None, show_recon: bool = False, mirror: bool = False,
-                 views: str = "full"):
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        *,
+        encoder: Any = None,
+        batch_size: int = 256,
+        workers: int | None = None,
+        faiss_type: str = "auto",
+        metric: str = "l2",
+        memory_budget: int | None = None,
+        search_params: str | None = None,
+        devices: int = 1,
+        strategy: str = "auto",
+        accelerator: str = "auto",
+        num_nodes: int = 1,
+        shard_dir: str | None = None,
+        show_recon: bool = False,
+        mirror: bool = False,
+        views: str = "full",
+    ):
         if check_views(views) != "full" and (devices != 1 or strategy != "auto"):
-            raise ValueError(f"--views {views} is not supported with distributed encoding (--devices/--strategy); "
-                             "encode with one process or use --views full")
+            raise ValueError(
+                f"--views {views} is not supported with distributed encoding (--devices/--strategy); "
+                "encode with one process or use --views full"
+            )
         if encoder is None:
             if checkpoint is None:
                 raise ValueError("--checkpoint is required for --method ae")
             # torch is imported only when an ae method is used: a hash query stays cheap
             from encoder.ae.inference import load_encoder
+
             encoder = load_encoder(checkpoint)
         ann.check_metric(metric)
         self.encoder, self.image_size = encoder, encoder.image_size
@@ -185,17 +237,26 @@ class AutoencoderMethod(Method):
 
     @property
     def label(self) -> str:
-        return (f"{self.name}{CROPS_SUFFIX if self.views == 'crops' else ''}"
-                f"{MIRROR_SUFFIX if self.mirror else ''}")
+        return f"{self.name}{CROPS_SUFFIX if self.views == 'crops' else ''}{MIRROR_SUFFIX if self.mirror else ''}"
 
     def index_meta(self) -> dict[str, Any]:
         enc = self.encoder
-        return {"checkpoint": str(Path(enc.path).absolute()), "code_dim": enc.code_dim,
-                "image_size": enc.image_size, "preprocess": GRAY_PREPROCESS_VERSION, "view_set": self.views}
+        return {
+            "checkpoint": str(Path(enc.path).absolute()),
+            "code_dim": enc.code_dim,
+            "image_size": enc.image_size,
+            "preprocess": GRAY_PREPROCESS_VERSION,
+            "view_set": self.views,
+        }
 
     def index_options(self) -> dict[str, Any]:
-        return {"faiss_type": self.faiss_type, "metric": self.metric, "memory_budget": self.memory_budget,
-                "search_params": self.search_params or "auto", "views": view_count(self.views, "gallery")}
+        return {
+            "faiss_type": self.faiss_type,
+            "metric": self.metric,
+            "memory_budget": self.memory_budget,
+            "search_params": self.search_params or "auto",
+            "views": view_count(self.views, "gallery"),
+        }
 
     def index_attachments(self) -> dict[str, bytes]:
         """The model's ONNX graphs (checked against torch): queries then need neither torch nor the checkpoint."""
@@ -204,8 +265,14 @@ class AutoencoderMethod(Method):
         return onnx_attachments(self.encoder.model) if hasattr(self.encoder, "model") else {}
 
     @classmethod
-    def from_index(cls, meta: Mapping[str, Any], *, checkpoint: str | None = None, attachments: Mapping | None = None,
-                   **options: Any) -> "AutoencoderMethod":
+    def from_index(
+        cls,
+        meta: Mapping[str, Any],
+        *,
+        checkpoint: str | None = None,
+        attachments: Mapping | None = None,
+        **options: Any,
+    ) -> AutoencoderMethod:
         """The model that made the index: its ONNX graphs kept in the index (no torch), else the checkpoint
         it records, or ``checkpoint`` (loaded with torch); another model, or ``views`` other than the
         index's view set, is refused."""
@@ -221,18 +288,21 @@ class AutoencoderMethod(Method):
             if not checkpoint:
                 raise ValueError("--checkpoint is required for --method ae")
             if not Path(checkpoint).is_file():
-                raise FileNotFoundError(f"the index was built with checkpoint {checkpoint}, which is gone; "
-                                        "pass --checkpoint with the same model")
+                raise FileNotFoundError(
+                    f"the index was built with checkpoint {checkpoint}, which is gone; "
+                    "pass --checkpoint with the same model"
+                )
         m = cls(checkpoint, **options)
         if meta.get("version") != m.version:
             raise IndexMismatchError(
                 f"checkpoint {checkpoint} has model fingerprint {m.version} but the index was built with "
                 f"model fingerprint {meta.get('version')} ({meta.get('checkpoint')}); codes of two models "
-                "cannot be compared - build a new index with this checkpoint")
+                "cannot be compared - build a new index with this checkpoint"
+            )
         return m
 
     @classmethod
-    def for_evaluation(cls, name, *, checkpoint=None, encoder=None, mirror: bool = False) -> "AutoencoderMethod":
+    def for_evaluation(cls, name, *, checkpoint=None, encoder=None, mirror: bool = False) -> AutoencoderMethod:
         """``name``: ``ae`` or one of :data:`AE_VARIANTS` (``ae-crops-mirror``: views and mirrored queries)."""
         if encoder is None and checkpoint is None:
             raise ValueError(f"method {name!r} needs a checkpoint (--checkpoint CKPT)")
@@ -249,10 +319,14 @@ class AutoencoderMethod(Method):
             return self._vectors_distributed(list(paths), errors, scratch_dir)
         from encoder.ae.runtime import encode_paths
 
-        decode = views_decoder(self.encoder.image_size, self.views, workers=self.workers or 0) \
-            if self.views != "full" else None
-        codes, kept = encode_paths(self.encoder, paths, self.batch_size, errors, progress, self.workers or 0,
-                                   decode=decode)
+        decode = (
+            views_decoder(self.encoder.image_size, self.views, workers=self.workers or 0)
+            if self.views != "full"
+            else None
+        )
+        codes, kept = encode_paths(
+            self.encoder, paths, self.batch_size, errors, progress, self.workers or 0, decode=decode
+        )
         per = view_count(self.views, "gallery")
         return Vectors(codes, [p for p in kept for _ in range(per)], None)
 
@@ -262,9 +336,17 @@ class AutoencoderMethod(Method):
         if self.shard_dir is None and scratch_dir is None:
             raise ValueError("distributed encoding needs shard_dir (or a scratch_dir)")
         out = Path(self.shard_dir if self.shard_dir is not None else scratch_dir)
-        res = predict_codes(self.encoder.path, paths, out, devices=self.devices, strategy=self.strategy,
-                            accelerator=self.accelerator, num_nodes=self.num_nodes, batch_size=self.batch_size,
-                            num_workers=self.workers or 0)
+        res = predict_codes(
+            self.encoder.path,
+            paths,
+            out,
+            devices=self.devices,
+            strategy=self.strategy,
+            accelerator=self.accelerator,
+            num_nodes=self.num_nodes,
+            batch_size=self.batch_size,
+            num_workers=self.workers or 0,
+        )
         if res is None:
             return None
         if self.shard_dir is None:  # the scratch folder is of no use once merged
@@ -282,10 +364,12 @@ class AutoencoderMethod(Method):
         else:
             from encoder.ae.runtime import encode_paths
 
-            decode = views_decoder(self.encoder.image_size, self.views, "query", mirror=self.mirror,
-                                   workers=self.workers or 0)
-            codes, kept = encode_paths(self.encoder, paths, self.batch_size, errors, progress, self.workers or 0,
-                                       decode=decode)
+            decode = views_decoder(
+                self.encoder.image_size, self.views, "query", mirror=self.mirror, workers=self.workers or 0
+            )
+            codes, kept = encode_paths(
+                self.encoder, paths, self.batch_size, errors, progress, self.workers or 0, decode=decode
+            )
             distances, ids = _merge_views(*index.search(codes, k, params=self.search_params), len(kept), k)
         recons = None
         if self.show_recon:  # each neighbour decoded from its stored code
@@ -297,8 +381,11 @@ class AutoencoderMethod(Method):
         views (N,R*D): the codes of the query views (then of each flipped)."""
         if self.views == "full" and not self.mirror:
             return self.encoder.encode(images)
-        arrays = images[:, None] if self.views == "full" else \
-            source_views(sources, self.image_size, self.views, "query", self.workers or 0)
+        arrays = (
+            images[:, None]
+            if self.views == "full"
+            else source_views(sources, self.image_size, self.views, "query", self.workers or 0)
+        )
         arrays = with_mirror(arrays) if self.mirror else arrays
         return self.encoder.encode(np.ascontiguousarray(arrays.reshape(-1, *arrays.shape[2:]))).reshape(len(arrays), -1)
 
@@ -328,11 +415,15 @@ def _index_views(meta: Mapping[str, Any], views: str | None) -> str:
     """The view set an ae index was built with; ``views`` (the command line's) must be the same."""
     have = meta.get("view_set", "full")
     if views is not None and views != have:
-        raise IndexMismatchError(f"--views {views} but the index was built with --views {have}; query it with "
-                                 f"--views {have} (or leave --views out), or build a new index with --views {views}")
+        raise IndexMismatchError(
+            f"--views {views} but the index was built with --views {have}; query it with "
+            f"--views {have} (or leave --views out), or build a new index with --views {views}"
+        )
     if meta.get("views", 1) != view_count(have, "gallery"):
-        raise IndexMismatchError(f"the index holds {meta.get('views', 1)} views per image but view set {have!r} "
-                                 f"has {view_count(have, 'gallery')}; rebuild it with this version")
+        raise IndexMismatchError(
+            f"the index holds {meta.get('views', 1)} views per image but view set {have!r} "
+            f"has {view_count(have, 'gallery')}; rebuild it with this version"
+        )
     return have
 
 
@@ -345,8 +436,12 @@ def _merge_views(distances, ids, n: int, k: int) -> tuple[list[list], list[list]
 
 # ----------------------------------------------------------------------------- registry
 
-_CLASSES: dict[str, type[Method]] = {**{n: HashMethod for n in HASHES}, "ae": AutoencoderMethod,
-                                     "raw": RawMethod, "pca": PcaMethod}
+_CLASSES: dict[str, type[Method]] = {
+    **{n: HashMethod for n in HASHES},
+    "ae": AutoencoderMethod,
+    "raw": RawMethod,
+    "pca": PcaMethod,
+}
 METHODS = tuple(_CLASSES)
 INDEX_METHODS = tuple(n for n, c in _CLASSES.items() if c.indexable)
 EVALUATION_METHODS = METHODS + tuple(f"{n}{MIRROR_SUFFIX}" for n in HASHES) + AE_VARIANTS  # ``evaluate --methods``
@@ -377,8 +472,11 @@ def check_options(name: str, options: Iterable[str], *, index: bool = False) -> 
     for opt in options:
         if opt not in cls.options:
             flag = FLAGS.get(opt, opt)
-            raise ValueError(f"{flag} applies to {_owners(opt)} indexes, not {name}" if index
-                             else f"{flag} applies to --method {_owners(opt)}, not {name}")
+            raise ValueError(
+                f"{flag} applies to {_owners(opt)} indexes, not {name}"
+                if index
+                else f"{flag} applies to --method {_owners(opt)}, not {name}"
+            )
 
 
 def get_method(name: str, **options: Any) -> Method:
@@ -387,8 +485,7 @@ def get_method(name: str, **options: Any) -> Method:
     return _method_class(name).create(name, **options)
 
 
-def method_for_index(meta: Mapping[str, Any], attachments: Mapping[str, bytes] | None = None,
-                     **options: Any) -> Method:
+def method_for_index(meta: Mapping[str, Any], attachments: Mapping[str, bytes] | None = None, **options: Any) -> Method:
     """The method that made an index (from its meta and attachments), checked against it; inapplicable
     options refused."""
     name = meta.get("method")
@@ -398,8 +495,9 @@ def method_for_index(meta: Mapping[str, Any], attachments: Mapping[str, bytes] |
     return _CLASSES[name].from_index(meta, attachments=attachments, **options)
 
 
-def evaluation_methods(names: Sequence[str | Method], *, checkpoint: str | None = None,
-                       encoder: Any = None, views: str | None = None) -> list[Method]:
+def evaluation_methods(
+    names: Sequence[str | Method], *, checkpoint: str | None = None, encoder: Any = None, views: str | None = None
+) -> list[Method]:
     """Methods to compare, in order, without repeats; the autoencoder is loaded only if ``ae`` is asked for.
     ``views="crops"`` turns ``ae``/``ae-mirror`` into their views variants (``search.py evaluate --views``)."""
     if views not in (None, "full"):
@@ -411,8 +509,8 @@ def evaluation_methods(names: Sequence[str | Method], *, checkpoint: str | None 
     for n in dict.fromkeys(names):
         if isinstance(n, Method):
             out.append(n)
-        elif isinstance(n, str) and n.endswith(MIRROR_SUFFIX) and n[:-len(MIRROR_SUFFIX)] in HASHES:
-            out.append(HashMethod(n[:-len(MIRROR_SUFFIX)], mirror=True))
+        elif isinstance(n, str) and n.endswith(MIRROR_SUFFIX) and n[: -len(MIRROR_SUFFIX)] in HASHES:
+            out.append(HashMethod(n[: -len(MIRROR_SUFFIX)], mirror=True))
         elif n in AE_VARIANTS:
             out.append(AutoencoderMethod.for_evaluation(n, checkpoint=checkpoint, encoder=encoder))
         elif n not in _CLASSES:

@@ -12,11 +12,12 @@ Example:
     >>> sorted(TRANSFORMS)[:3], TRANSFORMS["resize_50"](im).size
     (['aspect_9x16', 'blur', 'bright_+20'], (50, 40))
 """
+
 from __future__ import annotations
 
 import io
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
@@ -56,9 +57,9 @@ def _aspect_9x16(im: Image.Image) -> Image.Image:
 def _crop50(im: Image.Image) -> Image.Image:
     """A re-framed copy: half of the area (each side x 0.707), off-centre towards a size-seeded corner."""
     w, h = im.size
-    cw, ch = max(1, round(w * 0.5 ** 0.5)), max(1, round(h * 0.5 ** 0.5))
+    cw, ch = max(1, round(w * 0.5**0.5)), max(1, round(h * 0.5**0.5))
     r = _rng(im, 50)
-    fx, fy = (r.choice((r.uniform(0, .25), r.uniform(.75, 1))) for _ in range(2))
+    fx, fy = (r.choice((r.uniform(0, 0.25), r.uniform(0.75, 1))) for _ in range(2))
     left, top = round(fx * (w - cw)), round(fy * (h - ch))
     return im.crop((left, top, left + cw, top + ch))
 

@@ -6,10 +6,11 @@ An image that cannot be read is drawn as a grey tile titled "unreadable"; both f
 Example:
     >>> # failed = plot_query("q.jpg", ["a.jpg", "b.jpg"], [3, 7], "out.png")   # [] when all drew
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -19,7 +20,6 @@ import numpy as np  # noqa: E402
 
 from encoder.atomic import atomic_path  # noqa: E402
 from encoder.data import ImageLoadError, open_image, to_rgb  # noqa: E402
-
 
 UNREADABLE = "unreadable"
 
@@ -39,8 +39,11 @@ def _show(ax, path: str | Path, size: int, title: str, fontsize: int, failed: li
     """Draw the thumbnail of ``path`` with ``title``; an unreadable file's title says so."""
     n = len(failed)
     ax.imshow(_thumb(path, size, failed))
-    ax.set_title(f"{title}\n{UNREADABLE}" if len(failed) > n else title, fontsize=fontsize,
-                 color="red" if len(failed) > n else "black")
+    ax.set_title(
+        f"{title}\n{UNREADABLE}" if len(failed) > n else title,
+        fontsize=fontsize,
+        color="red" if len(failed) > n else "black",
+    )
 
 
 def _save(fig, out: str | Path) -> None:
@@ -49,9 +52,14 @@ def _save(fig, out: str | Path) -> None:
     plt.close(fig)
 
 
-def plot_query(query: str | Path, paths: Sequence[str | Path], distances: Sequence[float],
-               out: str | Path, labels: Sequence[str] | None = None,
-               recons: Sequence[np.ndarray] | None = None) -> list[tuple[str, str]]:
+def plot_query(
+    query: str | Path,
+    paths: Sequence[str | Path],
+    distances: Sequence[float],
+    out: str | Path,
+    labels: Sequence[str] | None = None,
+    recons: Sequence[np.ndarray] | None = None,
+) -> list[tuple[str, str]]:
     """Query image then its neighbours, each titled with rank and distance; PNG at ``out``.
 
     ``recons``: optional (H,W) or (H,W,3) arrays drawn in a second row under each neighbour.
@@ -70,7 +78,9 @@ def plot_query(query: str | Path, paths: Sequence[str | Path], distances: Sequen
         _show(axes[0, i], p, 256, f"#{i} d={dtxt}\n{name[-24:]}", 8, failed)
     if recons is not None:
         for i, r in enumerate(recons, start=1):
-            axes[1, i].imshow(r, cmap="gray" if np.ndim(r) == 2 else None, vmin=0, vmax=1)  # true grey levels, no auto-contrast
+            axes[1, i].imshow(
+                r, cmap="gray" if np.ndim(r) == 2 else None, vmin=0, vmax=1
+            )  # true grey levels, no auto-contrast
             axes[1, i].set_title("decoded code", fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
@@ -78,8 +88,9 @@ def plot_query(query: str | Path, paths: Sequence[str | Path], distances: Sequen
     return failed
 
 
-def plot_groups(groups: Sequence[dict], root: str | Path, out: str | Path, max_groups: int = 8,
-                max_per_group: int = 6) -> list[tuple[str, str]]:
+def plot_groups(
+    groups: Sequence[dict], root: str | Path, out: str | Path, max_groups: int = 8, max_per_group: int = 6
+) -> list[tuple[str, str]]:
     """One row per duplicate group (first ``max_groups``), up to ``max_per_group`` images each.
 
     Returns ``[(path, reason)]`` of the images that could not be drawn (grey tiles, so titled).

@@ -27,11 +27,12 @@ Example:
     >>> len(gallery_boxes(400, 300, "crops")), view_count("crops", "gallery")
     (12, 12)
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -40,11 +41,11 @@ from encoder.data import ImageLoadError, decode_folder, open_image, resize_gray,
 
 VIEWS = ("full", "crops")
 ROLES = ("gallery", "query")
-CROP_SIDE = 0.5 ** 0.5            # each side x 0.707: half of the area
+CROP_SIDE = 0.5**0.5  # each side x 0.707: half of the area
 # A 3x3 grid of positions (fx, fy: 0 left/top, 1 right/bottom), row by row. The 4 corners + centre
 # alone (8 gallery views instead of 12) found fewer half-area crops (see the module docstring).
 CROP_POSITIONS = tuple((fx, fy) for fy in (0.0, 0.5, 1.0) for fx in (0.0, 0.5, 1.0))
-SQUARES = (1.0, 0.5625)           # centred squares, x the short side
+SQUARES = (1.0, 0.5625)  # centred squares, x the short side
 Box = tuple[int, int, int, int]
 
 
@@ -136,12 +137,21 @@ def decode_views_u8(args: tuple[str, int, str, str]) -> tuple[np.ndarray | None,
         return None, f"cannot read: {e}"
 
 
-def decode_views(paths: Sequence[str | os.PathLike], size: int, views: str, role: str = "gallery",
-                 workers: int = 0, pool=None) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
+def decode_views(
+    paths: Sequence[str | os.PathLike], size: int, views: str, role: str = "gallery", workers: int = 0, pool=None
+) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
     """Files -> ``((M, V, size, size) uint8, kept rows of paths, [(path, reason)] skipped)``, decoded as
     :func:`encoder.data.decode_folder` does (``pool`` used when given)."""
-    return decode_folder([Path(p) for p in paths], size, workers, progress=False, pool=pool, job=decode_views_u8,
-                         extra=(views, role), shape=(view_count(views, role),))
+    return decode_folder(
+        [Path(p) for p in paths],
+        size,
+        workers,
+        progress=False,
+        pool=pool,
+        job=decode_views_u8,
+        extra=(views, role),
+        shape=(view_count(views, role),),
+    )
 
 
 def source_views(sources: Sequence, size: int, views: str, role: str = "gallery", workers: int = 0) -> np.ndarray:
@@ -165,13 +175,16 @@ def views_decoder(size: int, views: str, role: str = "gallery", *, mirror: bool 
     """``decode(chunk, pool) -> ((M, R, S, S) uint8, kept rows, skipped)`` for
     :func:`encoder.ae.runtime.encode_paths`: R rows per kept file, its views in box order
     (``mirror``: then each view flipped)."""
+
     def decode(chunk, pool):
         arrays, rows, skipped = decode_views(chunk, size, views, role, workers, pool=pool)
         return (with_mirror(arrays) if mirror and len(arrays) else arrays), rows, skipped
+
     return decode
 
 
 # ----------------------------------------------------------------------------- rows of a multi-view index
+
 
 def check_view_rows(ids: Sequence[str], per: int) -> str | None:
     """None when ``ids`` (one per row) come in runs of ``per`` equal ids, each id in one run (an index
@@ -206,6 +219,23 @@ def merge_best(lists: Sequence[tuple[Sequence, Sequence]], k: int) -> tuple[list
     return out_d, out_i
 
 
-__all__ = ["VIEWS", "CROP_SIDE", "CROP_POSITIONS", "SQUARES", "AUTO_CROPS_MIN_SIDE", "auto_views", "check_views",
-           "gallery_boxes", "query_boxes", "view_count", "image_views", "decode_views_u8", "decode_views",
-           "source_views", "with_mirror", "views_decoder", "check_view_rows", "merge_best"]
+__all__ = [
+    "VIEWS",
+    "CROP_SIDE",
+    "CROP_POSITIONS",
+    "SQUARES",
+    "AUTO_CROPS_MIN_SIDE",
+    "auto_views",
+    "check_views",
+    "gallery_boxes",
+    "query_boxes",
+    "view_count",
+    "image_views",
+    "decode_views_u8",
+    "decode_views",
+    "source_views",
+    "with_mirror",
+    "views_decoder",
+    "check_view_rows",
+    "merge_best",
+]

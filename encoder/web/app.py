@@ -23,15 +23,16 @@ Every error is JSON ``{"error": "..."}`` with its 4xx status; an unexpected fail
 with no trace in the response (the server log has it). CPU work runs in a bounded thread pool
 (``workers`` threads, default: the number of cores), never on the event loop.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 import anyio
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
@@ -47,16 +48,21 @@ from encoder.web.service import MAX_GROUPS, MAX_K, BadInput, NotFound, Service
 
 STATIC = Path(__file__).parent / "static"
 # route -> (page, title): static/pages/<page>.html is the page's <main>, static/layout.html the rest
-PAGES = {"/": ("search", "Search"), "/duplicates": ("duplicates", "Duplicates"), "/palette": ("palette", "Palette"),
-         "/training": ("training", "Training")}
+PAGES = {
+    "/": ("search", "Search"),
+    "/duplicates": ("duplicates", "Duplicates"),
+    "/palette": ("palette", "Palette"),
+    "/training": ("training", "Training"),
+}
 
 
 def page_html(page: str, title: str) -> str:
     """A whole page: the shared layout (head, navigation) around static/pages/<page>.html."""
     layout = (STATIC / "layout.html").read_text(encoding="utf-8")
     main = (STATIC / "pages" / f"{page}.html").read_text(encoding="utf-8")
-    return (layout.replace("<!--TITLE-->", title).replace("<!--PAGE-->", page)
-            .replace("<!--MAIN-->", main.rstrip("\n")))
+    return layout.replace("<!--TITLE-->", title).replace("<!--PAGE-->", page).replace("<!--MAIN-->", main.rstrip("\n"))
+
+
 DEFAULT_MAX_UPLOAD = 20_000_000
 log = logging.getLogger("encoder.web")
 
@@ -94,10 +100,12 @@ def _handlers(app: FastAPI) -> None:
 
 def _pages(app: FastAPI, service: Service) -> None:
     for route, (page, title) in PAGES.items():
+
         def serve(page: str = page, html: str = page_html(page, title)):
             if page == "training" and service.run_dir is None:
                 raise NotFound("no training run: start the server with --run-dir RUN")
             return HTMLResponse(html)
+
         app.add_api_route(route, serve, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -114,8 +122,12 @@ def _api(app: FastAPI, service: Service, run) -> None:
         return service.describe()
 
     @app.post("/api/query")
-    async def query(image: UploadFile = File(...), index: str = Form(first), k: int = Form(5, ge=1, le=MAX_K),
-                    mirror: bool = Form(False)):
+    async def query(
+        image: UploadFile = File(...),
+        index: str = Form(first),
+        k: int = Form(5, ge=1, le=MAX_K),
+        mirror: bool = Form(False),
+    ):
         data = await image.read()
         return await run(service.query_bytes, index, data, image.filename, k, mirror)
 
@@ -124,8 +136,12 @@ def _api(app: FastAPI, service: Service, run) -> None:
         return await run(service.similar, index, id, k, mirror)
 
     @app.get("/api/duplicates")
-    async def duplicates(index: str = first, threshold: int = Query(DEFAULT_THRESHOLD, ge=0, le=64),
-                         include_flat: bool = False, limit: int = Query(MAX_GROUPS, ge=0, le=10_000)):
+    async def duplicates(
+        index: str = first,
+        threshold: int = Query(DEFAULT_THRESHOLD, ge=0, le=64),
+        include_flat: bool = False,
+        limit: int = Query(MAX_GROUPS, ge=0, le=10_000),
+    ):
         return await run(service.duplicates, index, threshold, include_flat, limit)
 
     @app.post("/api/quantize")
@@ -160,9 +176,14 @@ def _training(app: FastAPI, service: Service, run) -> None:
         return FileResponse(files[n], media_type="image/png")
 
 
-def create_app(index_dirs: Sequence[str | os.PathLike], checkpoint: str | None = None,
-               run_dir: str | os.PathLike | None = None, token: str | None = None,
-               max_upload: int = DEFAULT_MAX_UPLOAD, workers: int | None = None) -> Guard:
+def create_app(
+    index_dirs: Sequence[str | os.PathLike],
+    checkpoint: str | None = None,
+    run_dir: str | os.PathLike | None = None,
+    token: str | None = None,
+    max_upload: int = DEFAULT_MAX_UPLOAD,
+    workers: int | None = None,
+) -> Guard:
     """The app over ``index_dirs`` (loaded now, once; errors raise here, before serving).
 
     ``checkpoint``: the autoencoder for ae indexes (default: the one each index records);

@@ -10,6 +10,7 @@
 * Headers: ``X-Content-Type-Options: nosniff``, a same-origin Content-Security-Policy (the pages
   load nothing from elsewhere), ``Referrer-Policy: no-referrer``.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -21,10 +22,15 @@ from starlette.exceptions import HTTPException
 
 COOKIE = "encoder_token"
 SLACK = 64 * 1024  # multipart framing and form fields on top of the file itself
-HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-           (b"x-frame-options", b"DENY"),
-           (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; "
-                                        b"style-src 'self'; script-src 'self'; frame-ancestors 'none'")]
+HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    ),
+]
 
 
 class BodyTooLarge(HTTPException):
@@ -34,9 +40,18 @@ class BodyTooLarge(HTTPException):
 
 async def _send_json(send, status: int, body: dict, extra: list | None = None) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *HEADERS, *(extra or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *HEADERS,
+                *(extra or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -77,13 +92,25 @@ class Guard:
         if scope["method"] == "GET" and self._ok(given):
             rest = urlencode([(k, v) for k, v in query if k != "token"])
             cookie = f"{COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/"
-            await send({"type": "http.response.start", "status": 303,
-                        "headers": [(b"location", (scope["path"] + ("?" + rest if rest else "")).encode()),
-                                    (b"set-cookie", cookie.encode()), (b"content-length", b"0"), *HEADERS]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 303,
+                    "headers": [
+                        (b"location", (scope["path"] + ("?" + rest if rest else "")).encode()),
+                        (b"set-cookie", cookie.encode()),
+                        (b"content-length", b"0"),
+                        *HEADERS,
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": b""})
             return False
-        await _send_json(send, 401, {"error": "this server needs its token: open the page with ?token=T once, "
-                                              "or send the header X-Token: T"})
+        await _send_json(
+            send,
+            401,
+            {"error": "this server needs its token: open the page with ?token=T once, or send the header X-Token: T"},
+        )
         return False
 
     async def __call__(self, scope, receive, send):

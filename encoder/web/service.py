@@ -12,6 +12,7 @@ Results have the shapes of the command line's ``--json`` (``search.py query --js
 
 Every method here is blocking CPU work: the app runs it in a bounded thread pool.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,8 +21,9 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -35,8 +37,15 @@ from encoder.search.methods import method_for_index
 
 MAX_K = 100
 MAX_GROUPS = 200  # duplicate groups returned at most (the counts cover them all)
-BROWSER_FORMATS = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".jpe": "image/jpeg", ".png": "image/png",
-                   ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp"}
+BROWSER_FORMATS = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".jpe": "image/jpeg",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",
+}
 
 
 class BadInput(ValueError):
@@ -90,13 +99,21 @@ class Loaded:
             opts = {"show_recon": True}
             if checkpoint is not None:
                 opts["checkpoint"] = checkpoint
-            self.methods = {mirror: method_for_index(meta, self.index.attachments, mirror=mirror, **opts)
-                            for mirror in (False, True)}
+            self.methods = {
+                mirror: method_for_index(meta, self.index.attachments, mirror=mirror, **opts)
+                for mirror in (False, True)
+            }
         self._groups: dict[tuple[int, bool], list[dict]] = {}
 
     def describe(self) -> dict:
-        return {"name": self.name, "method": self.method_name, "kind": self.kind, "count": len(self.index),
-                "mirror": True, "dedup": self.kind == "hash"}
+        return {
+            "name": self.name,
+            "method": self.method_name,
+            "kind": self.kind,
+            "count": len(self.index),
+            "mirror": True,
+            "dedup": self.kind == "hash",
+        }
 
     def url(self, ident: str) -> str:
         return f"/images/{quote(self.name, safe='')}/{quote(ident, safe='/')}"
@@ -114,8 +131,12 @@ class Loaded:
 class Service:
     """The loaded indexes and the operations of the page; see the module docstring."""
 
-    def __init__(self, index_dirs: Sequence[str | os.PathLike], checkpoint: str | None = None,
-                 run_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        index_dirs: Sequence[str | os.PathLike],
+        checkpoint: str | None = None,
+        run_dir: str | os.PathLike | None = None,
+    ):
         if not index_dirs:
             raise ValueError("give at least one index folder")
         self.indexes: dict[str, Loaded] = {}
@@ -167,8 +188,16 @@ class Service:
             if recons is not None and len(recons) > r:
                 n["recon"] = png_data_url(recons[r])
             neighbours.append(n)
-        return finite({"query": shown, "index": x.name, "method": x.method_name, "k": k, "mirror": mirror,
-                       "neighbours": neighbours})
+        return finite(
+            {
+                "query": shown,
+                "index": x.name,
+                "method": x.method_name,
+                "k": k,
+                "mirror": mirror,
+                "neighbours": neighbours,
+            }
+        )
 
     def query_bytes(self, name: str, data: bytes, filename: str | None, k: int = 5, mirror: bool = False) -> dict:
         """Top-``k`` of an uploaded image in index ``name`` (``search.py query --json``'s row)."""
@@ -194,17 +223,24 @@ class Service:
         x = self.get(name)
         if x.kind != "hash":
             hashes = [n for n, o in self.indexes.items() if o.kind == "hash"]
-            raise BadInput(f"duplicates need a hash index; {name} holds {x.method_name} codes "
-                           f"(hash indexes loaded: {', '.join(hashes) or 'none'})")
+            raise BadInput(
+                f"duplicates need a hash index; {name} holds {x.method_name} codes "
+                f"(hash indexes loaded: {', '.join(hashes) or 'none'})"
+            )
         if not 0 <= threshold <= 64:
             raise BadInput(f"threshold={threshold} must be in [0, 64]")
         key = (threshold, include_flat)
         if key not in x._groups:
             x._groups[key] = find_groups(x.index.vectors, x.index.ids, threshold, x.index.flat_mask(), include_flat)
         groups = x._groups[key]
-        shown = [{**g, "urls": [x.url(i) for i in g["ids"]]} for g in groups[:max(0, limit)]]
-        return {"index": name, "threshold": threshold, "total_groups": len(groups),
-                "total_images": sum(len(g["ids"]) for g in groups), "groups": shown}
+        shown = [{**g, "urls": [x.url(i) for i in g["ids"]]} for g in groups[: max(0, limit)]]
+        return {
+            "index": name,
+            "threshold": threshold,
+            "total_groups": len(groups),
+            "total_images": sum(len(g["ids"]) for g in groups),
+            "groups": shown,
+        }
 
     def image(self, name: str, ident: str) -> tuple[Path | None, bytes | None, str]:
         """A stored image as (file, None, type) when a browser shows its format, else (None, PNG bytes, type)."""
@@ -239,11 +275,16 @@ class Service:
             n = n or 256
         q = quantize(img, n)
         png = q.png_bytes()
-        row = {"file": shown, "method": "kmeans", "auto": curve is not None,
-               **palette_stats(img, q, source_bytes=len(data), png=png, full=False),
-               "width": int(img.shape[1]), "height": int(img.shape[0]),
-               "palette": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in q.palette.tolist()],
-               "png": "data:image/png;base64," + base64.b64encode(png).decode()}
+        row = {
+            "file": shown,
+            "method": "kmeans",
+            "auto": curve is not None,
+            **palette_stats(img, q, source_bytes=len(data), png=png, full=False),
+            "width": int(img.shape[1]),
+            "height": int(img.shape[0]),
+            "palette": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in q.palette.tolist()],
+            "png": "data:image/png;base64," + base64.b64encode(png).decode(),
+        }
         if curve is not None:
             row["curve"] = [{"k": c["k"], "psnr": c["psnr"], "bytes_after": c["bytes_after"]} for c in curve]
         return finite(row)

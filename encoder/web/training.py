@@ -6,6 +6,7 @@ reconstructions, written by :class:`encoder.ae.lit` 's grid callback). Both are 
 request, so a run still training shows its latest epoch. Grids are served by their number in
 the sorted list, never by a path the client chooses.
 """
+
 from __future__ import annotations
 
 import csv
@@ -61,9 +62,15 @@ def training(run_dir: Path) -> dict:
             continue
         curves = {c: s for c, s in read_metrics(f).items() if re.search(r"loss|psnr|ssim", c, re.I)}
         runs.append({"name": f.parent.relative_to(run_dir).as_posix() or ".", "curves": curves})
-    shown = [{"n": n, "name": p.relative_to(run_dir).as_posix(), "url": f"/training/grids/{n}",
-              "epoch": int(m.group(1)) if (m := re.search(r"epoch(\d+)", p.name)) else None}
-             for n, p in enumerate(grids(run_dir))]
+    shown = [
+        {
+            "n": n,
+            "name": p.relative_to(run_dir).as_posix(),
+            "url": f"/training/grids/{n}",
+            "epoch": int(m.group(1)) if (m := re.search(r"epoch(\d+)", p.name)) else None,
+        }
+        for n, p in enumerate(grids(run_dir))
+    ]
     return {"runs": runs, "grids": shown}
 
 

@@ -1,13 +1,14 @@
 """Fixtures of the autoencoder tests: a small labelled folder, one real tiny training run,
 and helpers to run ``train.py`` in a subprocess (handed out as fixtures, since test files
 here are not importable modules)."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -18,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(*args, cwd=ROOT, timeout=300, check=True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                       timeout=timeout, env=env)
+    p = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
@@ -78,7 +80,22 @@ def folder(tmp_path_factory) -> Path:
 def trained(folder, tmp_path_factory) -> Path:
     """A real (tiny) run of `train.py fit` with the smoke config; returns its run folder."""
     out = tmp_path_factory.mktemp("run")
-    _run("train.py", "fit", "--config", "configs/smoke.yaml", "--data.root", folder,
-         "--trainer.default_root_dir", out, "--trainer.logger.init_args.save_dir", out,
-         "--trainer.max_epochs", 2, "--data.limit", "null", "--trainer.enable_progress_bar", "false")
+    _run(
+        "train.py",
+        "fit",
+        "--config",
+        "configs/smoke.yaml",
+        "--data.root",
+        folder,
+        "--trainer.default_root_dir",
+        out,
+        "--trainer.logger.init_args.save_dir",
+        out,
+        "--trainer.max_epochs",
+        2,
+        "--data.limit",
+        "null",
+        "--trainer.enable_progress_bar",
+        "false",
+    )
     return out

@@ -1,4 +1,5 @@
 """encoder.ae.datamodule: the cached image-folder DataModule and PathDataset."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,7 @@ def test_datamodule_split_labels_and_bad_files(tmp_path, capsys, make_folder):
     root = make_folder(tmp_path / "d", n_per_class=5)
     (root / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (root / "square" / "empty.jpg").write_bytes(b"")
-    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "square" / "tiny.png")   # < 64x64 is upsampled
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "square" / "tiny.png")  # < 64x64 is upsampled
     dm = ImageFolderDataModule(str(root), batch_size=4, val_fraction=0.25)
     assert dm.num_classes == 3
     dm.setup("fit")
@@ -32,7 +33,7 @@ def test_datamodule_split_labels_and_bad_files(tmp_path, capsys, make_folder):
     assert set(dm.labels.tolist()) == {0, 1, 2}
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 64, 64) and y.shape == (4,)
-    images, rows, valid, reasons = next(iter(dm.predict_dataloader()))   # the items of PathDataset
+    images, rows, valid, reasons = next(iter(dm.predict_dataloader()))  # the items of PathDataset
     assert images.shape == (4, 64, 64) and rows.tolist() == [0, 1, 2, 3]
     assert valid.all() and list(reasons) == [""] * 4
 
@@ -67,16 +68,16 @@ def test_path_dataset_carries_the_reason_in_the_item(tmp_path, folder):
 
 def test_a_small_folder_is_repeated_to_min_steps_per_epoch(tmp_path, make_folder):
     # issue 15: a 200-photo folder was one batch an epoch and early stopping ended the run at epoch 5
-    root = make_folder(tmp_path / "d", n_per_class=4)                     # 12 images
+    root = make_folder(tmp_path / "d", n_per_class=4)  # 12 images
     dm = ImageFolderDataModule(str(root), batch_size=4, val_fraction=0.25, min_steps_per_epoch=5)
     dm.setup("fit")
     batches = list(dm.train_dataloader())
-    assert len(dm.train_rows) == 9 and len(batches) == 6 and all(len(x) == 4 for x, _ in batches)   # 3 x 9 rows
+    assert len(dm.train_rows) == 9 and len(batches) == 6 and all(len(x) == 4 for x, _ in batches)  # 3 x 9 rows
     seen = torch.cat([x for x, _ in batches]).flatten(1)
     assert {tuple(r.tolist()) for r in seen} <= {tuple(dm.images[i].flatten().tolist()) for i in dm.train_rows.tolist()}
-    assert len(list(dm.val_dataloader())) == 1                               # validation is never repeated
+    assert len(list(dm.val_dataloader())) == 1  # validation is never repeated
     big = ImageFolderDataModule(str(root), batch_size=4, val_fraction=0.25, min_steps_per_epoch=1)
     big.setup("fit")
-    assert len(list(big.train_dataloader())) == 2                           # 9 images, drop_last: as before
+    assert len(list(big.train_dataloader())) == 2  # 9 images, drop_last: as before
     with pytest.raises(ValueError, match="min_steps_per_epoch must be >= 1|batch_size and min_steps_per_epoch"):
         ImageFolderDataModule(str(root), min_steps_per_epoch=0)

@@ -1,4 +1,5 @@
 """encoder.ae.export through train.py export: ONNX checked against torch, or refused, or --no-check."""
+
 from __future__ import annotations
 
 import json
@@ -37,13 +38,13 @@ def small_model(tmp_path):
 
 def test_onnx_check_needs_onnxruntime(small_model, tmp_path, monkeypatch):
     # it used to write an unchecked file silently; now it refuses and says how to opt out
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)        # `import onnxruntime` raises ImportError
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
     with pytest.raises(OnnxCheckUnavailable, match=r"onnxruntime.*--no-check"):
         export_encoder(small_model, tmp_path / "e.onnx")
     assert not (tmp_path / "e.onnx").exists()
-    info = export_encoder(small_model, tmp_path / "e.onnx", check=False)   # the explicit opt-out
+    info = export_encoder(small_model, tmp_path / "e.onnx", check=False)  # the explicit opt-out
     assert info["checked"] is False and info["max_abs_diff"] is None and (tmp_path / "e.onnx").stat().st_size > 0
-    export_encoder(small_model, tmp_path / "e.pt")              # .pt needs no onnxruntime
+    export_encoder(small_model, tmp_path / "e.pt")  # .pt needs no onnxruntime
 
 
 def test_train_py_export_no_check_and_missing_onnxruntime(small_model, tmp_path, run):
@@ -53,8 +54,17 @@ def test_train_py_export_no_check_and_missing_onnxruntime(small_model, tmp_path,
     # a stand-in onnxruntime that fails to import, first on the path
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "onnxruntime.py").write_text("raise ImportError('no onnxruntime here')\n")
-    p = run("-c", "import sys; sys.path.insert(0, sys.argv[1]); sys.argv = ['train.py'] + sys.argv[2:]; "
-            "import train; sys.exit(train.main(sys.argv[1:]))", tmp_path / "fake", "export",
-            "--checkpoint", small_model, "-o", tmp_path / "c.onnx", check=False)
+    p = run(
+        "-c",
+        "import sys; sys.path.insert(0, sys.argv[1]); sys.argv = ['train.py'] + sys.argv[2:]; "
+        "import train; sys.exit(train.main(sys.argv[1:]))",
+        tmp_path / "fake",
+        "export",
+        "--checkpoint",
+        small_model,
+        "-o",
+        tmp_path / "c.onnx",
+        check=False,
+    )
     assert p.returncode == 2 and "onnxruntime" in p.stderr and "--no-check" in p.stderr
     assert not (tmp_path / "c.onnx").exists()

@@ -1,13 +1,14 @@
 """encoder.ae.fashion_mnist through train.py prepare-fashion-mnist: IDX files -> image folder."""
+
 from __future__ import annotations
 
 import gzip
 import json
 
 import numpy as np
+from helpers import tiny_fashion, write_idx
 
 from encoder.ae.fashion_mnist import export
-from helpers import tiny_fashion, write_idx
 
 
 def test_prepare_fashion_mnist_from_idx(tmp_path, run):
@@ -54,6 +55,6 @@ def test_another_limit_or_an_old_marker_re_exports(tmp_path, capsys):
     assert "exporting again" in err and "'limit': 10" in err and "'limit': None" in err
     assert _pngs(out) == 30 and _pngs(out, "test") == 12
     assert json.loads((out / "DONE").read_text())["counts"] == {"train": 30, "test": 12}
-    (out / "DONE").write_text("42 images\n")                   # the marker of older versions
+    (out / "DONE").write_text("42 images\n")  # the marker of older versions
     export(out, source=src, limit=5)
     assert "older export" in capsys.readouterr().err and _pngs(out) == 5

@@ -1,4 +1,5 @@
 """encoder.ae.inference: checkpoints, fingerprints, encoding files; no Lightning on this path."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from encoder.ae.inference import (CheckpointError, encode_paths, encoder_from_model, fingerprint, load_encoder,
-                                  load_model, read_checkpoint, save_encoder)
+from encoder.ae.inference import (
+    CheckpointError,
+    encode_paths,
+    encoder_from_model,
+    fingerprint,
+    load_encoder,
+    load_model,
+    read_checkpoint,
+    save_encoder,
+)
 from encoder.ae.model import ConvAutoencoder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,11 +37,11 @@ def test_fingerprint_tracks_weights(tmp_path):
 
 def test_bad_checkpoints_refused(tmp_path):
     rng = np.random.default_rng(0)
-    for i in range(50):   # random bytes fail inside the unpickler in many ways (IndexError, KeyError, ...)
+    for _ in range(50):  # random bytes fail inside the unpickler in many ways (IndexError, KeyError, ...)
         (tmp_path / "garbage.ckpt").write_bytes(rng.integers(0, 256, int(rng.integers(1, 400)), np.uint8).tobytes())
         with pytest.raises(CheckpointError, match="garbage.ckpt"):
             load_encoder(tmp_path / "garbage.ckpt")
-    (tmp_path / "garbage.ckpt").write_bytes(b"\x80\x02" + b"\x00" * 20)   # pickle protocol 2, then pops an empty stack
+    (tmp_path / "garbage.ckpt").write_bytes(b"\x80\x02" + b"\x00" * 20)  # pickle protocol 2, then pops an empty stack
     with pytest.raises(CheckpointError, match="garbage.ckpt"):
         load_encoder(tmp_path / "garbage.ckpt")
     with pytest.raises(CheckpointError, match="not found"):
@@ -64,7 +73,7 @@ def test_bad_checkpoints_refused(tmp_path):
 
 def test_read_checkpoint_is_public(tmp_path):
     torch.save({"epoch": 3, "w": torch.ones(2)}, tmp_path / "x.ckpt")
-    got = read_checkpoint(str(tmp_path / "x.ckpt"))            # a str is fine as well as a Path
+    got = read_checkpoint(str(tmp_path / "x.ckpt"))  # a str is fine as well as a Path
     assert got["epoch"] == 3 and torch.equal(got["w"], torch.ones(2))
     with pytest.raises(CheckpointError, match="got a folder"):
         read_checkpoint(tmp_path)
@@ -131,15 +140,21 @@ def test_inference_recon_export_never_import_lightning(tmp_path, folder):
 import sys
 import encoder.ae, encoder.ae.inference, encoder.ae.recon, encoder.ae.export
 from encoder.ae import load_encoder, encode_paths, reconstruct_paths, export_encoder
-enc = load_encoder({str(tmp_path / 'm.pt')!r}, "cpu")
+enc = load_encoder({str(tmp_path / "m.pt")!r}, "cpu")
 codes, kept = encode_paths(enc, {pngs!r})
 assert enc.decode(codes).shape == (4, 64, 64)
-reconstruct_paths(enc, {pngs!r}, {str(tmp_path / 'rec')!r})
-export_encoder({str(tmp_path / 'm.pt')!r}, {str(tmp_path / 'copy.pt')!r})
+reconstruct_paths(enc, {pngs!r}, {str(tmp_path / "rec")!r})
+export_encoder({str(tmp_path / "m.pt")!r}, {str(tmp_path / "copy.pt")!r})
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("pytorch_lightning", "lightning", "lightning_fabric"))
 assert not bad, bad
 print("no lightning")
 """
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"),
+    )
     assert p.returncode == 0 and "no lightning" in p.stdout, p.stderr[-3000:]

@@ -1,4 +1,5 @@
 """encoder.ae.lit: the shift augmentation, NT-Xent, the loss terms and the module's checks."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,16 +23,16 @@ def _batch(n=8):
 def test_random_shift_moves_each_image_by_its_own_offset():
     torch.manual_seed(0)
     x = torch.zeros(64, 1, 64, 64)
-    x[:, :, 30, 30] = 1.0                         # one bright pixel per image
+    x[:, :, 30, 30] = 1.0  # one bright pixel per image
     y = random_shift(x, 3)
     assert y.shape == x.shape
     pos = [divmod(int(i), 64) for i in y.flatten(1).argmax(1)]
-    assert all(y[i].sum() == 1 for i in range(64))          # moved, not lost or duplicated
+    assert all(y[i].sum() == 1 for i in range(64))  # moved, not lost or duplicated
     assert all(27 <= r <= 33 and 27 <= c <= 33 for r, c in pos)
-    assert len(set(pos)) > 20                                 # offsets differ per image
+    assert len(set(pos)) > 20  # offsets differ per image
     assert torch.equal(random_shift(x, 0), x)
     edge = torch.ones(8, 1, 64, 64)
-    assert (random_shift(edge, 3) == 0).any()                 # filled with zeros, not wrapped
+    assert (random_shift(edge, 3) == 0).any()  # filled with zeros, not wrapped
 
 
 def test_nt_xent_prefers_matching_pairs():
@@ -53,7 +54,7 @@ def test_contrastive_term_trains_and_logs():
     loss.backward()
     assert module.model.encoder.fc.weight.grad.abs().sum() > 0
     module._step((x, torch.full((8,), -1)), "val")
-    assert "val/ntxent" not in logged                          # validation loss stays reconstruction
+    assert "val/ntxent" not in logged  # validation loss stays reconstruction
     off = AutoencoderModule(width=4, contrastive_weight=0.0, channels_last=False)
     logged = _logging(off)
     off._step((x, torch.full((8,), -1)), "train")
@@ -65,8 +66,9 @@ def test_contrastive_term_trains_and_logs():
 
 def test_supervised_term_logs_ce_and_acc():
     torch.manual_seed(0)
-    module = AutoencoderModule(width=4, supervised_weight=0.5, num_classes=3, contrastive_weight=0.0,
-                               channels_last=False)
+    module = AutoencoderModule(
+        width=4, supervised_weight=0.5, num_classes=3, contrastive_weight=0.0, channels_last=False
+    )
     logged = _logging(module)
     x, _ = _batch()
     labels = torch.tensor([0, 1, 2, 0, 1, 2, -1, -1])
@@ -74,7 +76,7 @@ def test_supervised_term_logs_ce_and_acc():
     assert torch.isclose(loss, logged["train/mse"] + 0.5 * logged["train/ce"])
     assert 0 <= float(logged["train/acc"]) <= 1
     logged.clear()
-    module._step((x, torch.full((8,), -1)), "train")          # no labels in the batch: no term
+    module._step((x, torch.full((8,), -1)), "train")  # no labels in the batch: no term
     assert "train/ce" not in logged and torch.equal(logged["train/loss"], logged["train/mse"])
 
 
@@ -90,7 +92,7 @@ def test_loss_is_the_list_of_terms_and_a_new_term_plugs_in(monkeypatch):
     x, labels = _batch()
     module = AutoencoderModule(width=4, contrastive_weight=0.0, channels_last=False, lr=2.0)
 
-    def code_norm(m, step):                       # a made-up term, weighted by the hparam "lr"
+    def code_norm(m, step):  # a made-up term, weighted by the hparam "lr"
         n = step.code.pow(2).mean()
         return n, {"code_norm": n}
 
@@ -99,7 +101,7 @@ def test_loss_is_the_list_of_terms_and_a_new_term_plugs_in(monkeypatch):
     loss = module._step((x, labels), "train")
     assert set(logged) == {"train/mse", "train/psnr", "train/code_norm", "train/loss"}
     assert torch.isclose(loss, logged["train/mse"] + 2.0 * logged["train/code_norm"])
-    module.hparams.lr = 0.0                       # weight 0 switches a term off
+    module.hparams.lr = 0.0  # weight 0 switches a term off
     logged.clear()
     module._step((x, labels), "train")
     assert "train/code_norm" not in logged
@@ -108,7 +110,8 @@ def test_loss_is_the_list_of_terms_and_a_new_term_plugs_in(monkeypatch):
 def test_predict_step_returns_reasons_of_unreadable_files():
     module = AutoencoderModule(width=4, channels_last=False).eval()
     images = torch.zeros(3, 1, 64, 64, dtype=torch.uint8)
-    out = module.predict_step((images, torch.tensor([4, 5, 6]), torch.tensor([True, False, True]),
-                               ["", "cannot identify image file", ""]), 0)
+    out = module.predict_step(
+        (images, torch.tensor([4, 5, 6]), torch.tensor([True, False, True]), ["", "cannot identify image file", ""]), 0
+    )
     assert out["codes"].shape == (3, 128) and out["index"].tolist() == [4, 5, 6]
     assert out["skipped"] == [(5, "cannot identify image file")]

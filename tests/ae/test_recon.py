@@ -1,4 +1,5 @@
 """encoder.ae.recon through train.py reconstruct/decode, and SSIM against scikit-image."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,10 @@ def test_reconstruct_and_decode(trained, folder, tmp_path, run, ckpt_of):
     first = json.loads((tmp_path / "rec" / "ids.json").read_text())[0]
     dec = np.asarray(Image.open(tmp_path / "dec" / (first + ".png")), np.float32) / 255
     enc = load_encoder(ckpt)
-    x = np.asarray(Image.open(folder / first).convert("L").resize((64, 64), Image.Resampling.BILINEAR),
-                   np.float32) / 255
+    x = (
+        np.asarray(Image.open(folder / first).convert("L").resize((64, 64), Image.Resampling.BILINEAR), np.float32)
+        / 255
+    )
     want = enc.decode(enc.encode(x[None]))[0]
     assert np.abs(dec - want).max() <= 1 / 255 + 1e-6
     psnr_from_csv = float(lines[1].split(",")[1])
@@ -38,8 +41,9 @@ def test_reconstruct_and_decode(trained, folder, tmp_path, run, ckpt_of):
 
 def test_decode_rejects_wrong_codes(trained, tmp_path, run, ckpt_of):
     np.save(tmp_path / "c.npy", np.zeros((2, 64), np.float32))
-    p = run("train.py", "decode", "--checkpoint", ckpt_of(trained), tmp_path / "c.npy", "-o", tmp_path / "o",
-            check=False)
+    p = run(
+        "train.py", "decode", "--checkpoint", ckpt_of(trained), tmp_path / "c.npy", "-o", tmp_path / "o", check=False
+    )
     assert p.returncode == 2 and "64-d codes" in p.stderr and "128" in p.stderr
 
 
@@ -53,6 +57,7 @@ def test_ssim_matches_skimage():
     b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
     ours = ssim(a, b)
     for i in range(2):
-        ref = structural_similarity(a[i], b[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                    data_range=1.0)
+        ref = structural_similarity(
+            a[i], b[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
+        )
         assert ours[i] == pytest.approx(ref, abs=1e-3)

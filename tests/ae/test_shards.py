@@ -1,4 +1,5 @@
 """Code shards: per-rank writer, merge (order, sampler padding), and 2-process DDP encoding end to end."""
+
 import json
 import os
 import subprocess
@@ -8,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import class_folder, tiny_checkpoint
 
 import search
 from encoder.ae.inference import encode_paths, load_encoder
 from encoder.ae.shards import PredictedCodes, merge_shards, predict_codes, write_shard
 from encoder.data import decode_gray_u8
-from helpers import class_folder, tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,21 +23,25 @@ def _batch(rows, valid=None, d=4):
     valid = [True] * len(rows) if valid is None else valid
     skipped = [(r, f"reason {r}") for r, ok in zip(rows, valid) if not ok]
     rows = torch.tensor(rows)
-    return {"codes": rows[:, None].float().repeat(1, d) / 10, "index": rows, "valid": torch.tensor(valid),
-            "skipped": skipped}
+    return {
+        "codes": rows[:, None].float().repeat(1, d) / 10,
+        "index": rows,
+        "valid": torch.tensor(valid),
+        "skipped": skipped,
+    }
 
 
 def test_merge_sorts_rows_and_drops_padding_duplicates(tmp_path):
     # DistributedSampler, 2 ranks, 7 items: rank 0 gets 0,2,4,6; rank 1 gets 1,3,5 + 0 again (padding)
     write_shard(tmp_path, 0, [_batch([0, 2]), _batch([4, 6], valid=[True, False])])
-    write_shard(tmp_path, 1, [_batch([1, 3, 5, 6], valid=[True, True, True, False])])   # 6 padded, unreadable
+    write_shard(tmp_path, 1, [_batch([1, 3, 5, 6], valid=[True, True, True, False])])  # 6 padded, unreadable
     assert sorted(p.name for p in (tmp_path / "rank_00000").iterdir()) == ["codes.npy", "rows.npy", "skipped.json"]
-    assert json.loads((tmp_path / "rank_00000" / "skipped.json").read_text()) == [[6, "reason 6"]]   # plain JSON
+    assert json.loads((tmp_path / "rank_00000" / "skipped.json").read_text()) == [[6, "reason 6"]]  # plain JSON
     codes, rows, skipped = merge_shards(tmp_path)
     assert rows.tolist() == [0, 1, 2, 3, 4, 5] and skipped == [(6, "reason 6")]
     np.testing.assert_allclose(codes[:, 0], rows / 10)
     assert codes.dtype == np.float32 and codes.shape == (6, 4)
-    write_shard(tmp_path, 1, [_batch([1, 3, 5, 0])])             # padding with a readable row
+    write_shard(tmp_path, 1, [_batch([1, 3, 5, 0])])  # padding with a readable row
     assert merge_shards(tmp_path).rows.tolist() == [0, 1, 2, 3, 4, 5]
 
 
@@ -84,14 +89,41 @@ def test_ddp_two_cpu_processes_equal_single_process(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert search.main(["index", str(folder), "--method", "ae", "--checkpoint", str(ckpt), "-o", str(single)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, str(ROOT / "search.py"), "index", str(folder), "--method", "ae",
-                        "--checkpoint", str(ckpt), "-o", str(ddp), "--devices", "2", "--strategy", "ddp",
-                        "--accelerator", "cpu", "--batch-size", "8", "--shard-dir", str(tmp_path / "shards")],
-                       capture_output=True, text=True, env=env, timeout=240)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "search.py"),
+            "index",
+            str(folder),
+            "--method",
+            "ae",
+            "--checkpoint",
+            str(ckpt),
+            "-o",
+            str(ddp),
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--accelerator",
+            "cpu",
+            "--batch-size",
+            "8",
+            "--shard-dir",
+            str(tmp_path / "shards"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Starting with 2 processes" in r.stderr + r.stdout and "broken.png" in r.stderr
     shards = sorted(p.name for p in (tmp_path / "shards").iterdir())
     assert shards == ["rank_00000", "rank_00001"]
     assert json.loads((ddp / "ids.json").read_text()) == json.loads((single / "ids.json").read_text())
     np.testing.assert_allclose(np.load(ddp / "codes.npy"), np.load(single / "codes.npy"), rtol=1e-4, atol=1e-5)
-    assert json.loads((ddp / "meta.json").read_text())["version"] == json.loads((single / "meta.json").read_text())["version"]
+    assert (
+        json.loads((ddp / "meta.json").read_text())["version"]
+        == json.loads((single / "meta.json").read_text())["version"]
+    )

@@ -66,9 +66,11 @@ def test_help_and_bad_arguments_answer_before_the_heavy_imports():
     import subprocess
     import sys
 
-    code = ("import sys, encoder.cli.quantize as q\n"
-            "try:\n    q.parse(['x.png', '-k', '300'])\nexcept SystemExit as e:\n    print(e.code)\n"
-            "print(sorted(m for m in ('numpy', 'PIL', 'faiss', 'torch', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys, encoder.cli.quantize as q\n"
+        "try:\n    q.parse(['x.png', '-k', '300'])\nexcept SystemExit as e:\n    print(e.code)\n"
+        "print(sorted(m for m in ('numpy', 'PIL', 'faiss', 'torch', 'matplotlib') if m in sys.modules))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.stdout.split("\n")[:2] == ["2", "[]"], p.stdout + p.stderr
     assert "n_colors=300 must be an integer in [2, 256]" in p.stderr
@@ -99,15 +101,34 @@ def test_long_form_n_colors_equals_k(tmp_path, capsys):
 def test_table_baseline_dither_lab_segment_scatter(tmp_path, capsys):
     src = photo(tmp_path / "b.jpg", 1)
     out = tmp_path / "o"
-    assert quantize.main([str(src), "-k", "2", "8", "--baseline", "random", "--dither", "--lab",
-                          "--segment", "--scatter", "-o", str(out)]) == 0
+    assert (
+        quantize.main(
+            [
+                str(src),
+                "-k",
+                "2",
+                "8",
+                "--baseline",
+                "random",
+                "--dither",
+                "--lab",
+                "--segment",
+                "--scatter",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "b.jpg K=2: " in text and "b.jpg random K=8: " in text and " dB, dE2000 " in text
     mask = np.asarray(Image.open(out / "b_k2_labels.png"))
     assert mask.ndim == 2 and set(np.unique(mask)) <= {0, 255} and len(np.unique(mask)) == 2
     labels8 = np.asarray(Image.open(out / "b_k8_labels.png"))
-    assert labels8.ndim == 3 and len(np.unique(labels8.reshape(-1, 3), axis=0)) == Image.open(
-        out / "b_k8.png").getextrema()[1] + 1
+    assert (
+        labels8.ndim == 3
+        and len(np.unique(labels8.reshape(-1, 3), axis=0)) == Image.open(out / "b_k8.png").getextrema()[1] + 1
+    )
     for name in ("b_k8_segment.png", "b_k8_scatter2d.png", "b_k8_scatter3d.png", "b_k8_random.png"):
         assert (out / name).stat().st_size > 0
 

@@ -1,4 +1,5 @@
 """search.py end to end: index, query (table/JSON/plot/mirror/folder), add, remove, dedup, errors."""
+
 import csv
 import json
 from pathlib import Path
@@ -20,7 +21,9 @@ def folder(tmp_path):
     for name in ["astronaut.png", "coffee.png", "chelsea.png", "camera.png"]:
         im = Image.open(DATA / name).convert("RGB")
         im.save(root / f"{Path(name).stem}.jpg", quality=90)
-    Image.open(DATA / "coffee.png").convert("RGB").resize((200, 133)).save(root / "sub" / "coffee_small.jpg", quality=40)
+    Image.open(DATA / "coffee.png").convert("RGB").resize((200, 133)).save(
+        root / "sub" / "coffee_small.jpg", quality=40
+    )
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     return root
 
@@ -74,7 +77,9 @@ def test_dedup_outputs(folder, tmp_path, capsys):
     idx = tmp_path / "idx"
     search.main(["index", str(folder), "-o", str(idx)])
     c, j, p = tmp_path / "d.csv", tmp_path / "d.json", tmp_path / "d.png"
-    assert search.main(["dedup", str(idx), "--threshold", "10", "--csv", str(c), "--json", str(j), "--plot", str(p)]) == 0
+    assert (
+        search.main(["dedup", str(idx), "--threshold", "10", "--csv", str(c), "--json", str(j), "--plot", str(p)]) == 0
+    )
     groups = json.loads(j.read_text())["groups"]
     assert groups[0]["ids"] == ["coffee.jpg", "sub/coffee_small.jpg"]
     rows = list(csv.DictReader(c.open()))

@@ -1,16 +1,14 @@
 """search.py with --method ae: index/query/add/remove with codes, reconstructions, refusals, errors."""
+
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import class_folder, tiny_checkpoint
 from PIL import Image
 
 import search
-from helpers import class_folder, tiny_checkpoint
-from encoder.ae.model import ConvAutoencoder
-from encoder.ae.inference import save_encoder
 from encoder.search.index import Index
 
 
@@ -34,6 +32,7 @@ def test_index_query_table_json_plot_recon(setup, tmp_path, capsys):
     assert "broken.jpg" in err
     meta = json.loads((idx / "meta.json").read_text())
     from encoder.ae.inference import load_encoder
+
     assert meta["method"] == "ae" and meta["version"] == load_encoder(ckpt).fingerprint
     assert meta["faiss_type"] == "Flat" and meta["metric"] == "l2" and meta["tuned_recall"] == 1.0
     codes = np.load(idx / "codes.npy")
@@ -41,6 +40,7 @@ def test_index_query_table_json_plot_recon(setup, tmp_path, capsys):
     assert codes.shape == (24, 128) and codes.dtype == np.float32 and len(ids) == 24 and ids[0] == "across/00.png"
     # the stored codes are the encoder's codes of those files
     from encoder.ae.inference import encode_paths
+
     ref, _ = encode_paths(load_encoder(ckpt), [folder / ids[5]])
     np.testing.assert_allclose(codes[5], ref[0], rtol=1e-4, atol=1e-5)
 
@@ -68,8 +68,22 @@ def test_index_query_table_json_plot_recon(setup, tmp_path, capsys):
 def test_add_remove_and_refuse_other_model(setup, tmp_path, capsys):
     folder, ckpt, other = setup
     idx = tmp_path / "idx"
-    assert search.main(["index", str(folder / "across"), str(folder / "down"), "--method", "ae",
-                        "--checkpoint", str(ckpt), "-o", str(idx)]) == 0
+    assert (
+        search.main(
+            [
+                "index",
+                str(folder / "across"),
+                str(folder / "down"),
+                "--method",
+                "ae",
+                "--checkpoint",
+                str(ckpt),
+                "-o",
+                str(idx),
+            ]
+        )
+        == 0
+    )
     before = np.load(idx / "codes.npy")
     assert search.main(["add", str(idx), str(folder / "rings" / "00.png")]) == 0  # model from the index meta
     after = np.load(idx / "codes.npy")
@@ -80,12 +94,16 @@ def test_add_remove_and_refuse_other_model(setup, tmp_path, capsys):
     ids = json.loads((idx / "ids.json").read_text())
     assert len(ids) == 16 and "down/03.png" not in ids
     snapshot = {f.name: f.read_bytes() for f in idx.iterdir()}
-    for cmd in (["add", str(idx), str(folder / "rings" / "01.png")], ["query", str(idx), str(folder / "rings" / "01.png")]):
+    for cmd in (
+        ["add", str(idx), str(folder / "rings" / "01.png")],
+        ["query", str(idx), str(folder / "rings" / "01.png")],
+    ):
         capsys.readouterr()
         assert search.main(cmd + ["--checkpoint", str(other)]) == 2
         err = capsys.readouterr().err
         fp_idx = json.loads((idx / "meta.json").read_text())["version"]
         from encoder.ae.inference import load_encoder
+
         assert fp_idx in err and load_encoder(other).fingerprint in err and "fingerprint" in err
     assert {f.name: f.read_bytes() for f in idx.iterdir()} == snapshot  # nothing written
 
@@ -97,8 +115,12 @@ def test_errors(setup, tmp_path, capsys):
     assert "no meta.json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         search.main(["index", str(folder), "--method", "ae", "-o", str(tmp_path / "x")])  # no checkpoint
-    assert search.main(["index", str(folder), "--method", "ae", "--checkpoint", str(tmp_path / "no.pt"),
-                        "-o", str(tmp_path / "x")]) == 2
+    assert (
+        search.main(
+            ["index", str(folder), "--method", "ae", "--checkpoint", str(tmp_path / "no.pt"), "-o", str(tmp_path / "x")]
+        )
+        == 2
+    )
     assert "no.pt" in capsys.readouterr().err and not (tmp_path / "x").exists()
     idx = tmp_path / "idx"
     search.main(["index", str(folder / "down"), "--method", "ae", "--checkpoint", str(ckpt), "-o", str(idx)])
@@ -110,7 +132,7 @@ def test_errors(setup, tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
     assert search.main(["dedup", str(idx)]) == 2
     assert "needs a hash index" in capsys.readouterr().err
-    assert search.main(["query", str(idx), q, "--mirror"]) == 0      # mirror-aware codes (issue 15)
+    assert search.main(["query", str(idx), q, "--mirror"]) == 0  # mirror-aware codes (issue 15)
     hidx = tmp_path / "hidx"
     search.main(["index", str(folder / "down"), "-o", str(hidx)])
     capsys.readouterr()
@@ -154,22 +176,27 @@ def test_queries_run_on_the_onnx_graphs_kept_in_the_index(setup, tmp_path, capsy
     queries = [str(folder / "rings" / "03.png"), str(folder / "down" / "05.png")]
     assert search.main(["query", str(idx), *queries, "-k", "5", "--json", "--checkpoint", str(ckpt)]) == 0
     with_torch = _json(capsys)
-    code = ("import json, sys\nfrom encoder.cli.search import main\n"
-            f"rc = main(['query', {str(idx)!r}, *{queries!r}, '-k', '5', '--json'])\n"
-            "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules}), file=sys.stderr)")
+    code = (
+        "import json, sys\nfrom encoder.cli.search import main\n"
+        f"rc = main(['query', {str(idx)!r}, *{queries!r}, '-k', '5', '--json'])\n"
+        "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules}), file=sys.stderr)"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert json.loads(p.stderr.strip().splitlines()[-1]) == {"rc": 0, "torch": False}, p.stderr
     onnx = json.loads(p.stdout)
     for a, b in zip(with_torch, onnx):
         assert [n["id"] for n in a["neighbours"]] == [n["id"] for n in b["neighbours"]]
-        np.testing.assert_allclose([n["distance"] for n in a["neighbours"]],
-                                   [n["distance"] for n in b["neighbours"]], atol=1e-4)
+        np.testing.assert_allclose(
+            [n["distance"] for n in a["neighbours"]], [n["distance"] for n in b["neighbours"]], atol=1e-4
+        )
     # the checkpoint may be gone: the index still answers (and decodes its neighbours)
     moved = tmp_path / "gone.pt"
     Path(ckpt).rename(moved)
     try:
-        assert search.main(["query", str(idx), queries[0], "-k", "3", "--show-recon", "--plot",
-                            str(tmp_path / "q.png")]) == 0
+        assert (
+            search.main(["query", str(idx), queries[0], "-k", "3", "--show-recon", "--plot", str(tmp_path / "q.png")])
+            == 0
+        )
     finally:
         moved.rename(ckpt)
     # an edited graph is refused by name, never run

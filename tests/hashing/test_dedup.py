@@ -1,4 +1,5 @@
 """encoder.hashing.dedup.find_groups: threshold edge, chains, flat images, order, errors."""
+
 import numpy as np
 import pytest
 
@@ -9,7 +10,7 @@ from encoder.hashing.hashes import hamming
 def _flip(h: np.ndarray, n_bits: int, start: int = 0) -> np.ndarray:
     """Copy of the (8,) hash ``h`` with bits ``start .. start + n_bits - 1`` flipped."""
     bits = np.unpackbits(h)
-    bits[start:start + n_bits] ^= 1
+    bits[start : start + n_bits] ^= 1
     return np.packbits(bits)
 
 
@@ -29,8 +30,7 @@ def test_chains_link_and_larger_groups_come_first():
     pair = [far, _flip(far, 2, start=40)]
     h = np.stack(pair + chain)
     groups = find_groups(h, ["p1", "p0", "c0", "c1", "c2"], threshold=6)
-    assert groups == [{"ids": ["c0", "c1", "c2"], "max_distance": 12},
-                      {"ids": ["p0", "p1"], "max_distance": 2}]
+    assert groups == [{"ids": ["c0", "c1", "c2"], "max_distance": 12}, {"ids": ["p0", "p1"], "max_distance": 2}]
 
 
 def test_flat_images_left_out_unless_asked():
@@ -38,7 +38,8 @@ def test_flat_images_left_out_unless_asked():
     flat = np.array([True, True, False])
     assert find_groups(h, ["a", "b", "c"], flat=flat) == []
     assert find_groups(h, ["a", "b", "c"], flat=flat, include_flat=True) == [
-        {"ids": ["a", "b", "c"], "max_distance": 0}]
+        {"ids": ["a", "b", "c"], "max_distance": 0}
+    ]
 
 
 def test_small_and_bad_inputs():

@@ -1,4 +1,5 @@
 """pHash/dHash/aHash against imagehash on real photos, golden values, transparency, properties."""
+
 from pathlib import Path
 
 import imagehash
@@ -8,8 +9,21 @@ import skimage
 from PIL import Image, ImageOps
 
 from encoder.data import open_image
-from encoder.hashing.hashes import (ALPHA_MODES, HASHES, METHODS, HashDef, dct_matrix, hamming, hash_images,
-                                    hash_paths, hash_pixels, hash_to_hex, hash_version, is_flat, small_gray)
+from encoder.hashing.hashes import (
+    ALPHA_MODES,
+    HASHES,
+    METHODS,
+    HashDef,
+    dct_matrix,
+    hamming,
+    hash_images,
+    hash_paths,
+    hash_pixels,
+    hash_to_hex,
+    hash_version,
+    is_flat,
+    small_gray,
+)
 
 DATA = Path(skimage.__file__).parent / "data"
 PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "camera.png", "moon.png"]
@@ -23,8 +37,7 @@ def test_bit_identical_to_imagehash(method, name):
     assert hash_to_hex(hash_images([im], method)[0]) == str(REF[method](im))
 
 
-@pytest.mark.parametrize("name,golden", [("astronaut.png", "c2924c5532bddfc8"),
-                                          ("camera.png", "bff1c1c0434e8cbc")])
+@pytest.mark.parametrize("name,golden", [("astronaut.png", "c2924c5532bddfc8"), ("camera.png", "bff1c1c0434e8cbc")])
 def test_golden_phash(name, golden):
     # Values pinned from imagehash.phash; a change here means the hash definition changed.
     assert hash_to_hex(hash_images([open_image(DATA / name)])[0]) == golden

@@ -1,4 +1,5 @@
 """encoder.hashing.lanczos: Pillow's LANCZOS resize of grey images, bit for bit."""
+
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,22 @@ def pillow(a: np.ndarray, size) -> np.ndarray:
 
 def shapes():
     rng = np.random.default_rng(1)
-    fixed = [(427, 640), (640, 427), (32, 32), (33, 31), (10, 10), (1, 1), (2, 7), (1, 3000), (3000, 1),
-             (4000, 30), (31, 1000), (64, 64), (1411, 1411), (3000, 4000)]
+    fixed = [
+        (427, 640),
+        (640, 427),
+        (32, 32),
+        (33, 31),
+        (10, 10),
+        (1, 1),
+        (2, 7),
+        (1, 3000),
+        (3000, 1),
+        (4000, 30),
+        (31, 1000),
+        (64, 64),
+        (1411, 1411),
+        (3000, 4000),
+    ]
     return fixed + [tuple(int(v) for v in rng.integers(1, 1500, 2)) for _ in range(40)]
 
 

@@ -92,8 +92,12 @@ def test_exact_palette_when_n_colors_at_least_distinct_colors():
 
 @pytest.mark.parametrize("n", [0, 1, 257, -3, 2.5, True])
 def test_bad_n_colors_is_refused_naming_it(n, smooth):
-    for call in (lambda: quantize(smooth(0), n), lambda: fit_palette(smooth(0), n),
-                 lambda: random_palette(n), lambda: check_n_colors(n)):
+    for call in (
+        lambda: quantize(smooth(0), n),
+        lambda: fit_palette(smooth(0), n),
+        lambda: random_palette(n),
+        lambda: check_n_colors(n),
+    ):
         with pytest.raises(ValueError, match=f"n_colors={n!r} must be an integer in \\[2, 256\\]"):
             call()
 
@@ -166,9 +170,8 @@ def test_quantize_in_a_forked_child_after_threads_ran():
 def test_few_colour_graphics_reach_full_kmeans():
     """A flat illustration (68% of pixels in 10 colours, gradients, anti-aliased edges): the fit on
     6-bit cells ended 2.1 dB below full-pixel k-means at K=64; the exact-colour path matches it."""
-    from sklearn.cluster import KMeans
-
     from fewcolor_images import illustration
+    from sklearn.cluster import KMeans
 
     img = illustration((480, 300))
     for n in (16, 64):

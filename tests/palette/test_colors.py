@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoder.palette.colors import (ColorSet, binned_colors, ciede2000, distinct_colors, lab_to_srgb, pack,
-                                    srgb_to_lab, unpack)
+from encoder.palette.colors import (
+    ColorSet,
+    binned_colors,
+    ciede2000,
+    distinct_colors,
+    lab_to_srgb,
+    pack,
+    srgb_to_lab,
+    unpack,
+)
 
 
 def test_pack_unpack_round_trip_and_color_set():

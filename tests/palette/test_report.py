@@ -10,8 +10,16 @@ from PIL import Image
 
 from encoder.metrics import psnr
 from encoder.palette.api import quantize
-from encoder.palette.report import (auto_n_colors, encode_png, format_table, lossless_png_size, mean_ciede2000,
-                                    palette_stats, segment_colors, segmentation)
+from encoder.palette.report import (
+    auto_n_colors,
+    encode_png,
+    format_table,
+    lossless_png_size,
+    mean_ciede2000,
+    palette_stats,
+    segment_colors,
+    segmentation,
+)
 
 
 def test_palette_stats_row(photo):

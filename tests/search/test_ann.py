@@ -1,4 +1,8 @@
-"""encoder.search.ann and the code branch of encoder.search.index: choice, tuning vs brute force, cosine, mmap, growth."""
+"""encoder.search.ann and the code branch of encoder.search.index.
+
+Index choice, tuning vs brute force, cosine, mmap, growth.
+"""
+
 import faiss
 import numpy as np
 import pytest
@@ -85,8 +89,13 @@ def test_auto_ivf_falls_back_to_flat_on_structureless_codes(monkeypatch):
 
 def test_code_index_cosine_distances():
     x = clustered(300)
-    idx = Index.create("ae", "fp", x * np.random.default_rng(3).uniform(0.5, 3, (300, 1)).astype(np.float32),
-                       [f"i{j}" for j in range(300)], metric="cosine")
+    idx = Index.create(
+        "ae",
+        "fp",
+        x * np.random.default_rng(3).uniform(0.5, 3, (300, 1)).astype(np.float32),
+        [f"i{j}" for j in range(300)],
+        metric="cosine",
+    )
     q = x[:5] * 7  # scale does not matter for cosine
     d, ids = idx.search(q, k=4)
     bd, brows = brute(q, idx.vectors, 4, "cosine")
@@ -116,7 +125,8 @@ def test_code_index_grows_keeps_training_mmap_and_switches_type(tmp_path, monkey
     mapped.add(x[3000:3300], ids[3000:3300])  # same IVF size class: training kept, rows appended
     assert mapped.meta["faiss_type"] == f"IVF{nlist},Flat" and len(mapped) == 3300
     np.testing.assert_array_equal(
-        faiss.extract_index_ivf(mapped.faiss_index).quantizer.reconstruct_n(0, nlist), centroids)
+        faiss.extract_index_ivf(mapped.faiss_index).quantizer.reconstruct_n(0, nlist), centroids
+    )
     assert mapped.remove(["d/7.png"]) == [] and mapped.faiss_index.ntotal == 3299
     _, got = mapped.search(x[8:9], 1)
     assert got == [["d/8.png"]]

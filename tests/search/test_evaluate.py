@@ -1,22 +1,27 @@
 """evaluate: metrics against hand-computed values, PCA against scikit-learn, the command end to end."""
+
 import json
 
 import numpy as np
 import pytest
+from helpers import class_folder, tiny_checkpoint
 from sklearn.decomposition import PCA
 
 import search
-from encoder.search.evaluate import class_labels, evaluate_folder, retrieval_metrics
 from encoder.search.baselines import pca_fit, pca_project
+from encoder.search.evaluate import class_labels, evaluate_folder, retrieval_metrics
 from encoder.search.methods import get_method
-from helpers import class_folder, tiny_checkpoint
 
 
 def test_metrics_by_hand():
     gallery = ["a", "a", "b", "b", "b", "c"]
-    rows = np.array([[0, 2, 1, 3, 5],    # query a: hits at 1 and 3 -> P@5 .4, AP = (1 + 2/3) / 2
-                     [5, 2, 3, 4, 0],    # query b: hits at 2, 3, 4 -> AP = (1/2 + 2/3 + 3/4) / 3
-                     [0, 1, 2, 3, 4]])   # query c: no hit
+    rows = np.array(
+        [
+            [0, 2, 1, 3, 5],  # query a: hits at 1 and 3 -> P@5 .4, AP = (1 + 2/3) / 2
+            [5, 2, 3, 4, 0],  # query b: hits at 2, 3, 4 -> AP = (1/2 + 2/3 + 3/4) / 3
+            [0, 1, 2, 3, 4],
+        ]
+    )  # query c: no hit
     m = retrieval_metrics(rows, ["a", "b", "c"], gallery, k=5)
     assert m["P@1"] == pytest.approx(1 / 3)
     assert m["P@5"] == pytest.approx((0.4 + 0.6 + 0) / 3)
@@ -47,6 +52,7 @@ def test_knn_of_each_method_kind():
 def test_evaluate_folder_all_methods(tmp_path):
     folder = class_folder(tmp_path / "imgs", per_class=10)
     from encoder.ae.inference import load_encoder
+
     enc = load_encoder(tiny_checkpoint(tmp_path / "m.pt"))
     rep = evaluate_folder(folder, enc, ["ae", "phash", "raw", "pca"], n_queries=9, seed=1)
     got = {r["method"]: r for r in rep["results"]}
@@ -65,8 +71,9 @@ def test_evaluate_folder_all_methods(tmp_path):
     with pytest.raises(ValueError, match="hybrid"):  # removed: it never beat ae alone
         evaluate_folder(folder, enc, ["hybrid"])
     # a Method object is accepted as well as a name, with the same numbers
-    assert evaluate_folder(folder, enc, [get_method("raw")], n_queries=9, seed=1)["results"][0]["P@5"] == \
-        got["raw"]["P@5"]
+    assert (
+        evaluate_folder(folder, enc, [get_method("raw")], n_queries=9, seed=1)["results"][0]["P@5"] == got["raw"]["P@5"]
+    )
     with pytest.raises(ValueError, match="class subfolders"):
         class_labels(["a/1.png", "loose.png"], folder)
 
@@ -76,8 +83,12 @@ def test_evaluate_command_json_queries_folder_and_neardup(tmp_path, capsys):
     queries = class_folder(tmp_path / "queries", per_class=2, seed=7)
     ckpt = tiny_checkpoint(tmp_path / "m.pt")
     out = tmp_path / "report.json"
-    assert search.main(["evaluate", str(gallery), "--queries", str(queries), "--methods", "raw", "phash",
-                        "--json", "-o", str(out)]) == 0
+    assert (
+        search.main(
+            ["evaluate", str(gallery), "--queries", str(queries), "--methods", "raw", "phash", "--json", "-o", str(out)]
+        )
+        == 0
+    )
     rep = json.loads(capsys.readouterr().out)
     assert rep == json.loads(out.read_text())
     assert rep["n_queries"] == 6 and rep["n_gallery"] == 18 and rep["split"].startswith("queries from")
@@ -86,19 +97,50 @@ def test_evaluate_command_json_queries_folder_and_neardup(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "P@1" in table and "raw" in table
     # near-duplicates: each transformed copy should find its original
-    assert search.main(["evaluate", str(gallery), "--neardup", "--checkpoint", str(ckpt), "--methods", "ae", "phash",
-                        "raw", "--n-queries", "4", "--json"]) == 0
+    assert (
+        search.main(
+            [
+                "evaluate",
+                str(gallery),
+                "--neardup",
+                "--checkpoint",
+                str(ckpt),
+                "--methods",
+                "ae",
+                "phash",
+                "raw",
+                "--n-queries",
+                "4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     nd = json.loads(capsys.readouterr().out)
     res = {r["method"]: r for r in nd["results"]}
     assert set(res) == {"ae", "phash", "raw"} and nd["n_queries"] == 4
-    assert set(res["phash"]["transforms"]) == {"jpeg_q30", "resize_50", "crop_90", "bright_+20", "blur", "hflip",
-                                               "rotate_5", "grey", "aspect_9x16", "crop50", "gamma_dark",
-                                               "recolour", "overlay"}
+    assert set(res["phash"]["transforms"]) == {
+        "jpeg_q30",
+        "resize_50",
+        "crop_90",
+        "bright_+20",
+        "blur",
+        "hflip",
+        "rotate_5",
+        "grey",
+        "aspect_9x16",
+        "crop50",
+        "gamma_dark",
+        "recolour",
+        "overlay",
+    }
     assert res["raw"]["transforms"]["jpeg_q30"]["R@5"] == 1.0 and res["raw"]["transforms"]["grey"]["R@1"] == 1.0
     assert all(v["R@1"] <= v["R@5"] for r in res.values() for v in r["transforms"].values())
     # --queries names the originals; the folder is then the distractors
-    assert search.main(["evaluate", str(gallery), "--neardup", "--queries", str(queries), "--methods", "phash",
-                        "--json"]) == 0
+    assert (
+        search.main(["evaluate", str(gallery), "--neardup", "--queries", str(queries), "--methods", "phash", "--json"])
+        == 0
+    )
     nd = json.loads(capsys.readouterr().out)
     assert nd["n_queries"] == 6 and nd["n_gallery"] == 24
     assert nd["results"][0]["transforms"]["blur"]["R@5"] == 1.0

@@ -1,4 +1,5 @@
 """Index vs brute-force Hamming, add/remove, persistence, refusal, flat list, writer lock, dedup groups."""
+
 import json
 import os
 import subprocess
@@ -8,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import class_folder
 
-from encoder.hashing.dedup import find_groups
 import search
+from encoder.hashing.dedup import find_groups
+from encoder.hashing.hashes import hamming
 from encoder.search.index import Index, IndexBusyError, IndexMismatchError
 from encoder.search.lock import writer_lock
-from encoder.hashing.hashes import hamming
-from helpers import class_folder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,8 +103,9 @@ def test_dedup_groups_connected_components():
     groups = find_groups(h, ["a", "o", "b", "c"], threshold=3)
     assert groups == [{"ids": ["a", "b", "c"], "max_distance": 4}]
     assert find_groups(h, ["a", "o", "b", "c"], threshold=0) == []
-    assert find_groups(h, ["a", "o", "b", "c"], threshold=3, flat=np.array([1, 0, 0, 0], bool)) == \
-        [{"ids": ["b", "c"], "max_distance": 1}]
+    assert find_groups(h, ["a", "o", "b", "c"], threshold=3, flat=np.array([1, 0, 0, 0], bool)) == [
+        {"ids": ["b", "c"], "max_distance": 1}
+    ]
     with pytest.raises(ValueError, match="threshold=65"):
         find_groups(h, list("abcd"), threshold=65)
 
@@ -148,8 +150,16 @@ def test_concurrent_adds_keep_every_row(tmp_path):
     procs, errs = [], [tmp_path / "a.err", tmp_path / "b.err"]
     with writer_lock(idx):  # forces the overlap: both adds start while a writer holds the index
         for folder, err in zip((a, b), errs):
-            procs.append(subprocess.Popen([sys.executable, "-c", code, "add", str(idx), str(folder)], cwd=REPO, env=env,
-                                          stdout=subprocess.PIPE, stderr=err.open("w"), text=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", code, "add", str(idx), str(folder)],
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=err.open("w"),
+                    text=True,
+                )
+            )
         t0 = time.monotonic()
         while not all("waiting for another writer of" in e.read_text() for e in errs):
             assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]

@@ -1,4 +1,5 @@
 """methods: the registry, refusal of options that do not apply, rebuilding the method of an index."""
+
 import json
 import os
 import subprocess
@@ -7,14 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_checkpoint
 from PIL import Image
 
 import search
 from encoder.hashing.hashes import HASHES, hash_version
 from encoder.search.errors import IndexMismatchError
-from encoder.search.methods import (INDEX_METHODS, METHODS, AutoencoderMethod, HashMethod, get_method, kind_of,
-                                    method_for_index)
-from helpers import tiny_checkpoint
+from encoder.search.methods import (
+    INDEX_METHODS,
+    METHODS,
+    AutoencoderMethod,
+    HashMethod,
+    get_method,
+    kind_of,
+    method_for_index,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,8 +39,12 @@ def noise_folder(root: Path, n: int = 3, seed: int = 0, mode: str = "RGB") -> Pa
 def test_registry():
     assert set(INDEX_METHODS) == set(HASHES) | {"ae"}  # one hash method per HASHES entry
     assert set(METHODS) == set(INDEX_METHODS) | {"raw", "pca"}
-    assert {n: kind_of(n) for n in METHODS} == {**{h: "hash" for h in HASHES}, "ae": "code", "raw": "code",
-                                                "pca": "code"}
+    assert {n: kind_of(n) for n in METHODS} == {
+        **{h: "hash" for h in HASHES},
+        "ae": "code",
+        "raw": "code",
+        "pca": "code",
+    }
     for name in HASHES:
         m = get_method(name)
         assert isinstance(m, HashMethod) and m.name == name and m.kind == "hash"
@@ -46,9 +58,18 @@ def test_registry():
         get_method("ae")
 
 
-AE_FLAGS = [("--metric", "cosine"), ("--memory-budget", "1000"), ("--search-params", "nprobe=2"), ("--devices", "2"),
-            ("--strategy", "ddp"), ("--accelerator", "cpu"), ("--num-nodes", "2"), ("--shard-dir", "shards"),
-            ("--checkpoint", "m.pt"), ("--batch-size", "8")]
+AE_FLAGS = [
+    ("--metric", "cosine"),
+    ("--memory-budget", "1000"),
+    ("--search-params", "nprobe=2"),
+    ("--devices", "2"),
+    ("--strategy", "ddp"),
+    ("--accelerator", "cpu"),
+    ("--num-nodes", "2"),
+    ("--shard-dir", "shards"),
+    ("--checkpoint", "m.pt"),
+    ("--batch-size", "8"),
+]
 
 
 @pytest.mark.parametrize("flag,value", AE_FLAGS, ids=[f for f, _ in AE_FLAGS])
@@ -64,7 +85,17 @@ def test_ae_flags_refused_for_a_hash_method(tmp_path, capsys, flag, value):
 def test_hash_flags_refused_for_ae(tmp_path, capsys, flag):
     imgs = noise_folder(tmp_path / "imgs", 2)
     # refused before the checkpoint is even read (it does not exist)
-    argv = ["index", str(imgs), "--method", "ae", "--checkpoint", str(tmp_path / "m.pt"), *flag, "-o", str(tmp_path / "i")]
+    argv = [
+        "index",
+        str(imgs),
+        "--method",
+        "ae",
+        "--checkpoint",
+        str(tmp_path / "m.pt"),
+        *flag,
+        "-o",
+        str(tmp_path / "i"),
+    ]
     assert search.main(argv) == 2
     assert capsys.readouterr().err == f"error: {flag[0]} applies to --method phash, dhash, ahash, not ae\n"
 
@@ -109,7 +140,7 @@ def test_from_index_refusals(tmp_path):
     ae_meta = {"method": "ae", "version": ae.version, **ae.index_meta()}
     with pytest.raises(ValueError, match="--alpha applies to phash, dhash, ahash indexes, not ae"):
         method_for_index(ae_meta, alpha="white")
-    assert method_for_index(ae_meta, mirror=True).label == "ae-mirror"     # mirror-aware codes (issue 15)
+    assert method_for_index(ae_meta, mirror=True).label == "ae-mirror"  # mirror-aware codes (issue 15)
     assert method_for_index(ae_meta).version == ae.version  # the checkpoint recorded in the index
     with pytest.raises(IndexMismatchError, match="fingerprint") as e:
         method_for_index(ae_meta, checkpoint=str(other))
@@ -122,10 +153,18 @@ def test_from_index_refusals(tmp_path):
 def test_hash_query_imports_neither_torch_nor_lightning(tmp_path):
     imgs = noise_folder(tmp_path / "imgs", 3)
     assert search.main(["index", str(imgs), "-o", str(tmp_path / "idx")]) == 0
-    code = ("import sys, search; rc = search.main(sys.argv[1:]); "
-            "print(sorted(m for m in ('torch', 'pytorch_lightning', 'lightning') if m in sys.modules)); sys.exit(rc)")
-    p = subprocess.run([sys.executable, "-c", code, "query", str(tmp_path / "idx"), str(imgs / "n0_00.png"), "-k", "1"],
-                       cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys, search; rc = search.main(sys.argv[1:]); "
+        "print(sorted(m for m in ('torch', 'pytorch_lightning', 'lightning') if m in sys.modules)); sys.exit(rc)"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, "query", str(tmp_path / "idx"), str(imgs / "n0_00.png"), "-k", "1"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[-1] == "[]"
 
@@ -134,14 +173,18 @@ def test_mirror_aware_codes_find_a_flipped_copy(tmp_path):
     # issue 15: `ae-mirror` in evaluation, `--mirror` on ae indexes: each query also flipped left-right,
     # every gallery row at the better of the two distances
     from encoder.search.methods import evaluation_methods
+
     ckpt = tiny_checkpoint(tmp_path / "a.pt")
     plain, mirror = evaluation_methods(["ae", "ae-mirror"], checkpoint=str(ckpt))
     assert (plain.label, mirror.label) == ("ae", "ae-mirror")
     rng = np.random.default_rng(0)
     gallery = (rng.random((20, 64, 64)) * 255).astype(np.uint8)
-    gallery[:, :, :20] //= 4                                        # a dark left side: flips are far apart
+    gallery[:, :, :20] //= 4  # a dark left side: flips are far apart
     queries = np.ascontiguousarray(gallery[:5, :, ::-1])
     g = plain.gallery_features(gallery, [None] * 20)
-    assert (mirror.gallery_features(gallery, [None] * 20) == g).all() and mirror.features(queries, []).shape == (5, 2 * g.shape[1])
+    assert (mirror.gallery_features(gallery, [None] * 20) == g).all() and mirror.features(queries, []).shape == (
+        5,
+        2 * g.shape[1],
+    )
     assert mirror.knn(g, mirror.features(queries, []), 3)[:, 0].tolist() == [0, 1, 2, 3, 4]
     assert plain.knn(g, plain.features(queries, []), 3)[:, 0].tolist() != [0, 1, 2, 3, 4]

@@ -1,4 +1,5 @@
 """neardup: the transforms are deterministic, RGB, of the expected shape; mirror-aware pHash in evaluate_neardup."""
+
 import json
 
 import numpy as np
@@ -18,7 +19,7 @@ def _photo(w: int = 300, h: int = 200, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     a = np.stack([xx / w, yy / h, 0.5 + 0.5 * np.sin(xx / 9)], -1) * 200
-    a[h // 4:h // 2, w // 10:w // 3] = (250, 240, 30)
+    a[h // 4 : h // 2, w // 10 : w // 3] = (250, 240, 30)
     a += rng.normal(0, 8, a.shape)
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
 
@@ -47,8 +48,16 @@ def test_crop50_is_off_centre_and_the_old_transforms_are_kept():
     w, h = crop.shape[1], crop.shape[0]
     left, top = (im.width - w) // 2, (im.height - h) // 2
     assert not np.array_equal(crop, np.asarray(im.crop((left, top, left + w, top + h))))
-    assert list(TRANSFORMS)[:8] == ["jpeg_q30", "resize_50", "crop_90", "bright_+20", "blur", "hflip", "rotate_5",
-                                    "grey"]
+    assert list(TRANSFORMS)[:8] == [
+        "jpeg_q30",
+        "resize_50",
+        "crop_90",
+        "bright_+20",
+        "blur",
+        "hflip",
+        "rotate_5",
+        "grey",
+    ]
 
 
 def test_mirror_aware_phash_finds_the_flipped_copy_plain_phash_misses(tmp_path, capsys):
@@ -64,16 +73,30 @@ def test_mirror_aware_phash_finds_the_flipped_copy_plain_phash_misses(tmp_path, 
     for s in range(1, 4):
         _photo(seed=s).rotate(90 * s, expand=True).save(distractors / f"c{s}.png")
     methods = ["phash", "phash-mirror", HashMethod("dhash", mirror=True)]
-    report = evaluate_neardup(distractors, methods=methods, queries=queries,
-                              transforms={"hflip": TRANSFORMS["hflip"], "none": lambda x: x})
+    report = evaluate_neardup(
+        distractors, methods=methods, queries=queries, transforms={"hflip": TRANSFORMS["hflip"], "none": lambda x: x}
+    )
     got = {r["method"]: r["transforms"] for r in report["results"]}
     assert list(got) == ["phash", "phash-mirror", "dhash-mirror"]
     assert got["phash"]["hflip"]["R@1"] == 0.0 and got["phash"]["none"]["R@1"] == 1.0
     assert got["phash-mirror"]["hflip"]["R@1"] == 1.0 and got["phash-mirror"]["none"]["R@1"] == 1.0
     assert got["dhash-mirror"]["hflip"]["R@1"] == 1.0
     # the command line takes the same name
-    assert search.main(["evaluate", str(distractors), "--neardup", "--queries", str(queries), "--methods",
-                        "phash-mirror", "--json"]) == 0
+    assert (
+        search.main(
+            [
+                "evaluate",
+                str(distractors),
+                "--neardup",
+                "--queries",
+                str(queries),
+                "--methods",
+                "phash-mirror",
+                "--json",
+            ]
+        )
+        == 0
+    )
     cli = json.loads(capsys.readouterr().out)["results"][0]
     assert cli["method"] == "phash-mirror" and cli["transforms"]["hflip"]["R@1"] == 1.0
 
@@ -81,7 +104,12 @@ def test_mirror_aware_phash_finds_the_flipped_copy_plain_phash_misses(tmp_path, 
 def test_mirror_names_and_plain_hash_unchanged():
     plain, mirror = evaluation_methods(["phash", "phash-mirror"])
     assert (plain.label, plain.mirror, mirror.label, mirror.mirror, mirror.name) == (
-        "phash", False, "phash-mirror", True, "phash")
+        "phash",
+        False,
+        "phash-mirror",
+        True,
+        "phash",
+    )
     ims = [_photo(seed=s) for s in range(3)]
     assert plain.features(None, ims).shape == (3, 8)
     f = mirror.features(None, ims)

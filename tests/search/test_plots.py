@@ -1,13 +1,12 @@
 """plots: pictures are written, and an image that cannot be drawn is named (not a silent grey tile)."""
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import class_folder
 from PIL import Image
 
 import search
 from encoder.search import plots
-from helpers import class_folder
 
 
 @pytest.fixture()
@@ -19,6 +18,7 @@ def titles(monkeypatch):
     def save(fig, out):
         seen.extend(ax.get_title() for ax in fig.axes)
         real(fig, out)
+
     monkeypatch.setattr(plots, "_save", save)
     return seen
 

@@ -1,17 +1,23 @@
 """Several views per picture: the boxes, view 0 = the single view, a multi-view index, evaluation."""
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_checkpoint
 from PIL import Image
 
 from encoder.data import decode_gray_u8
 from encoder.search.errors import CorruptIndexError
 from encoder.search.index import Index
 from encoder.search.methods import AutoencoderMethod, evaluation_methods
-from encoder.search.views import (CROP_SIDE, decode_views_u8, gallery_boxes, image_views, query_boxes, source_views,
-                                  view_count)
-from helpers import tiny_checkpoint
+from encoder.search.views import (
+    CROP_SIDE,
+    decode_views_u8,
+    gallery_boxes,
+    image_views,
+    query_boxes,
+    source_views,
+    view_count,
+)
 
 
 def photo(w: int = 320, h: int = 240, seed: int = 0) -> Image.Image:
@@ -24,6 +30,7 @@ def photo(w: int = 320, h: int = 240, seed: int = 0) -> Image.Image:
 @pytest.fixture(scope="module")
 def enc(tmp_path_factory):
     from encoder.ae.inference import load_encoder
+
     return load_encoder(tiny_checkpoint(tmp_path_factory.mktemp("m") / "m.pt"))
 
 
@@ -34,13 +41,14 @@ def test_boxes_of_landscape_portrait_and_square_pictures(w, h):
     assert len(g) == view_count("crops", "gallery") == 12 and g[0] == (0, 0, w, h)
     assert all(0 <= l < r <= w and 0 <= t < b <= h for l, t, r, b in g)
     cw, ch = round(w * CROP_SIDE), round(h * CROP_SIDE)
-    crops = g[1:10]   # same aspect, half the area, on a 3x3 grid of positions: corners included
+    crops = g[1:10]  # same aspect, half the area, on a 3x3 grid of positions: corners included
     assert all((r - l, b - t) == (cw, ch) for l, t, r, b in crops)
-    assert {(l, t) for l, t, _, _ in crops} == {(round(fx * (w - cw)), round(fy * (h - ch)))
-                                                for fx in (0, .5, 1) for fy in (0, .5, 1)}
+    assert {(l, t) for l, t, _, _ in crops} == {
+        (round(fx * (w - cw)), round(fy * (h - ch))) for fx in (0, 0.5, 1) for fy in (0, 0.5, 1)
+    }
     assert (0, 0, cw, ch) in crops and (w - cw, h - ch, w, h) in crops
     short = min(w, h)
-    for (l, t, r, b), s in zip(g[10:], (1.0, 0.5625)):   # centred squares of the short side
+    for (l, t, r, b), s in zip(g[10:], (1.0, 0.5625)):  # centred squares of the short side
         assert r - l == b - t == round(short * s) and abs((l + r) - w) <= 1 and abs((t + b) - h) <= 1
     q = query_boxes(w, h, "crops")
     assert len(q) == view_count("crops", "query") == 2 and q[0] == (0, 0, w, h) and q[1] == g[10]
@@ -50,7 +58,7 @@ def test_boxes_of_landscape_portrait_and_square_pictures(w, h):
 
 def test_view_zero_is_the_single_view_and_its_code(tmp_path, enc):
     big = tmp_path / "big.jpg"
-    photo(1200, 900).save(big, quality=90)          # large enough for JPEG draft decoding
+    photo(1200, 900).save(big, quality=90)  # large enough for JPEG draft decoding
     small = tmp_path / "small.png"
     photo(150, 200, seed=1).save(small)
     for f in (big, small):
@@ -66,8 +74,9 @@ def test_view_zero_is_the_single_view_and_its_code(tmp_path, enc):
     # the same pixels in; the codes differ only by float rounding of another batch size in torch
     np.testing.assert_allclose(crops.vectors[::12], full.vectors, rtol=0, atol=1e-5)
     # evaluation: PIL images and files give the same views
-    np.testing.assert_array_equal(source_views([Image.open(small)], 64, "crops", "query"),
-                                  source_views([small], 64, "crops", "query"))
+    np.testing.assert_array_equal(
+        source_views([Image.open(small)], 64, "crops", "query"), source_views([small], 64, "crops", "query")
+    )
 
 
 def _views_index(tmp_path=None):
@@ -79,14 +88,14 @@ def _views_index(tmp_path=None):
 def test_index_of_several_views_per_image(tmp_path):
     idx, v = _views_index()
     assert len(idx) == 3 and idx.n_rows == 6 and idx.meta["count"] == 3 and idx.meta["views"] == 2
-    d, ids = idx.search(v[[3]] + 1e-3, k=3)   # near b's second view
+    d, ids = idx.search(v[[3]] + 1e-3, k=3)  # near b's second view
     assert ids[0][0] == "b"
     assert len(set(ids[0])) == len(ids[0]) == 3 and d.shape == (1, 3) and d[0, 0] == pytest.approx(3e-6, abs=1e-5)
     # each id at its best distance over its rows
     for j, i in enumerate(ids[0]):
         rows = [r for r, x in enumerate(idx.ids) if x == i]
         assert d[0, j] == pytest.approx(min(((v[r] - v[3] - 1e-3) ** 2).sum() for r in rows), rel=1e-4)
-    np.testing.assert_array_equal(idx.rows(["c", "a"]), [4, 0])       # each id's first row
+    np.testing.assert_array_equal(idx.rows(["c", "a"]), [4, 0])  # each id's first row
     # add replaces every row of a re-added id; remove drops them all
     idx.add(np.zeros((4, 4), np.float32), ["b", "b", "d", "d"])
     assert len(idx) == 4 and idx.ids == ["a", "a", "c", "c", "b", "b", "d", "d"]
@@ -108,7 +117,7 @@ def test_index_views_layout_is_checked(tmp_path):
         Index.create("ae", "fp", v[:3], ["a", "a", "b"], views=2)
     with pytest.raises(ValueError, match="unique"):
         Index.create("ae", "fp", v, ["a", "a", "a", "a"], views=2)
-    with pytest.raises(ValueError, match="unique"):    # one view per image: repeated ids refused, as before
+    with pytest.raises(ValueError, match="unique"):  # one view per image: repeated ids refused, as before
         Index.create("ae", "fp", v, ["a", "a", "b", "c"])
     with pytest.raises(ValueError, match="code index"):
         Index.create("phash", "v", np.zeros((2, 8), np.uint8), ["a", "a"], views=2)
@@ -128,12 +137,12 @@ def test_a_half_area_corner_crop_is_found_by_a_crops_index(tmp_path, enc):
     g.mkdir()
     im = photo(320, 240)
     im.save(g / "original.png")
-    im.crop((120, 90, 320, 240)).save(g / "tile.png")          # the bottom-right part, as its own picture
+    im.crop((120, 90, 320, 240)).save(g / "tile.png")  # the bottom-right part, as its own picture
     for s in range(1, 5):
         photo(320, 240, seed=s).save(g / f"other{s}.png")
     cw, ch = round(320 * CROP_SIDE), round(240 * CROP_SIDE)
     q = tmp_path / "crop.png"
-    im.crop((0, 0, cw, ch)).save(q)                            # half the area, top-left
+    im.crop((0, 0, cw, ch)).save(q)  # half the area, top-left
     files = sorted(g.iterdir())
     found = {}
     for views in ("full", "crops"):
@@ -161,7 +170,7 @@ def test_evaluation_methods_with_views(tmp_path, enc):
     gallery = ms[1].gallery_features(None, ims)
     assert gallery.shape == (36, enc.code_dim)
     cw, ch = round(200 * CROP_SIDE), round(150 * CROP_SIDE)
-    queries = [ims[2].crop((200 - cw, 0, 200, ch)), ims[0]]     # a top-right half-area crop, a whole picture
+    queries = [ims[2].crop((200 - cw, 0, 200, ch)), ims[0]]  # a top-right half-area crop, a whole picture
     for m in ms[1:3]:
         q = m.features(None, queries)
         assert q.shape == (2, enc.code_dim * (4 if m.mirror else 2))

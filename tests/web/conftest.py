@@ -3,6 +3,7 @@
 The gallery: three classes of generated images (helpers.class_folder), four scikit-image photos,
 and two near-copies of the astronaut (so the phash index has a duplicate group).
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import class_folder, tiny_checkpoint
 from PIL import Image
 
 from encoder.cli.search import main as search_main
-from helpers import class_folder, tiny_checkpoint
 
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,12 +30,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def start_server():
     """``start(args) -> (process, url)``: ``search.py serve ARGS --port P`` as a user starts it, once it
     answers /healthz (the test fails with the server's output if it does not within 90 s)."""
+
     def start(args: list[str]) -> tuple[subprocess.Popen, str]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "search.py", "serve", *map(str, args), "--port", str(port)],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "search.py", "serve", *map(str, args), "--port", str(port)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         url, deadline = f"http://127.0.0.1:{port}", time.time() + 90
         while True:
             try:
@@ -45,6 +52,7 @@ def start_server():
                     proc.kill()
                     pytest.fail(f"search.py serve did not start:\n{proc.stdout.read()}")
                 time.sleep(0.2)
+
     return start
 
 
@@ -79,12 +87,21 @@ def web_data(tmp_path_factory, skimage_data) -> dict:
     gallery = _gallery(base / "gallery", skimage_data)
     ckpt = tiny_checkpoint(base / "tiny.pt")
     assert search_main(["index", str(gallery), "--method", "phash", "-o", str(base / "phash")]) == 0
-    assert search_main(["index", str(gallery), "--method", "ae", "--checkpoint", str(ckpt),
-                        "-o", str(base / "ae")]) == 0
+    assert (
+        search_main(["index", str(gallery), "--method", "ae", "--checkpoint", str(ckpt), "-o", str(base / "ae")]) == 0
+    )
     rng = np.random.default_rng(0)
     upload = base / "query.jpg"
     Image.open(skimage_data / "astronaut.png").convert("RGB").resize((640, 480)).save(upload, quality=85)
     noise = base / "noise.png"
     Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(noise)
-    return {"base": base, "gallery": gallery, "checkpoint": ckpt, "phash": base / "phash", "ae": base / "ae",
-            "upload": upload, "noise": noise, "run_dir": _run_dir(base / "run", gallery)}
+    return {
+        "base": base,
+        "gallery": gallery,
+        "checkpoint": ckpt,
+        "phash": base / "phash",
+        "ae": base / "ae",
+        "upload": upload,
+        "noise": noise,
+        "run_dir": _run_dir(base / "run", gallery),
+    }

@@ -3,6 +3,7 @@
 Each bad input must get its 4xx with a JSON ``{"error": ...}`` naming the problem (never a 500,
 never a trace), and the server must keep serving afterwards.
 """
+
 from __future__ import annotations
 
 import io
@@ -14,7 +15,6 @@ import warnings
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
@@ -28,8 +28,9 @@ from encoder.web.app import create_app
 
 
 def _snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*"))}
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,9 @@ def client(app_env):
 
 
 def _post(client, data: bytes, name: str = "q.jpg", route: str = "/api/query", **form):
-    return client.post(route, files={"image": (name, data, "application/octet-stream")},
-                       data={k: str(v) for k, v in form.items()})
+    return client.post(
+        route, files={"image": (name, data, "application/octet-stream")}, data={k: str(v) for k, v in form.items()}
+    )
 
 
 def _error(r, status: int, *words: str) -> str:
@@ -63,15 +65,25 @@ def _error(r, status: int, *words: str) -> str:
 def _png_header_bomb(w: int = 20_000, h: int = 20_000) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 # ----------------------------------------------------------------------------- pages and lookups
 
+
 def test_pages_and_static_files_are_served(client):
-    for route, marker in (("/", 'data-page="search"'), ("/duplicates", 'data-page="duplicates"'),
-                          ("/palette", 'data-page="palette"'), ("/training", 'data-page="training"')):
+    for route, marker in (
+        ("/", 'data-page="search"'),
+        ("/duplicates", 'data-page="duplicates"'),
+        ("/palette", 'data-page="palette"'),
+        ("/training", 'data-page="training"'),
+    ):
         r = client.get(route)
         assert r.status_code == 200 and marker in r.text
         assert "http" not in r.text.split("<main>")[0].replace('name="viewport"', "")  # nothing from a CDN
@@ -84,12 +96,15 @@ def test_pages_and_static_files_are_served(client):
 def test_healthz_and_indexes(client):
     assert client.get("/healthz").json() == {"status": "ok", "indexes": ["phash", "ae"]}
     info = client.get("/api/indexes").json()
-    assert [(x["name"], x["kind"], x["mirror"]) for x in info["indexes"]] == [("phash", "hash", True),
-                                                                              ("ae", "code", True)]
+    assert [(x["name"], x["kind"], x["mirror"]) for x in info["indexes"]] == [
+        ("phash", "hash", True),
+        ("ae", "code", True),
+    ]
     assert info["training"] is True and all(x["count"] == 24 for x in info["indexes"])
 
 
 # ----------------------------------------------------------------------------- queries
+
 
 @pytest.mark.parametrize("index", ["phash", "ae"])
 def test_query_upload_matches_the_command_line_json(client, web_data, index, capsys):
@@ -109,6 +124,7 @@ def test_query_upload_matches_the_command_line_json(client, web_data, index, cap
     if index == "ae":
         png = res["neighbours"][0]["recon"].split(",", 1)[1]
         import base64
+
         assert Image.open(io.BytesIO(base64.b64decode(png))).size == (64, 64)
 
 
@@ -121,7 +137,7 @@ def test_mirror_finds_a_flipped_copy(client, web_data, skimage_data):
     assert mirrored["neighbours"][0] == {**mirrored["neighbours"][0], "id": "photos/chelsea.png", "distance": 0}
     assert plain["distance"] > 0
     codes = _post(client, buf.getvalue(), name="flip.png", index="ae", k=1, mirror="true").json()
-    assert codes["mirror"] is True and codes["neighbours"][0]["id"] == "photos/chelsea.png"   # issue 15
+    assert codes["mirror"] is True and codes["neighbours"][0]["id"] == "photos/chelsea.png"  # issue 15
     assert codes["neighbours"][0]["distance"] < 1e-3
 
 
@@ -148,6 +164,7 @@ def test_an_index_that_is_not_loaded_is_named(client, web_data):
 
 # ----------------------------------------------------------------------------- duplicates
 
+
 def test_duplicates_have_the_dedup_json_shape(client, capsys, web_data, tmp_path):
     res = client.get("/api/duplicates", params={"index": "phash", "threshold": 4}).json()
     out = tmp_path / "dups.json"
@@ -155,8 +172,9 @@ def test_duplicates_have_the_dedup_json_shape(client, capsys, web_data, tmp_path
     cli = json.loads(out.read_text())
     assert res["threshold"] == cli["threshold"] == 4
     assert [{"ids": g["ids"], "max_distance": g["max_distance"]} for g in res["groups"]] == cli["groups"]
-    assert ["photos/astronaut.png", "photos/astronaut_copy.jpg", "photos/astronaut_small.jpg"] in \
-        [g["ids"] for g in res["groups"]]
+    assert ["photos/astronaut.png", "photos/astronaut_copy.jpg", "photos/astronaut_small.jpg"] in [
+        g["ids"] for g in res["groups"]
+    ]
     assert res["total_groups"] == len(cli["groups"])
     wide = client.get("/api/duplicates", params={"index": "phash", "threshold": 30, "limit": 1}).json()
     assert len(wide["groups"]) == 1 and wide["total_groups"] >= 1
@@ -166,6 +184,7 @@ def test_duplicates_have_the_dedup_json_shape(client, capsys, web_data, tmp_path
 
 
 # ----------------------------------------------------------------------------- palettes
+
 
 def test_quantize_returns_stats_and_an_indexed_png(client, skimage_data):
     import base64
@@ -193,14 +212,27 @@ def test_quantize_returns_stats_and_an_indexed_png(client, skimage_data):
 
 # ----------------------------------------------------------------------------- stored images
 
+
 def test_images_are_served_by_id_only(client, web_data):
     r = client.get("/images/phash/photos/coffee.png")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.content == (web_data["gallery"] / "photos" / "coffee.png").read_bytes()
     assert client.get("/images/ae/photos/astronaut_copy.jpg").headers["content-type"] == "image/jpeg"
-    for bad in ("../conftest.py", "photos/../../tiny.pt", "%2e%2e/tiny.pt", "..%2Ftiny.pt", "%2e%2e%2ftiny.pt",
-                "photos%2F..%2F..%2Ftiny.pt", "/etc/passwd", "%2Fetc%2Fpasswd", "photos/missing.png", "photos",
-                "photos/", "..", "C:%5Cwindows"):
+    for bad in (
+        "../conftest.py",
+        "photos/../../tiny.pt",
+        "%2e%2e/tiny.pt",
+        "..%2Ftiny.pt",
+        "%2e%2e%2ftiny.pt",
+        "photos%2F..%2F..%2Ftiny.pt",
+        "/etc/passwd",
+        "%2Fetc%2Fpasswd",
+        "photos/missing.png",
+        "photos",
+        "photos/",
+        "..",
+        "C:%5Cwindows",
+    ):
         _error(client.get(f"/images/phash/{bad}"), 404)
 
 
@@ -222,19 +254,27 @@ def test_a_symlink_out_of_the_indexed_root_is_refused(web_data, tmp_path, skimag
 
 # ----------------------------------------------------------------------------- bad uploads
 
+
 @pytest.mark.parametrize("route", ["/api/query", "/api/quantize"])
 def test_bad_uploads_get_a_4xx_naming_the_problem(client, web_data, route):
     jpeg = web_data["upload"].read_bytes()
-    _error(_post(client, b"%PDF-1.4 not an image at all", name="doc.pdf", route=route), 422,
-           "doc.pdf", "not a recognised image format")
+    _error(
+        _post(client, b"%PDF-1.4 not an image at all", name="doc.pdf", route=route),
+        422,
+        "doc.pdf",
+        "not a recognised image format",
+    )
     _error(_post(client, jpeg[: len(jpeg) // 3], name="cut.jpg", route=route), 422, "cut.jpg", "cannot decode")
     _error(_post(client, b"", name="empty.jpg", route=route), 422, "empty")
     _error(_post(client, _png_header_bomb(), name="bomb.png", route=route), 422, "decompression bomb")
     _error(client.post(route, data={"index": "phash"}), 422, "image")
     _error(client.post(route, data={"image": "not a file"}), 422, "image")
     _error(client.post(route, content=b"{}", headers={"content-type": "application/json"}), 422)
-    _error(client.post(route, content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data; boundary=x"}),
-           422, "image")
+    _error(
+        client.post(route, content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data; boundary=x"}),
+        422,
+        "image",
+    )
     _error(_post(client, b"\0" * 2_100_000, name="big.jpg", route=route), 413, "2 MB")
     _error(_post(client, jpeg, route=route, k="-3"), 422, "k")
     assert client.get("/healthz").status_code == 200
@@ -245,8 +285,9 @@ def test_a_chunked_upload_is_cut_off_while_it_is_read(client, web_data):
     sent = []
 
     def body():
-        head = (b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.jpg\"\r\n"
-                b"Content-Type: image/jpeg\r\n\r\n")
+        head = (
+            b'--b\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        )
         yield head
         for _ in range(1000):  # up to 64 MB if nobody stops it
             sent.append(1)
@@ -262,6 +303,7 @@ def test_unexpected_errors_are_a_500_without_a_trace(app_env, monkeypatch):
 
     def boom(*a, **k):
         raise RuntimeError("secret internals at /home/x/encoder/web/service.py line 42")
+
     monkeypatch.setattr(app.app.state.service, "similar", boom)
     r = client.get("/api/similar", params={"id": "photos/coffee.png"})
     msg = _error(r, 500, "internal error")
@@ -277,6 +319,7 @@ def test_cpu_work_does_not_block_the_event_loop(app_env, monkeypatch, web_data):
     def slow_similar(*a, **k):
         time.sleep(1.0)
         return slow(*a, **k)
+
     monkeypatch.setattr(service, "similar", slow_similar)
     done = []
     t = threading.Thread(target=lambda: done.append(client.get("/api/similar", params={"id": "photos/coffee.png"})))
@@ -290,6 +333,7 @@ def test_cpu_work_does_not_block_the_event_loop(app_env, monkeypatch, web_data):
 
 
 # ----------------------------------------------------------------------------- training
+
 
 def test_training_curves_and_grids(client, web_data):
     t = client.get("/api/training").json()
@@ -308,6 +352,7 @@ def test_training_curves_and_grids(client, web_data):
 
 # ----------------------------------------------------------------------------- token
 
+
 def test_the_token_guards_every_route(web_data):
     app = create_app([web_data["phash"]], token="s3cret")
     c = TestClient(app, raise_server_exceptions=False)
@@ -324,11 +369,14 @@ def test_the_token_guards_every_route(web_data):
     c.cookies.clear()
     _error(c.get("/?token=wrong", follow_redirects=False), 401)
     import inspect
+
     from encoder.web import guard
+
     assert "hmac.compare_digest" in inspect.getsource(guard.Guard._ok)
 
 
 # ----------------------------------------------------------------------------- the command line
+
 
 def test_serve_command_line(web_data, monkeypatch, capsys):
     import uvicorn
@@ -358,10 +406,17 @@ def test_serve_help_does_not_import_fastapi():
     import subprocess
     import sys
 
-    code = ("import sys; from encoder.cli import serve; serve.build_parser().format_help(); "
-            "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'torch') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2]).stdout
+    code = (
+        "import sys; from encoder.cli import serve; serve.build_parser().format_help(); "
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
     assert out.strip() == "[]"
 
 

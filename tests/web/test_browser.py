@@ -7,6 +7,7 @@ Duplicates, Palette and Training pages render their figures. Screenshots land in
 folder (their paths are printed). Nothing here is skipped: without Chromium the test fails and
 says how to get it.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,11 +18,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1280,900")
-MISSING = ("headless Chromium is needed for the browser test: `make test` installs it (Debian packages "
-           "chromium and chromium-driver; by hand: sudo apt-get install -y chromium chromium-driver)")
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+)
+MISSING = (
+    "headless Chromium is needed for the browser test: `make test` installs it (Debian packages "
+    "chromium and chromium-driver; by hand: sudo apt-get install -y chromium chromium-driver)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +119,18 @@ def test_search_page_query_click_and_ae(server, browser, web_data, tmp_path):
 
     target = tiles[3].find_element(By.CSS_SELECTOR, ".id").text
     tiles[3].click()  # search from a result
-    _wait(browser, lambda d: d.find_element(By.ID, "query-name").text == target and _tiles(d, 5), "a search from a tile")
+    _wait(
+        browser, lambda d: d.find_element(By.ID, "query-name").text == target and _tiles(d, 5), "a search from a tile"
+    )
     assert browser.find_elements(By.CSS_SELECTOR, "#tiles .tile .id")[0].text == target
 
     Select(browser.find_element(By.ID, "index")).select_by_value("ae")
     _pick(browser, web_data["upload"])
-    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#tiles .tile img.recon")) == 5 and _tiles(d, 5),
-          "5 ae tiles with decoded neighbours")
+    _wait(
+        browser,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#tiles .tile img.recon")) == 5 and _tiles(d, 5),
+        "5 ae tiles with decoded neighbours",
+    )
     assert browser.find_element(By.ID, "mirror").is_enabled()  # mirror-aware codes too (issue 15)
     _shot(browser, tmp_path, "search_ae")
 
@@ -122,13 +139,17 @@ def test_duplicates_page_groups_and_threshold(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser.get(server + "/duplicates")
-    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".group .thumb img") and d.execute_script(BROKEN) == [],
-          "duplicate groups with thumbnails")
+    _wait(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".group .thumb img") and d.execute_script(BROKEN) == [],
+        "duplicate groups with thumbnails",
+    )
     groups = browser.find_elements(By.CSS_SELECTOR, ".group")
     assert any("photos/astronaut_copy.jpg" in g.text for g in groups)
     before = browser.find_element(By.ID, "status").text
-    browser.execute_script("const t = document.getElementById('threshold'); t.value = 0;"
-                           "t.dispatchEvent(new Event('input'));")
+    browser.execute_script(
+        "const t = document.getElementById('threshold'); t.value = 0;t.dispatchEvent(new Event('input'));"
+    )
     _wait(browser, lambda d: "threshold 0" in d.find_element(By.ID, "status").text, "the groups at threshold 0")
     assert browser.find_element(By.ID, "status").text != before
     _shot(browser, tmp_path, "duplicates")
@@ -139,9 +160,14 @@ def test_palette_page_side_by_side_and_download(server, browser, skimage_data, t
 
     browser.get(server + "/palette")
     _pick(browser, skimage_data / "coffee.png")
-    _wait(browser, lambda d: d.execute_script("const r = document.getElementById('result');"
-                                              "return r.complete && r.naturalWidth === 600;")
-          and "PSNR" in d.find_element(By.ID, "stats-table").text, "the palette result")
+    _wait(
+        browser,
+        lambda d: (
+            d.execute_script("const r = document.getElementById('result');return r.complete && r.naturalWidth === 600;")
+            and "PSNR" in d.find_element(By.ID, "stats-table").text
+        ),
+        "the palette result",
+    )
     table = browser.find_element(By.ID, "stats-table").text
     assert "dB" in table and "bytes" in table
     assert browser.find_element(By.ID, "download").get_attribute("href").startswith("data:image/png;base64,")
@@ -154,8 +180,14 @@ def test_training_page_curves_and_grids(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser.get(server + "/training")
-    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "svg.chart polyline")) >= 3
-          and len(d.find_elements(By.CSS_SELECTOR, ".grid img")) == 2 and d.execute_script(BROKEN) == [],
-          "training curves and grids")
+    _wait(
+        browser,
+        lambda d: (
+            len(d.find_elements(By.CSS_SELECTOR, "svg.chart polyline")) >= 3
+            and len(d.find_elements(By.CSS_SELECTOR, ".grid img")) == 2
+            and d.execute_script(BROKEN) == []
+        ),
+        "training curves and grids",
+    )
     assert browser.find_element(By.ID, "nav-training").is_displayed()
     _shot(browser, tmp_path, "training")

@@ -1,4 +1,5 @@
 """`search.py serve` as a user starts it: several processes answer the same queries as one."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _post_image(url: str, path: Path, index: str) -> dict:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"index\"\r\n\r\n{index}\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.jpg\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url + "/api/query", data=body,
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="index"\r\n\r\n{index}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        url + "/api/query", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     return json.loads(urllib.request.urlopen(req, timeout=30).read())
 
 
