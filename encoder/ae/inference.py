@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoder.ae.model import ARCH, DEFAULT_WIDTH, WHITENING_KEYS, ConvAutoencoder
+from encoder.ae.model import ARCH, WHITENING_KEYS, ConvAutoencoder
 from encoder.ae.runtime import BatchedCoder, encode_paths  # noqa: F401  (encode_paths: re-exported)
 from encoder.atomic import save_torch
 from encoder.data import GRAY_PREPROCESS_VERSION
@@ -119,16 +119,9 @@ def _config_and_weights(obj: dict, path: Path) -> tuple[dict, dict]:
         return dict(obj["config"]), obj["state_dict"]
     if "state_dict" in obj and "hyper_parameters" in obj:  # Lightning checkpoint
         hp = obj["hyper_parameters"]
-        # AutoencoderModule saves all its arguments, defaults included, so a missing key can only
-        # mean a run with its default width, which has always been 16 (= DEFAULT_WIDTH; only the
-        # bare model's default used to be 32). Reading it as 16 is what this did before.
-        cfg = {
-            "arch": hp.get("arch", ARCH),
-            "code_dim": hp.get("code_dim", 128),
-            "width": hp.get("width", DEFAULT_WIDTH),
-            "image_size": hp.get("image_size", 64),
-            "tone": hp.get("tone", False),
-        }
+        # every model argument travels (ConvAutoencoder.from_config reads them all); AutoencoderModule
+        # saves its arguments with their defaults, and its default width is the model's (DEFAULT_WIDTH)
+        cfg = {"arch": hp.get("arch", ARCH), **{k: hp[k] for k in ConvAutoencoder.arguments() if k in hp}}
         sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
         if not sd:
             raise CheckpointError(
@@ -149,9 +142,7 @@ def load_model(path: str | os.PathLike) -> ConvAutoencoder:
     if cfg.get("arch") != ARCH:
         raise CheckpointError(f"checkpoint {path}: architecture {cfg.get('arch')!r}, this toolkit reads {ARCH!r}")
     try:
-        model = ConvAutoencoder(
-            int(cfg["code_dim"]), int(cfg["width"]), int(cfg["image_size"]), bool(cfg.get("tone", False))
-        )
+        model = ConvAutoencoder.from_config(cfg)
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if unexpected or set(missing) - WHITENING_KEYS:  # older checkpoints: no whitening (identity)
             raise RuntimeError(

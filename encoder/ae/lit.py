@@ -19,7 +19,7 @@ The torch modules live in :mod:`encoder.ae.model`, the image-folder DataModule i
   ``term(module, step) -> (loss, {name: value to log}) | None`` and append
   ``LossTerm("name", "its_weight_hparam", term)`` to :data:`LOSS_TERMS` with that weight
   as a new ``AutoencoderModule`` argument (default 0 keeps old runs unchanged).
-  ``predict_step`` returns ``{"codes", "index", "valid", "skipped"}`` for the code-shard writer.
+  Prediction is not here: :class:`encoder.ae.shards.PredictModule` runs a loaded model.
 * :class:`ReconstructionGrid` writes originals over reconstructions each validation epoch.
 """
 
@@ -30,7 +30,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -352,19 +351,6 @@ class AutoencoderModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
-
-    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, Any]:
-        """``(images, rows, valid, reasons)`` -> codes of the batch and ``skipped``: ``[(row,
-        reason)]`` of the files that could not be read (their codes are of zero images)."""
-        images, rows, valid, reasons = batch
-        codes = self.model.encode(to_input(images, self.hparams.channels_last))
-        skipped = [(int(r), str(why)) for r, ok, why in zip(rows.tolist(), valid.tolist(), reasons) if not ok]
-        return {
-            "codes": codes.float().cpu(),
-            "index": rows.long().cpu(),
-            "valid": valid.bool().cpu(),
-            "skipped": skipped,
-        }
 
     def configure_optimizers(self):
         """AdamW with linear warm-up then cosine decay to 1% over the run.

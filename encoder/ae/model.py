@@ -34,6 +34,10 @@ fingerprint, so codes from two architectures are never mixed.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -195,6 +199,26 @@ class ConvAutoencoder(nn.Module):
         the configs and fingerprints of models without it are those of before)."""
         cfg = {"arch": ARCH, "code_dim": self.code_dim, "width": self.width, "image_size": self.image_size}
         return {**cfg, "tone": True} if self.tone else cfg
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ConvAutoencoder:
+        """The module a :attr:`config` (or a training run's hyper-parameters) describes.
+
+        Every constructor argument is read from ``config`` (a missing one takes its default), so a
+        new argument can never be dropped on the way back; keys that are not arguments are ignored
+        (``arch`` and the training-only hyper-parameters).
+
+        Example:
+            >>> ConvAutoencoder.from_config({"arch": ARCH, "code_dim": 16, "width": 4, "tone": True}).config
+            {'arch': 'conv-ae-v1', 'code_dim': 16, 'width': 4, 'image_size': 64, 'tone': True}
+        """
+        args = inspect.signature(cls).parameters
+        return cls(**{k: type(p.default)(config[k]) for k, p in args.items() if k in config})
+
+    @classmethod
+    def arguments(cls) -> tuple[str, ...]:
+        """The constructor's arguments: what a config must carry to rebuild the module."""
+        return tuple(inspect.signature(cls).parameters)
 
     @property
     def content_dim(self) -> int:

@@ -11,9 +11,12 @@ Each rank folder is written atomically (``encoder.atomic.atomic_dir``), plain ``
 JSON only (no pickle). :func:`merge_shards` joins the shards in row order and drops the
 duplicates that ``DistributedSampler`` adds to give every rank the same number of items.
 
+Inference runs the loaded model it is handed, wrapped in :class:`PredictModule` (a few lines, no
+training system), so the checkpoint is read once and the codes are those of :func:`load_encoder`.
+
 Example (2 CPU processes; ``search.py index --method ae --devices 2 --strategy ddp`` does this)::
 
-    >>> res = predict_codes("model.pt", paths, "runs/shards",                  # doctest: +SKIP
+    >>> res = predict_codes(load_model("model.pt"), paths, "runs/shards",      # doctest: +SKIP
     ...                     devices=2, strategy="ddp", accelerator="cpu")
     >>> res.codes.shape, res.rows[:3], res.skipped                            # doctest: +SKIP
     ((41, 128), array([0, 1, 2]), [(17, 'cannot identify image file')])
@@ -34,8 +37,8 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from encoder.ae.datamodule import PathDataset
-from encoder.ae.inference import load_model
-from encoder.ae.lit import AutoencoderModule
+from encoder.ae.inference import Encoder, load_model
+from encoder.ae.model import ConvAutoencoder
 from encoder.atomic import atomic_dir, save_npy
 
 
@@ -49,6 +52,32 @@ class PredictedCodes(NamedTuple):
     codes: np.ndarray
     rows: np.ndarray
     skipped: list[tuple[int, str]]
+
+
+class PredictModule(pl.LightningModule):
+    """Lightning ``predict`` over a loaded :class:`ConvAutoencoder` (inference only: no losses, no optimiser).
+
+    ``predict_step`` takes ``(images (B,1,S,S) uint8, rows (B,) int64, valid (B,) bool, reasons)`` as
+    :class:`encoder.ae.datamodule.PathDataset` yields them and returns ``{"codes": (B,D) float32,
+    "index", "valid", "skipped": [(row, reason)]}`` for :class:`CodeShardWriter`.
+    """
+
+    def __init__(self, model: ConvAutoencoder):
+        super().__init__()
+        # channels-last as Encoder runs it: the same convolution kernels, so the same codes
+        self.model = model.eval().to(memory_format=torch.channels_last)
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, Any]:
+        images, rows, valid, reasons = batch
+        x = (images if images.ndim == 4 else images.unsqueeze(1)).float().div_(255.0)
+        codes = self.model.encode(x.contiguous(memory_format=torch.channels_last))
+        skipped = [(int(r), str(why)) for r, ok, why in zip(rows.tolist(), valid.tolist(), reasons) if not ok]
+        return {
+            "codes": codes.float().cpu(),
+            "index": rows.long().cpu(),
+            "valid": valid.bool().cpu(),
+            "skipped": skipped,
+        }
 
 
 def _rank_dir(out: Path, rank: int) -> Path:
@@ -85,7 +114,7 @@ def write_shard(output_dir: str | os.PathLike, rank: int, batches: Sequence[dict
     """Write one rank's batches atomically.
 
     Each batch is ``{"codes": (B,D) float, "index": (B,) int, "valid": (B,) bool,
-    "skipped": [(row, reason)]}`` as :meth:`AutoencoderModule.predict_step` returns it.
+    "skipped": [(row, reason)]}`` as :meth:`PredictModule.predict_step` returns it.
     """
     if batches:
         codes = torch.cat([b["codes"] for b in batches]).float().numpy()
@@ -144,7 +173,7 @@ def merge_shards(output_dir: str | os.PathLike) -> PredictedCodes:
 
 
 def predict_codes(
-    checkpoint: str | os.PathLike,
+    model: ConvAutoencoder | Encoder | str | os.PathLike,
     paths: Sequence[str | os.PathLike],
     output_dir: str | os.PathLike,
     *,
@@ -157,22 +186,22 @@ def predict_codes(
 ) -> PredictedCodes | None:
     """Encode ``paths`` with Lightning ``predict`` + :class:`CodeShardWriter`, then merge the shards.
 
-    Returns :class:`PredictedCodes` ``(codes, rows, skipped)`` on global rank 0 and ``None`` on
-    the other ranks (they only encode); ``skipped`` holds ``(row in paths, reason)`` of every
-    file that could not be read. With ``strategy="ddp"`` Lightning starts the other processes by
-    re-running the current command, so call this from a script's ``main``.
+    ``model``: the loaded :class:`ConvAutoencoder` (or the :class:`Encoder` holding it), or a
+    checkpoint path, read with :func:`load_model`. Returns :class:`PredictedCodes` ``(codes, rows,
+    skipped)`` on global rank 0 and ``None`` on the other ranks (they only encode); ``skipped``
+    holds ``(row in paths, reason)`` of every file that could not be read. With ``strategy="ddp"``
+    Lightning starts the other processes by re-running the current command, so call this from a
+    script's ``main``.
     """
-    model = load_model(checkpoint)
-    cfg = model.config
+    if isinstance(model, Encoder):
+        model = model.model
+    elif not isinstance(model, ConvAutoencoder):
+        model = load_model(model)
     out = Path(output_dir)
     for stale in out.glob("rank_*") if out.is_dir() else []:  # every process clears before any writes
         shutil.rmtree(stale, ignore_errors=True)
-    module = AutoencoderModule(
-        code_dim=cfg["code_dim"], width=cfg["width"], image_size=cfg["image_size"], channels_last=False
-    )
-    module.model.load_state_dict(model.state_dict())
     loader = torch.utils.data.DataLoader(
-        PathDataset(list(paths), cfg["image_size"]), batch_size=batch_size, num_workers=num_workers, shuffle=False
+        PathDataset(list(paths), model.image_size), batch_size=batch_size, num_workers=num_workers, shuffle=False
     )
     trainer = pl.Trainer(
         accelerator=accelerator,
@@ -186,7 +215,11 @@ def predict_codes(
         enable_progress_bar=len(paths) > 1000,
         default_root_dir=str(output_dir),
     )
-    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    home = next(model.parameters()).device
+    try:
+        trainer.predict(PredictModule(model), dataloaders=loader, return_predictions=False)
+    finally:  # Lightning moved the model to its accelerator; the caller's Encoder still runs it where it was
+        model.to(home)
     if trainer.global_rank != 0:
         return None
     res = merge_shards(output_dir)

@@ -335,9 +335,12 @@ class AutoencoderMethod(Method):
 
         if self.shard_dir is None and scratch_dir is None:
             raise ValueError("distributed encoding needs shard_dir (or a scratch_dir)")
+        model = getattr(self.encoder, "model", None)
+        if model is None:
+            raise ValueError("distributed encoding needs the torch model of a checkpoint, not ONNX graphs")
         out = Path(self.shard_dir if self.shard_dir is not None else scratch_dir)
         res = predict_codes(
-            self.encoder.path,
+            model,
             paths,
             out,
             devices=self.devices,

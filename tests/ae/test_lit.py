@@ -105,13 +105,3 @@ def test_loss_is_the_list_of_terms_and_a_new_term_plugs_in(monkeypatch):
     logged.clear()
     module._step((x, labels), "train")
     assert "train/code_norm" not in logged
-
-
-def test_predict_step_returns_reasons_of_unreadable_files():
-    module = AutoencoderModule(width=4, channels_last=False).eval()
-    images = torch.zeros(3, 1, 64, 64, dtype=torch.uint8)
-    out = module.predict_step(
-        (images, torch.tensor([4, 5, 6]), torch.tensor([True, False, True]), ["", "cannot identify image file", ""]), 0
-    )
-    assert out["codes"].shape == (3, 128) and out["index"].tolist() == [4, 5, 6]
-    assert out["skipped"] == [(5, "cannot identify image file")]

@@ -12,8 +12,9 @@ import torch
 from helpers import class_folder, tiny_checkpoint
 
 import search
-from encoder.ae.inference import encode_paths, load_encoder
-from encoder.ae.shards import PredictedCodes, merge_shards, predict_codes, write_shard
+from encoder.ae.inference import encode_paths, encoder_from_model, load_encoder
+from encoder.ae.model import ConvAutoencoder
+from encoder.ae.shards import PredictedCodes, PredictModule, merge_shards, predict_codes, write_shard
 from encoder.data import decode_gray_u8
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,3 +128,70 @@ def test_ddp_two_cpu_processes_equal_single_process(tmp_path):
         json.loads((ddp / "meta.json").read_text())["version"]
         == json.loads((single / "meta.json").read_text())["version"]
     )
+
+
+def _search(*args, ddp: bool = True, timeout=300) -> subprocess.CompletedProcess:
+    """``search.py ARGS`` in a subprocess of one thread, with ``--devices 2 --strategy ddp --accelerator cpu``
+    when ``ddp`` (Lightning re-runs the command per rank)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "search.py"), *map(str, args)]
+    cmd += ["--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"] if ddp else []
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.parametrize("config", ["configs/default.yaml", "configs/fashion_mnist.yaml"])
+def test_ddp_codes_of_a_model_trained_with_each_shipped_config(config, tmp_path, run, make_folder, ckpt_of):
+    # the shipped configs train with tone (two more code entries) and whitening: the whole model must travel
+    folder = make_folder(tmp_path / "imgs", n_per_class=6)
+    (folder / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "run"
+    tiny = ["--model.width", 4, "--data.batch_size", 6, "--trainer.max_epochs", 1, "--trainer.accelerator", "cpu"]
+    tiny += ["--trainer.devices", 1, "--trainer.limit_train_batches", 2, "--trainer.limit_val_batches", 1]
+    tiny += ["--trainer.default_root_dir", out, "--trainer.logger.init_args.save_dir", out]
+    run("train.py", "fit", "--config", config, "--data.root", folder, *tiny, "--trainer.enable_progress_bar", "false")
+    ckpt = ckpt_of(out)
+    hp = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hp["tone"] is True and hp["width"] == 4  # as shipped, at tiny width
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    # one thread and one image a batch in both runs: the same float kernels on the same shapes (a rank's
+    # last batch is shorter than the single process's), so codes of ~40 (whitened on 18 images) agree to 1e-6
+    args = ("index", folder, "--method", "ae", "--checkpoint", ckpt, "--batch-size", 1)
+    assert _search(*args, "-o", single, ddp=False).returncode == 0
+    r = _search(*args, "-o", ddp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Starting with 2 processes" in r.stderr + r.stdout and "broken.png" in r.stderr
+    assert json.loads((ddp / "ids.json").read_text()) == json.loads((single / "ids.json").read_text())
+    want = np.load(single / "codes.npy")
+    assert want.shape == (18, 128)
+    np.testing.assert_allclose(np.load(ddp / "codes.npy"), want, rtol=0, atol=1e-6)
+    meta = [json.loads((d / "meta.json").read_text()) for d in (ddp, single)]
+    assert meta[0]["version"] == meta[1]["version"]
+
+
+def test_ddp_bad_checkpoint_is_one_line_without_traceback(tmp_path):
+    folder = class_folder(tmp_path / "imgs", per_class=2)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    misfit = tmp_path / "misfit.pt"  # a tone model's weights under a config without tone: sizes disagree
+    torch.manual_seed(0)
+    model = ConvAutoencoder(code_dim=128, width=4, tone=True)
+    torch.save({"config": {**model.config, "tone": False}, "state_dict": model.state_dict()}, misfit)
+    for ckpt, why in ((garbage, "not a torch checkpoint"), (misfit, "weights do not fit")):
+        r = _search("index", folder, "--method", "ae", "--checkpoint", ckpt, "-o", tmp_path / "idx", timeout=120)
+        assert r.returncode == 2, r.stderr[-3000:]
+        assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr[-3000:]
+        assert r.stderr.startswith(f"error: checkpoint {ckpt}") or r.stderr.startswith("error: cannot load"), r.stderr
+        assert str(ckpt) in r.stderr and why in r.stderr
+    assert not (tmp_path / "idx").exists()
+
+
+def test_predict_step_codes_are_the_encoders_and_reasons_come_back():
+    torch.manual_seed(0)
+    enc = encoder_from_model(ConvAutoencoder(code_dim=16, width=4, tone=True), device="cpu")
+    images = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
+    batch = (images, torch.tensor([4, 5, 6]), torch.tensor([True, False, True]), ["", "cannot identify image file", ""])
+    with torch.inference_mode():
+        out = PredictModule(enc.model).predict_step(batch, 0)
+    assert out["index"].tolist() == [4, 5, 6] and out["valid"].tolist() == [True, False, True]
+    assert out["skipped"] == [(5, "cannot identify image file")]
+    np.testing.assert_array_equal(out["codes"].numpy(), enc.encode(images[:, 0].numpy()))
