@@ -173,3 +173,13 @@ def test_installed_train_reconstructs_with_a_saved_encoder(installed):
     assert p.returncode == 0, p.stderr
     codes = np.load(work / "recon" / "codes.npy")
     assert codes.shape == (12, 128) and (work / "recon" / "grid.png").exists()
+
+
+def test_serve_without_the_web_extra_says_how_to_install_it(tmp_path):
+    code = (
+        "import sys\nsys.modules['uvicorn'] = None  # as if the [web] extra were not installed\n"
+        f"from encoder.cli.search import main\nsys.exit(main(['serve', {str(tmp_path)!r}]))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "pip install 'encoder[web]'" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
