@@ -9,7 +9,7 @@ APT_PACKAGES := dataset-fashion-mnist pngquant
 # the real-browser test of the web page (headless Chromium driven by Selenium)
 TEST_APT_PACKAGES := chromium chromium-driver
 
-.PHONY: setup apt apt-test test demo bench bench-data clean
+.PHONY: setup apt apt-test lint test demo bench bench-data clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ apt:
 
 apt-test:
 	@dpkg -s $(TEST_APT_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(TEST_APT_PACKAGES); }
+
+# ruff (rules in pyproject.toml) over the tree; mypy over the public face (files listed in pyproject.toml)
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: setup apt-test
 	$(PY) -m pytest

@@ -9,7 +9,8 @@ Four products over one image loader (:mod:`encoder.data`) and one atomic writer
 * :mod:`encoder.palette`  k-means colour palettes, indexed PNGs, segmentation
 
 The names below are the README's Python API; each is imported on first use, so
-``import encoder`` costs nothing and inference never loads Lightning.
+``import encoder`` costs nothing and inference never loads Lightning. ``encoder.__version__``
+is the installed package's version (``pyproject.toml`` in a source checkout).
 
 Example::
 
@@ -21,6 +22,7 @@ from encoder._lazy import exports
 __getattr__, __dir__ = exports(
     __name__,
     {
+        "__version__": "encoder._version:__version__",
         "load_rgb": "encoder.data:load_rgb",
         "load_gray": "encoder.data:load_gray",
         "image_paths": "encoder.data:image_paths",

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -419,7 +419,9 @@ def decode_folder(
 
     jobs = [(str(p), size, *extra) for p in paths]
     workers = decoding_workers(workers)
-    bar = dict(total=len(jobs), desc="decoding", unit="img", disable=not progress or len(jobs) < 500, file=sys.stderr)
+    bar: dict[str, Any] = dict(
+        total=len(jobs), desc="decoding", unit="img", disable=not progress or len(jobs) < 500, file=sys.stderr
+    )
     if pool is not None:
         results = list(tqdm(pool.imap(job, jobs, chunksize=256), **bar))
     elif workers > 1 and len(jobs) >= 2000:

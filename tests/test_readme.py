@@ -26,17 +26,71 @@ def test_two_commands_and_ci():
     assert "encoder.cli.demo" in mk and "-m pytest" in mk
 
 
+def _files_section() -> str:
+    return README.split("## Files", 1)[1].split("\n## ", 1)[0]
+
+
 def test_readme_lists_every_module():
-    files = README.split("## Files", 1)[1]
+    """Each module once under its package's heading (``### `encoder/ae/`...``), top-level ones anywhere."""
+    files = _files_section()
     for p in sorted((ROOT / "encoder").glob("*.py")):
         if not p.name.startswith("_") or p.name == "__init__.py":
             assert f"`encoder/{p.name}`" in files, f"README's file list misses encoder/{p.name}"
     for pkg in sorted(d for d in (ROOT / "encoder").iterdir() if (d / "__init__.py").exists()):
-        row = next((line for line in files.splitlines() if line.startswith(f"| `encoder/{pkg.name}/`")), None)
-        assert row is not None, f"README's file list misses encoder/{pkg.name}/"
+        heading = f"### `encoder/{pkg.name}/`"
+        assert heading in files, f"README's file list has no heading for encoder/{pkg.name}/"
+        section = files.split(heading, 1)[1].split("\n### ", 1)[0]
         for p in sorted(pkg.glob("*.py")):
             if not p.name.startswith("_"):
-                assert f"`{p.name}`" in row, f"README's row for encoder/{pkg.name}/ misses {p.name}"
+                assert f"`{p.name}`" in section, f"README's section for encoder/{pkg.name}/ misses {p.name}"
+
+
+PATH = re.compile(r"(?<![\w/.-])((?:encoder|bench|configs|docs|tests)/[\w./-]*)")
+# encoder.x.y; not a file named encoder.onnx or encoder.pt
+MODULE = re.compile(r"(?<![\w/.])(encoder(?:\.\w+)+)(?<!\.onnx)(?<!\.pt)\b")
+
+
+def _named_paths(text: str) -> set[str]:
+    return {m.rstrip(".") for m in PATH.findall(text)}
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/measured.md", "CHANGELOG.md"])
+def test_every_path_the_docs_name_exists(doc):
+    text = (ROOT / doc).read_text()
+    paths = _named_paths(text)
+    assert any(p.startswith("encoder/") for p in paths) or doc == "CHANGELOG.md"
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    assert not missing, f"{doc} names paths that do not exist: {missing}"
+    for dotted in set(MODULE.findall(text)):  # encoder.x.y[.attr]: a module, or an attribute its source defines
+        parts = dotted.split(".")
+        n = max(i for i in range(1, len(parts) + 1) if _module_file(parts[:i]) is not None)
+        rest = parts[n:]
+        assert len(rest) <= 1, f"{doc} names {dotted}: no module {'.'.join(parts[: n + 1])}"
+        if rest:
+            source = _module_file(parts[:n]).read_text()
+            assert re.search(rf"^\s*(def|class)\s+{rest[0]}\b|^{rest[0]}\s*[:=]|\"{rest[0]}\"", source, re.M), (
+                f"{doc} names {dotted}, which {'.'.join(parts[:n])} does not define"
+            )
+
+
+def _module_file(parts: list[str]) -> Path | None:
+    base = ROOT.joinpath(*parts)
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.exists():
+            return f
+    return None
+
+
+def test_path_check_sees_paths_and_modules():
+    text = "see `encoder/ae/shards.py`, bench/phash_bench.py and (encoder/search/); encoder.ae.inference, encoder.pt"
+    assert _named_paths(text) == {"encoder/ae/shards.py", "bench/phash_bench.py", "encoder/search/"}
+    assert MODULE.findall(text) == ["encoder.ae.inference"]
+    assert not (ROOT / "encoder/shards.py").exists()  # the stale path the README once named
+
+
+def test_readme_stays_a_map():
+    assert len(README.encode()) <= 15_000, f"README.md is {len(README.encode())} bytes; figures go to docs/measured.md"
+    assert "](docs/measured.md)" in README.split("## Measured", 1)[1]
 
 
 @pytest.fixture(scope="module")

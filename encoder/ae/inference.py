@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +52,11 @@ class Encoder(BatchedCoder):
     fingerprint: str
     path: str
     device: torch.device
+    code_dim: int = field(init=False, repr=False, compare=False)
+    image_size: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def code_dim(self) -> int:
-        return self.model.code_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.model.image_size
+    def __post_init__(self) -> None:
+        self.code_dim, self.image_size = self.model.code_dim, self.model.image_size
 
     @torch.inference_mode()
     def _encode_batch(self, x: np.ndarray) -> np.ndarray:

@@ -28,9 +28,12 @@ from pathlib import Path
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    from encoder._version import __version__
+
     p = argparse.ArgumentParser(
         prog="quantize.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--version", action="version", version=f"encoder {__version__}")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
     p.add_argument(
         "-k",

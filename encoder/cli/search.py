@@ -228,7 +228,10 @@ COMMANDS = {
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """The command line. Options that apply to one kind of method default to None, so that
     ``main`` can tell which were given (and refuse those that do not apply)."""
+    from encoder._version import __version__
+
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"encoder {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("index", help="hash or encode a folder into a new index")
     s.add_argument("images", nargs="+")

@@ -70,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvicorn
 
         from encoder.web.app import create_app
-    except ImportError as e:  # the web extras are in requirements.txt; say so rather than trace
-        print(f"error: serving needs FastAPI and uvicorn ({e}); run `make setup`", file=sys.stderr)
+    except ImportError as e:  # the [web] extra; say so rather than trace
+        print(f"error: serving needs FastAPI and uvicorn ({e}): pip install 'encoder[web]'", file=sys.stderr)
         return 2
     if not is_loopback(a.host):
         print(

@@ -143,7 +143,7 @@ def _export(*, checkpoint: str, output: str, check: bool) -> int:
 
 
 LIGHTNING = ("fit", "validate", "test", "predict")
-OVERVIEW = f"""usage: train.py {{{",".join(LIGHTNING)}}} ... | {{{",".join(TOOLS)}}} ...
+OVERVIEW = f"""usage: train.py {{{",".join(LIGHTNING)}}} ... | {{{",".join(TOOLS)}}} ... | --version
 
 Train the autoencoder (LightningCLI) and use it.
 
@@ -165,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] in TOOLS:
         return run_tool(args)
+    if args == ["--version"]:
+        from encoder._version import __version__
+
+        print(f"encoder {__version__}")
+        return 0
     if not args or args[0] in ("-h", "--help"):
         print(OVERVIEW, file=sys.stdout if args else sys.stderr)
         return 0 if args else 2

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -32,7 +33,7 @@ def find_groups(
     threshold: int = DEFAULT_THRESHOLD,
     flat: np.ndarray | None = None,
     include_flat: bool = False,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Groups of near-duplicates.
 
     Args:
@@ -74,7 +75,7 @@ def find_groups(
     comps: dict[int, list[int]] = {}
     for q in range(len(rows)):
         comps.setdefault(find(q), []).append(q)
-    groups = []
+    groups: list[dict[str, Any]] = []
     for members in comps.values():
         if len(members) < 2:
             continue

@@ -289,7 +289,10 @@ def _load_all(jobs: list[tuple], workers: int):
 def _collect(results, method: str, batch_size: int, errors: list | None, bar):
     """Hash the ``(path, pixels | None, reason)`` of :func:`_load_all` in batches of ``batch_size``:
     ``(hashes (N,8) uint8, kept paths, flat (N,) bool)``; unreadable files go to ``errors``."""
-    hashes, kept, flats, buf = [], [], [], []
+    hashes: list[np.ndarray] = []
+    kept: list[Path] = []
+    flats: list[np.ndarray] = []
+    buf: list[np.ndarray] = []
 
     def flush() -> None:
         px = np.stack(buf)

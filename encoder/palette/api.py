@@ -41,46 +41,30 @@ from encoder.palette.kmeans import kmeanspp, lloyd, nearest, pad, varpart
 from encoder.palette.limits import N_COLORS_MAX, N_COLORS_MIN, check_n_colors  # noqa: F401  (re-exported)
 
 DEFAULT_MAX_POINTS = 1 << 18  # more distinct colours than this: polish on 7-bit cells
-# Measured on the 7 bench photos at K=256 (worst per-photo PSNR vs full-pixel k-means / mean
-# s/MP on 2 cores, over-relaxation 1.95): polish 3 steps -0.07 dB / 0.084-0.097 s/MP, 4 steps
-# -0.05 dB / about 0.01 s/MP more; stopping the cell-level Lloyd at a 1e-3 relative change instead of
-# 1e-4 cost nothing; capping it at 8 steps cost 0.015 dB.
+# The fewest polish steps that keep every bench photo within 0.1 dB of full-pixel k-means
+# (figures: docs/measured.md).
 POLISH_ITER = 3  # over-relaxed Lloyd steps on the distinct colours after the fit on 6-bit cells
-# ... and above 64 colours, where the cells are coarsest for the centres: re-measured in this
-# session against sklearn's full-pixel KMeans (flower.jpg's reference now 38.54 dB, 38.50 in the
-# earlier runs) 3 steps left flower at -0.108 dB, 4 steps -0.085 (worst photo), for 0.111 ->
-# 0.120 s/MP mean at K=256 in the same A/B (3 runs each, 2 shared cores).
+# ... one more above 64 colours, where the cells are coarsest for the centres.
 POLISH_ITER_LARGE = 4
 COARSE_ITER, COARSE_TOL = 30, 1e-3  # Lloyd on the 6-bit cells: at most, and relative inertia change
 METHODS = ("kmeans", "random")
-# n_colors <= 64: best of N_INIT_SMALL starts (Var-Part + k-means++ seeds drawn on 5-bit cells).
-# Measured on the bench photos (worst PSNR vs full k-means, mean s/MP): k-means++ on the 6-bit
-# cells K=16 -0.06 dB / 0.104, K=64 -0.07 / 0.190; on 5-bit cells -0.07 / 0.097, -0.04 / 0.132;
-# 4-bit cells K=64 -0.10; 2 starts instead of 3: K=16 -0.10.
+# n_colors <= 64: best of N_INIT_SMALL starts (Var-Part + k-means++ seeds drawn on 5-bit cells):
+# 5-bit cells place seeds as well as 6-bit ones at a fraction of the cost, 4-bit ones do not.
 KPP_BITS = 5
 # Few colours (graphics, screenshots, charts, flat wallpapers: a few exact colours hold most
 # pixels, with a tail of edge and gradient colours): the 6-bit cells are then too few to place
-# the centres (a 1,920x1,080 wallpaper with 3,130 colours has 316 cells for K=64) and Lloyd on
-# them ended 2-3 dB below pngquant. When the distinct colours are few in absolute terms and the
-# cells few per centre, seeds and Lloyd run on the exact colours themselves, to convergence
-# (that is full-pixel k-means; cheap at this size). Measured on 10 such images at K=16/64/256
-# (bench/fewcolor_images.py and desktop-base's wallpapers): worst vs pngquant --nofs from
-# -3.16 to +0.04 dB, 0.02-0.18 s/MP. The bench photos (32k+ colours) keep the cell path.
+# the centres, so when the distinct colours are few in absolute terms and the cells few per
+# centre, seeds and Lloyd run on the exact colours themselves, to convergence (that is
+# full-pixel k-means, cheap at this size). Photos keep the cell path.
 EXACT_MAX_COLORS = 24_576
-# starts there for images of up to EXACT_STARTS_MAX_COLORS colours (few colours make each start
-# cheap; above, 3 starts for n_colors <= 64 as for photos): 3 -> 5 starts took the 480x300 test
-# illustration at K=16 from
-# 0.11 dB below scikit-learn's KMeans(n_init=3) to 0.03; at K=256 Var-Part alone left the rendered
-# illustration and wallpaper 0.6-0.8 dB below full k-means, 5 starts +0.05 and +0.3 dB (k-means++
-# on 13k colours at K=256 would cost 0.5 s for +0.07 dB: not above EXACT_STARTS_MAX_COLORS; the
-# 4,128-colour chart needed them: -0.22 dB with Var-Part alone).
+# On the exact colours, N_INIT_EXACT starts for images of up to EXACT_STARTS_MAX_COLORS colours:
+# few colours make each start cheap and Var-Part alone can land far from full k-means there;
+# above, 3 starts for n_colors <= 64 as for photos.
 N_INIT_EXACT = 5
 EXACT_STARTS_MAX_COLORS = 8192
 # Also on the exact colours: an image whose 10 commonest colours hold PEAKY_SHARE of its pixels
-# (a screenshot with a photo in it: desktop-base's 2 MP preview, 39k colours, 48% in 10) - the
-# cells left it 0.16 dB below full k-means at K=256, the exact colours +0.00 in 0.1 s. The bench
-# photos hold 1-22% in their 10 commonest colours and keep the cell path (the exact one would
-# cost them up to 5x the time).
+# (a screenshot with a photo in it), which the cells fit badly; photos hold far less in their
+# commonest colours and would pay up to 5x the time on the exact path.
 PEAKY_SHARE = 0.3
 PEAKY_MAX_COLORS = 65_536
 CELLS_PER_CENTRE = 32
@@ -134,9 +118,8 @@ class Quantized:
         """The indexed PNG file's bytes (bit depth 1/2/4/8 from the palette size).
 
         ``compress_level`` is zlib's (0-9); None chooses: 9 for images up to 1 MP and for
-        few-colour images, 6 for larger photos. Measured on a 4 MP photo at K=256: level 9
-        1,738,827 bytes in 1.2 s, level 6 1,748,293 bytes (+0.5%) in 0.35 s (pngquant's file:
-        1,970,842); on 2 MP graphics level 9 costs at most 0.1 s and saves 5-15%.
+        few-colour images, 6 for larger photos, where level 9 takes over 3x the time to save
+        under 1% (figures: docs/measured.md).
         """
         if compress_level is None:
             few = self.info.get("colors_before", EXACT_MAX_COLORS + 1) <= EXACT_MAX_COLORS

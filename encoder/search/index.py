@@ -81,11 +81,13 @@ def _binary_index(hashes: np.ndarray, faiss_type: str = "auto"):
     if faiss_type == "auto":
         faiss_type = "BinaryHNSW" if len(hashes) >= HNSW_MIN else "BinaryFlat"
     d = hashes.shape[1] * 8
+    index: faiss.IndexBinary
     if faiss_type == "BinaryFlat":
         index = faiss.IndexBinaryFlat(d)
     elif faiss_type == "BinaryHNSW":
-        index = faiss.IndexBinaryHNSW(d, 32)
-        index.hnsw.efSearch = 128
+        hnsw = faiss.IndexBinaryHNSW(d, 32)
+        hnsw.hnsw.efSearch = 128
+        index = hnsw
     else:
         raise ValueError(f"faiss_type={faiss_type!r} must be 'auto', 'BinaryFlat' or 'BinaryHNSW' for hashes")
     if len(hashes):
@@ -171,7 +173,7 @@ class _CodeKind:
         return index
 
 
-_KINDS = {"hash": _HashKind(), "code": _CodeKind()}
+_KINDS: dict[str, _HashKind | _CodeKind] = {"hash": _HashKind(), "code": _CodeKind()}
 
 
 @dataclass

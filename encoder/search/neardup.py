@@ -111,7 +111,7 @@ TRANSFORMS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "overlay": _overlay,
 }
 
-# The first eight: the set every figure before issue 15 was measured on (bench/phash_bench.py
-# keeps using it, so its recall and dedup figures stay comparable with the README's).
+# The first eight: the original transform set; bench/phash_bench.py keeps using it so that its
+# recall and dedup figures stay comparable with the earlier ones in docs/measured.md.
 CLASSIC = ("jpeg_q30", "resize_50", "crop_90", "bright_+20", "blur", "hflip", "rotate_5", "grey")
 CLASSIC_TRANSFORMS = {name: TRANSFORMS[name] for name in CLASSIC}
