@@ -73,6 +73,20 @@ def test_version_from_a_source_checkout():
         assert (p.returncode, p.stdout.strip()) == (0, f"encoder {VERSION}"), p.stderr
 
 
+def test_version_ignores_another_installed_copy(monkeypatch):
+    """A distribution named encoder installed elsewhere (an older copy, another project) does not speak for this one."""
+    from encoder import _version
+
+    class Elsewhere:
+        version = "9.9.9"
+
+        def locate_file(self, path):
+            return Path("/elsewhere/site-packages") / path
+
+    monkeypatch.setattr(_version.metadata, "distribution", lambda name: Elsewhere())
+    assert _version.package_version() == VERSION
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, Path]:
     """(the fresh venv's bin folder, a working folder outside the source tree)."""

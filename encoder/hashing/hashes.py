@@ -35,7 +35,7 @@ channel only (``open_image(luma_only=True)``: no chroma planes, no colour conver
 ``convert('L')`` up to rounding) AND the decoder may scale down by up to 1/8 before the 32x32
 resize (2x-10x faster on big photos). Measured by bench/phash_bench.py on its 226 JPEGs:
 draft mode (luma + scaling) gives 149 of 226 pHashes equal to imagehash's, mean 0.9 bits
-apart (the README's figures), at most 8. Nearly all of that is the scaling: the luma-only decode
+apart (docs/measured.md), at most 8. Nearly all of that is the scaling: the luma-only decode
 alone, at full size (not a mode here; the bench's untimed line), leaves 223 of 226 equal and
 the other 3 two bits apart. The mode is recorded in the index meta and an index never mixes
 the two.
