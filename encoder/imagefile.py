@@ -234,10 +234,10 @@ def _float_to_l(a: np.ndarray) -> Image.Image:
     """Mode ``F`` pixels -> ``L``: read as 0..1, 0..255 or 0..65535 by the largest value."""
     if not np.isfinite(a).all():
         raise ValueError("32-bit float pixels include NaN or infinity")
-    top = float(a.max(initial=0.0))
+    bottom, top = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     hi = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else None
-    if hi is None or a.min(initial=0.0) < 0:
-        raise ValueError(f"32-bit float pixels span {a.min():g}..{top:g}, expected 0..1, 0..255 or 0..65535")
+    if hi is None or bottom < 0:
+        raise ValueError(f"32-bit float pixels span {bottom:g}..{top:g}, expected 0..1, 0..255 or 0..65535")
     return Image.fromarray(np.rint(a.astype(np.float32) * np.float32(255.0 / hi)).astype(np.uint8), "L")
 
 
@@ -246,7 +246,7 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
     arr = np.asarray(im)
     if im.mode == "F":
         return _float_to_l(arr)
-    lo, hi = int(arr.min(initial=0)), int(arr.max(initial=0))
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
     if lo < 0 or hi > 65535:
         raise ValueError(f"32-bit integer pixels span {lo}..{hi}, expected 0..65535")
     if im.mode == "I" and hi <= 255 and not im.info.get("bits", 0) > 8:
