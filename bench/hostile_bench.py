@@ -50,17 +50,22 @@ import os, sys, time, resource, warnings
 from PIL import Image
 warnings.simplefilter("ignore")
 used = refused = 0; slowest = (0.0, "")
-for name in sorted(os.listdir(sys.argv[1])):
+for name in sys.argv[2:]:
     t = time.perf_counter()
     try:
-        with Image.open(os.path.join(sys.argv[1], name)) as im:
+        with Image.open(name) as im:
             im.load(); im.convert("RGB")
         used += 1
     except Exception:
         refused += 1
-    slowest = max(slowest, (time.perf_counter() - t, name))
+    slowest = max(slowest, (time.perf_counter() - t, os.path.basename(name)))
 print(used, refused, f"{slowest[0]:.2f}", slowest[1])
 """
+
+
+def all_files(folder: Path) -> list[Path]:
+    """Every file under ``folder``, recursively, sorted (what the folder commands scan)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 @dataclass
@@ -151,7 +156,7 @@ def bench_quantize_folder(folder: Path, out: Path, timeout: float) -> Row:
 
 def pick_single(folder: Path, n: int) -> list[Path]:
     """The ``n`` oddest files: names of fuzzing crashes, timeouts, bombs and rare formats first, then the largest."""
-    files = sorted(p for p in folder.iterdir() if p.is_file())
+    files = all_files(folder)
     odd = [p for p in files if ODD.search(p.name)]
     rest = sorted((p for p in files if not ODD.search(p.name)), key=lambda p: -p.stat().st_size)
     return (odd + rest)[:n]
@@ -248,7 +253,7 @@ def bench_serve(folder: Path, out: Path) -> Row:
     proc, port, log = _start_server(out)
     counts: dict[str, int] = {}
     slow, peak, t0 = (0.0, ""), 0.0, time.perf_counter()
-    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+    for f in all_files(folder):
         status, sec = _post(port, f)
         key = f"{status // 100}xx" if isinstance(status, int) else "no answer"
         counts[key] = counts.get(key, 0) + 1
@@ -267,7 +272,7 @@ def bench_serve(folder: Path, out: Path) -> Row:
 
 
 def bench_anchor(folder: Path, out: Path, timeout: float) -> Row:
-    r = run([PY, "-c", ANCHOR, folder], out / "anchor_pillow", timeout)
+    r = run([PY, "-c", ANCHOR, folder, *all_files(folder)], out / "anchor_pillow", timeout)
     used, refused, sec, name = (r.out.split() + ["-"] * 4)[:4] if r.rc == 0 else ("-", "-", "-", "-")
     row = row_of("anchor: Pillow alone, open+load+convert", r, used, refused)
     row.slowest = f"{name} {sec}s"
@@ -278,14 +283,14 @@ def bench_ours(folder: Path, out: Path, timeout: float) -> Row:
     code = (
         "import sys, time; from pathlib import Path; from encoder.data import load_rgb, ImageLoadError\n"
         "u = r = 0; slow = (0.0, '')\n"
-        "for p in sorted(Path(sys.argv[1]).iterdir()):\n"
+        "for p in map(Path, sys.argv[2:]):\n"
         "    t = time.perf_counter()\n"
         "    try: load_rgb(p); u += 1\n"
         "    except ImageLoadError: r += 1\n"
         "    slow = max(slow, (time.perf_counter() - t, p.name))\n"
         "print(u, r, f'{slow[0]:.2f}', slow[1])\n"
     )
-    r = run([PY, "-c", code, folder], out / "ours_load_rgb", timeout)
+    r = run([PY, "-c", code, folder, *all_files(folder)], out / "ours_load_rgb", timeout)
     used, refused, sec, name = (r.out.split() + ["-"] * 4)[:4]
     row = row_of("ours: encoder.data.load_rgb", r, used, refused)
     row.slowest = f"{name} {sec}s"
@@ -311,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     folder, out = a.folder.absolute(), a.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
-    n_files = sum(1 for f in folder.iterdir() if f.is_file())
+    n_files = len(all_files(folder))
     rows = [bench_anchor(folder, out, a.timeout), bench_ours(folder, out, a.timeout)]
     rows += [bench_index(folder, out, m, n_files, a.timeout) for m in ("phash", "dhash", "ahash")]
     rows += bench_query_dedup(folder, out, a.timeout)

@@ -19,7 +19,8 @@ Everything that reads an image goes through :func:`open_image` (re-exported by
 * **Time is bounded per file**: ``timeout`` seconds (10 by default) of decoding and conversion,
   then the file is refused. The limit is a ``SIGALRM`` timer, so it applies where a process's
   main thread decodes (command lines, decoding pools); elsewhere it is not set.
-* Every Pillow plugin is registered at import, in Pillow's own order: Pillow imports only the
+* Every Pillow plugin is registered before the first file opens, in Pillow's own order (0.1 s,
+  once per process): Pillow imports only the
   plugin named by a file's extension when it is the first opened, so without this a process
   that opened a ``.tga`` first let the TGA plugin claim the next ``.ico`` ("cannot load this
   image"), and a worker pool gave a file a different answer from run to run.
@@ -51,9 +52,6 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-# Every plugin registered now, in Pillow's order (see the module docstring).
-Image.init()
 
 DEFAULT_MAX_PIXELS: int = 64 * 1024 * 1024  # 64 MP: a 8k x 8k photo passes, bombs do not
 DEFAULT_TIMEOUT: float = 10.0  # seconds per file: the slowest valid file of Pillow's tests takes 2
@@ -133,6 +131,24 @@ def time_limit(seconds: float | None, what: str = "decoding") -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
+def register_plugins() -> None:
+    """Register every Pillow plugin in one order, the one Pillow's own first open of a common file
+    gives (its five common plugins, then the rest), before any file can pick one by its extension
+    (module docstring). Free after the first call; call it before any ``Image.open``."""
+    Image.preinit()
+    Image.init()
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` from the file's header (no pixels decoded; ICO decodes its first icon);
+    :class:`ImageLoadError` when it cannot be read."""
+    register_plugins()
+    with guarded(path), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(_check_file(Path(path))) as im:
+            return im.size
+
+
 def _source(source: Source, name: str | os.PathLike | None) -> tuple[Path | BinaryIO, str]:
     """``(what Pillow opens, the name in messages)``; a path must be a non-empty file."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -209,6 +225,7 @@ def open_image(
             or any other failure of the decoder.
     """
     fp, shown = _source(source, name)
+    register_plugins()
     with guarded(shown), time_limit(timeout), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns on odd EXIF/ICC; we report errors
         im = Image.open(fp)

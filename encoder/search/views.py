@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from encoder.data import ImageLoadError, decode_folder, guarded, open_image, resize_gray, to_gray
+from encoder.data import ImageLoadError, decode_folder, guarded, image_size, open_image, resize_gray, to_gray
 
 VIEWS = ("full", "crops")
 ROLES = ("gallery", "query")
@@ -63,8 +63,7 @@ def auto_views(paths: Sequence[str | os.PathLike], sample: int = 64) -> tuple[st
     sides = []
     for p in picked:
         try:
-            with guarded(p), Image.open(p) as im:
-                sides.append(min(im.size))
+            sides.append(min(image_size(p)))
         except ImageLoadError:
             continue
     side = int(np.median(sides)) if sides else 0
