@@ -14,7 +14,9 @@ run: Pillow alone (``Image.open``, ``load``, ``convert('RGB')``, its defaults) o
 
 Printed: command, files used, files refused (each named in the command's skipped list), exit
 code, tracebacks in its output, peak MB, wall seconds and the slowest file (where files are run
-one at a time). Outputs and logs go under --out (default runs/hostile_bench).
+one at a time). Peak MB is the largest resident size of any one process of the command (the
+command itself or one of its workers, ``ru_maxrss``), not the sum of workers running at once.
+Outputs and logs go under --out (default runs/hostile_bench).
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ WRAP = (
     "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
     "sys.exit(rc)\n"
 )
-ODD = re.compile(r"timeout|oom|crash|bomb|fuzz|unimplemented|lab|broken|trunc|\.(dds|icns|ico|tga|blp)$", re.I)
+# Files quantized one at a time, most hostile first: memory and time bombs, then odd modes and
+# formats, then fuzzing crashes, then the largest of the rest.
+ODD = (
+    re.compile(r"oom|bomb|timeout|unimplemented|\.icns$", re.I),
+    re.compile(r"lab|\.(dds|ico|tga|blp)$", re.I),
+    re.compile(r"crash|fuzz|broken|trunc", re.I),
+)
 ANCHOR = """
 import os, sys, time, resource, warnings
 from PIL import Image
@@ -155,11 +163,12 @@ def bench_quantize_folder(folder: Path, out: Path, timeout: float) -> Row:
 
 
 def pick_single(folder: Path, n: int) -> list[Path]:
-    """The ``n`` oddest files: names of fuzzing crashes, timeouts, bombs and rare formats first, then the largest."""
-    files = all_files(folder)
-    odd = [p for p in files if ODD.search(p.name)]
-    rest = sorted((p for p in files if not ODD.search(p.name)), key=lambda p: -p.stat().st_size)
-    return (odd + rest)[:n]
+    """The ``n`` oddest files (:data:`ODD`), then the largest."""
+
+    def tier(p: Path) -> int:
+        return next((t for t, pattern in enumerate(ODD) if pattern.search(p.name)), len(ODD))
+
+    return sorted(all_files(folder), key=lambda p: (tier(p), -p.stat().st_size if tier(p) == len(ODD) else 0, p))[:n]
 
 
 def bench_quantize_single(folder: Path, out: Path, n: int, timeout: float) -> Row:
@@ -175,6 +184,8 @@ def bench_quantize_single(folder: Path, out: Path, n: int, timeout: float) -> Ro
         row.peak_mb = max(row.peak_mb, round(r.peak_mb))
         row.seconds += r.seconds
         slow = max(slow, (r.seconds, f.name))
+        if re.search(r"oom|timeout", f.name):
+            row.notes.append(f"{f.name[:24]}.. {'used' if r.rc == 0 else 'refused'} in {r.seconds:.1f}s")
     row.used, row.refused, row.exit = used, refused, ",".join(sorted(codes))
     row.seconds = round(row.seconds, 1)
     row.slowest = f"{slow[1]} {slow[0]:.1f}s"
@@ -298,7 +309,8 @@ def bench_ours(folder: Path, out: Path, timeout: float) -> Row:
 
 
 def print_table(rows: list[Row], folder: Path, n_files: int) -> None:
-    print(f"\n{folder}: {n_files} files (cores shared with other jobs while this ran)\n")
+    print(f"\n{folder}: {n_files} files (cores shared with other jobs while this ran)")
+    print("peak MB: the largest single process of each command (workers included, each on its own)\n")
     head = ("command", "used", "refused", "exit", "tracebacks", "peak MB", "seconds", "slowest file")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
@@ -310,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", type=Path)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "hostile_bench")
-    p.add_argument("--single", type=int, default=60, help="files quantized one at a time (default %(default)s)")
+    p.add_argument("--single", type=int, default=90, help="files quantized one at a time (default %(default)s)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per command (default %(default)s)")
     p.add_argument("--skip", nargs="*", default=[], choices=["single", "quantize", "fit", "serve"])
     a = p.parse_args(argv)

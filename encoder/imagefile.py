@@ -204,7 +204,9 @@ def open_image(
     Args:
         source: a path, the file's bytes, or a binary file object (read from its start).
         max_pixels: refuse images with more pixels than this (checked from the header before
-            decoding, and on the decoded size); ``None`` leaves only Pillow's own bomb check.
+            decoding, and on the decoded size); ``None`` leaves only Pillow's own bomb check,
+            which refuses more than ``2 * Image.MAX_IMAGE_PIXELS`` (179 MP) whatever this says:
+            a program that needs more raises Pillow's limit itself.
         draft_size: if given and the file is a JPEG, let the decoder scale down by
             1/2, 1/4 or 1/8 while keeping each side >= the given size (much faster,
             slightly different pixels; used only where the caller says so).
