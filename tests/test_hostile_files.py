@@ -236,3 +236,14 @@ def test_fit_lists_decode_failures_in_its_log_folder(hostile, tmp_path):
     decoded_bad = {n for n, r in expected.items() if r is not None and Path(n).suffix in SCANNED}
     assert decoded_bad <= set(skipped)
     assert f"skipped {len(skipped)} files" in p.stderr
+
+
+def test_index_of_only_unreadable_files_exits_1_and_writes_no_index(hostile, tmp_path, capsys):
+    import search
+
+    root, expected = hostile
+    bad = [root / n for n, r in sorted(expected.items()) if r is not None]
+    assert search.main(["index", *map(str, bad), "-o", str(tmp_path / "idx")]) == 1
+    err = capsys.readouterr().err
+    assert "no image could be read" in err and not (tmp_path / "idx").exists()
+    assert set(_skipped_csv(tmp_path / "idx.skipped.csv")) == {p.name for p in bad}

@@ -77,6 +77,9 @@ def cmd_index(a, opts: dict[str, Any]) -> int:
     scan, got = _vectors(method, a.images, report_to=report, scratch_dir=out.with_name(out.name + ".shards"))
     if got is None:  # a DDP worker rank: rank 0 builds the index
         return 0
+    if len(got.paths) == 0:  # an old index at the output stays as it was
+        print(f"error: no image could be read from {' '.join(map(str, a.images))}; see {report}", file=sys.stderr)
+        return 1
     idx = Index.create(
         method.name,
         method.version,
