@@ -1,21 +1,14 @@
-"""The one image loader every stage uses: decode, orient, convert, scan folders.
+"""The one image loader every stage uses, folder scans, skipped-file reports, decoding pools.
 
-Everything that reads an image file goes through :func:`open_image`, so every stage
-sees the same pixels for the same file:
-
-* Pillow decodes; the EXIF orientation tag is applied (a phone photo stored sideways
-  comes out upright).
-* Any mode is converted correctly: 16-bit grey (``I;16*``/``I``) is *scaled* to 8 bits
-  (``v * 255 / 65535``, rounded), never clipped; alpha (``RGBA``, ``LA``, ``PA``, palette
-  with transparency) is composited on a stated background (white by default); ``CMYK``,
-  ``YCbCr``, ``1``, ``P`` go through Pillow's converters.
-* A pixel limit (``max_pixels``, 64 MP by default) is checked from the header, before
-  decoding, against decompression bombs.
-* Anything unreadable raises :class:`ImageLoadError`, whose message names the file.
+Decoding one image (:func:`open_image`, :func:`load_rgb`, :func:`load_gray`, :func:`to_rgb`,
+:func:`to_gray`) lives in :mod:`encoder.imagefile` and is re-exported here: every failure of a
+file, whatever the decoder raised, is an :class:`ImageLoadError` naming it; memory and time are
+bounded per file (see that module).
 
 Folder scans (:func:`scan_folder`) are recursive, never follow directory symlinks
 (so a symlink loop cannot hang a run) and return skipped files with a reason, so a
-caller can report every one by name.
+caller can report every one by name; :func:`write_skipped` writes that list beside a
+command's output and :func:`report_skipped` prints the count and the first few.
 
 Example::
 
@@ -25,9 +18,10 @@ Example::
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -35,199 +29,28 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Pillow's own bomb check is global state; we do our own per call from the header.
-Image.MAX_IMAGE_PIXELS = None
+from encoder.atomic import write_text
+from encoder.imagefile import (  # noqa: F401  (re-exported: the loader's public names)
+    DEFAULT_BACKGROUND,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_TIMEOUT,
+    GRAY_PREPROCESS_VERSION,
+    ImageLoadError,
+    guarded,
+    image_size,
+    load_gray,
+    load_rgb,
+    open_image,
+    register_plugins,
+    resize_gray,
+    to_gray,
+    to_rgb,
+)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
 )
-DEFAULT_MAX_PIXELS: int = 64 * 1024 * 1024  # 64 MP: a 8k x 8k photo passes, bombs do not
-DEFAULT_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
-
-# Names the grey preprocessing below; recorded with codes and indexes so that codes
-# made by two different preprocessings are never compared.
-GRAY_PREPROCESS_VERSION = "gray-v1:pil-L,exif,alpha-on-white,16bit-scaled,bilinear-squash,draft"
-
-
-class ImageLoadError(ValueError):
-    """An image file could not be read. ``str(err)`` is ``"<path>: <reason>"``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-
-def open_image(
-    path: str | os.PathLike,
-    *,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    draft_size: tuple[int, int] | None = None,
-    luma_only: bool = False,
-) -> Image.Image:
-    """Decode an image file fully, with its EXIF orientation applied.
-
-    Args:
-        path: the file.
-        max_pixels: refuse images with more pixels than this (checked from the header,
-            before decoding); ``None`` disables the check.
-        draft_size: if given and the file is a JPEG, let the decoder scale down by
-            1/2, 1/4 or 1/8 while keeping each side >= the given size (much faster,
-            slightly different pixels; used only where the caller says so).
-        luma_only: for a colour (YCbCr) JPEG, let the decoder return only its luma
-            channel as an ``L`` image at full size: the chroma planes are not decoded and
-            no colour conversion runs (2-3x faster on big photos). The JPEG's Y differs from
-            Pillow's ``convert('L')`` of the decoded RGB only by rounding (mean 0.02 grey
-            levels measured, rare pixels by more); other files are unaffected.
-
-    Returns:
-        A loaded ``PIL.Image.Image`` in the file's own mode (first frame of an
-        animation), upright.
-
-    Raises:
-        ImageLoadError: missing, unreadable, truncated, not an image, or too large.
-    """
-    p = _check_file(Path(path))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns on odd EXIF/ICC; we report errors
-            im = Image.open(p)
-            _check_size(p, im, max_pixels)
-            if im.format == "JPEG":
-                if luma_only and im.mode == "RGB":
-                    im.draft("L", draft_size or im.size)
-                elif draft_size is not None:
-                    im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", draft_size)
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)  # no copy of the pixels
-    except ImageLoadError:
-        raise
-    except UnidentifiedImageError as e:
-        raise ImageLoadError(p, "not a recognised image format") from e
-    except PermissionError as e:
-        raise ImageLoadError(p, "permission denied") from e
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        # Truncated data, bad chunks, broken headers all land here.
-        raise ImageLoadError(p, f"cannot decode: {e}") from e
-    return im
-
-
-def _check_file(p: Path) -> Path:
-    """``p`` if it is a non-empty file, else :class:`ImageLoadError` saying what it is."""
-    if not p.exists():
-        raise ImageLoadError(p, "no such file")
-    if p.is_dir():
-        raise ImageLoadError(p, "is a directory, expected an image file")
-    try:
-        size = p.stat().st_size
-    except OSError as e:
-        raise ImageLoadError(p, f"cannot stat: {e.strerror or e}") from e
-    if size == 0:
-        raise ImageLoadError(p, "empty file (0 bytes)")
-    return p
-
-
-def _check_size(p: Path, im: Image.Image, max_pixels: int | None) -> None:
-    """Refuse a header that declares no pixels or more than ``max_pixels`` (before decoding)."""
-    w, h = im.size
-    if w <= 0 or h <= 0:
-        raise ImageLoadError(p, f"invalid size {w}x{h}")
-    if max_pixels is not None and w * h > max_pixels:
-        raise ImageLoadError(
-            p,
-            f"{w}x{h} = {w * h:,} pixels exceeds max_pixels={max_pixels:,} "
-            "(possible decompression bomb; raise max_pixels to allow it)",
-        )
-
-
-def _scale_16bit(arr: np.ndarray) -> np.ndarray:
-    """(H, W) integer array in 0..65535 -> uint8, rounded (v * 255 / 65535)."""
-    a = arr.astype(np.uint32)
-    return ((a * 255 + 32767) // 65535).astype(np.uint8)
-
-
-def _high_depth_to_l(im: Image.Image) -> Image.Image:
-    """Modes I;16*, I and F -> L, scaling instead of clipping."""
-    arr = np.asarray(im)
-    if im.mode == "F":
-        a = np.nan_to_num(arr.astype(np.float64))
-        hi = 1.0 if a.max(initial=0.0) <= 1.0 else 255.0
-        return Image.fromarray(np.clip(np.rint(a * 255.0 / hi), 0, 255).astype(np.uint8), "L")
-    a = arr.astype(np.int64)
-    if im.mode == "I" and a.max(initial=0) <= 255 and not im.info.get("bits", 0) > 8:
-        # 8-bit data stored as 32-bit ints (some TIFF/PGM decoders do this).
-        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
-    return Image.fromarray(_scale_16bit(np.clip(a, 0, 65535)), "L")
-
-
-def _has_alpha(im: Image.Image) -> bool:
-    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info)
-
-
-def to_rgb(im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> Image.Image:
-    """Convert any Pillow image to 8-bit ``RGB``; alpha is composited on ``background``."""
-    if im.mode == "RGB" and "transparency" not in im.info:
-        return im
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return _high_depth_to_l(im).convert("RGB")
-    if _has_alpha(im):
-        rgba = im.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, tuple(background) + (255,))
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
-def to_gray(im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> Image.Image:
-    """Convert any Pillow image to 8-bit ``L`` (ITU-R 601-2 luma, as Pillow's ``convert('L')``)."""
-    if im.mode == "L" and "transparency" not in im.info:
-        return im
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return _high_depth_to_l(im)
-    return to_rgb(im, background).convert("L")
-
-
-def load_rgb(
-    path: str | os.PathLike,
-    *,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
-) -> np.ndarray:
-    """Read an image file as an ``(H, W, 3)`` ``uint8`` RGB array (orientation applied)."""
-    return np.asarray(to_rgb(open_image(path, max_pixels=max_pixels), background))
-
-
-def resize_gray(im: Image.Image, size: int = 64) -> np.ndarray:
-    """Grey ``L`` image -> ``(size, size)`` float32 in [0, 1] (bilinear, aspect squashed).
-
-    The whole picture is kept (no crop): squashing keeps every part of the image
-    searchable, which matters more for retrieval than exact aspect.
-    """
-    if im.mode != "L":
-        raise ValueError(f"resize_gray expects mode 'L', got {im.mode!r}")
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return np.asarray(im, dtype=np.float32) / 255.0
-
-
-def load_gray(
-    path: str | os.PathLike,
-    size: int = 64,
-    *,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
-    draft: bool = True,
-) -> np.ndarray:
-    """Read an image file as a ``(size, size)`` float32 grey array in [0, 1].
-
-    This is the encoder's preprocessing (:data:`GRAY_PREPROCESS_VERSION`). With
-    ``draft=True`` large JPEGs are decoded at a reduced scale (each side still >= 4 x
-    ``size``), which is several times faster and changes the 64x64 result by well under
-    one grey level on average.
-    """
-    im = open_image(path, max_pixels=max_pixels, draft_size=(4 * size, 4 * size) if draft else None)
-    return resize_gray(to_gray(im, background), size)
 
 
 # ----------------------------------------------------------------------------- folders
@@ -369,6 +192,45 @@ def report_skipped(skipped: Sequence[tuple[Path, str]], *, stream=None, limit: i
         print(f"skipped {p}: {reason}", file=stream)
     if limit is not None and len(skipped) > limit:
         print(f"... and {len(skipped) - limit} more skipped files", file=stream)
+
+
+SKIPPED_SHOWN = 5  # skipped files named on the console; the file written beside the output has all
+
+
+def skipped_report_path(output: str | os.PathLike) -> Path:
+    """Where the skipped list of a command writing ``output`` goes: ``<output>.skipped.csv`` beside
+    a file or an index folder (``runs/idx`` -> ``runs/idx.skipped.csv``)."""
+    out = Path(output)
+    return out.with_name(out.name + ".skipped.csv")
+
+
+def write_skipped(path: str | os.PathLike, skipped: Sequence[tuple[str | os.PathLike, str]]) -> Path:
+    """Write every skipped file with its reason as CSV (header ``path,reason``), atomically; an
+    empty list writes only the header, so an old list never outlives the run that replaced it."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "reason"])
+    for p, reason in skipped:
+        w.writerow([str(p), reason])
+    write_text(path, buf.getvalue())
+    return Path(path)
+
+
+def summarise_skipped(
+    skipped: Sequence[tuple[str | os.PathLike, str]],
+    written_to: str | os.PathLike | None = None,
+    *,
+    stream=None,
+    shown: int = SKIPPED_SHOWN,
+) -> None:
+    """Print the count of skipped files, the first ``shown`` by name with the reason, and where
+    the whole list is (``written_to``) to stderr; nothing when none was skipped."""
+    if not skipped:
+        return
+    stream = stream or sys.stderr
+    where = f"; all listed with reasons in {written_to}" if written_to is not None else ""
+    print(f"skipped {len(skipped)} files{where}", file=stream)
+    report_skipped(list(skipped), stream=stream, limit=shown)
 
 
 # ----------------------------------------------------------------------------- decoding many files

@@ -6,8 +6,10 @@ output) and which are bad (each must be reported by name, none may crash the run
 
 from __future__ import annotations
 
+import csv
 import io
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -120,8 +122,19 @@ def make_corpus(root: Path, n_photos: int = 6) -> Corpus:
     return c
 
 
+def with_skipped_lists(output: str) -> str:
+    """``output`` plus a ``skipped <path>: <reason>`` line per row of each skipped list it points to
+    (the console names the first few skipped files and where the whole list was written)."""
+    lines = [output]
+    for m in re.finditer(r"all listed with reasons in (.+)$", output, re.M):
+        with open(m.group(1), newline="") as f:
+            lines += [f"skipped {r['path']}: {r['reason']}" for r in csv.DictReader(f)]
+    return "\n".join(lines)
+
+
 def assert_reported(output: str, corpus: Corpus) -> None:
-    """Every bad file is named in the run's output."""
+    """Every bad file is named in the run's output or the skipped list it points to."""
+    output = with_skipped_lists(output)
     missing = [b for b in corpus.bad if Path(b).name not in output]
     assert not missing, f"bad files not reported by name: {missing}\n--- output ---\n{output[-3000:]}"
 

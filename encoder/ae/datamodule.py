@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from encoder.data import decode_folder, decode_gray_u8, folder_labels, report_skipped, scan_folder
+from encoder.data import decode_folder, decode_gray_u8, folder_labels, scan_folder, summarise_skipped, write_skipped
 
 
 class ImageFolderDataModule(pl.LightningDataModule):
@@ -76,6 +76,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
         """Number of class subfolders (0 for an unlabelled folder); known before ``setup``."""
         return len(folder_labels(self._scan_root().ids)[1])
 
+    def _write_skipped(self) -> Path | None:
+        """``skipped.csv`` (every skipped file with its reason) in the log folder of the trainer running this."""
+        trainer = getattr(self, "trainer", None)
+        folder = trainer and (trainer.log_dir or trainer.default_root_dir)
+        return write_skipped(Path(folder) / "skipped.csv", self.skipped) if folder else None
+
     def setup(self, stage: str | None = None) -> None:
         if self.images is not None:
             return
@@ -83,9 +89,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         paths = scan.paths[: self.limit] if self.limit else scan.paths
         rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0
         images, kept, skipped = decode_folder(paths, self.image_size, self.num_workers, progress=rank_zero)
-        self.skipped = list(scan.skipped) + skipped
+        self.skipped = skipped + list(scan.skipped)  # files that failed to decode first, then other names
         if rank_zero and self.skipped:
-            report_skipped(self.skipped, limit=50)
+            summarise_skipped(self.skipped, self._write_skipped())
         if len(images) == 0:
             raise ValueError(
                 f"no readable images in {self.root} ({len(paths)} image files tried, "

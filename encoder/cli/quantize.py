@@ -242,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             errors.append((path, reason))
         else:
             rows += r
-    data.report_skipped(scan.skipped + errors)
+    skipped = errors + scan.skipped  # files that failed to decode first, then other names
+    data.summarise_skipped(skipped, data.write_skipped(out / "skipped.csv", skipped) if skipped else None)
     if not rows:
         print(f"error: no image could be processed from {' '.join(a.inputs)}", file=sys.stderr)
         return 1

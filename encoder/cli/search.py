@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from encoder.atomic import write_json, write_text
-from encoder.data import image_paths, report_skipped
+from encoder.data import image_paths, report_skipped, skipped_report_path, summarise_skipped, write_skipped
 from encoder.hashing.dedup import DEFAULT_THRESHOLD, find_groups
 from encoder.hashing.hashes import ALPHA_MODES
 from encoder.search.index import Index, IndexMismatchError
@@ -38,13 +38,20 @@ def _id_for(path: Path, root: Path) -> str:
         return Path(path).absolute().as_posix()
 
 
-def _vectors(method, inputs, **kw):
-    """(scan, Vectors) of files/folders; unreadable files reported by name. Vectors None on a DDP worker rank."""
+def _vectors(method, inputs, report_to: Path | None = None, **kw):
+    """(scan, Vectors) of files/folders; unreadable files reported by name. Vectors None on a DDP worker rank.
+
+    With ``report_to`` every skipped file goes there with its reason (CSV) and the console shows the
+    count and the first few; without, each is printed."""
     scan = image_paths(inputs)
-    errors = list(scan.skipped)
+    errors: list = []
     got = method.vectors(scan.paths, errors=errors, progress=len(scan.paths) > 200, **kw)
     if got is not None:
-        report_skipped(errors)
+        skipped = errors + list(scan.skipped)  # files that failed to decode first, then other names
+        if report_to is None:
+            report_skipped(skipped)
+        else:
+            summarise_skipped(skipped, write_skipped(report_to, skipped))
     return scan, got
 
 
@@ -66,9 +73,13 @@ def cmd_index(a, opts: dict[str, Any]) -> int:
     if note:
         print(note, file=sys.stderr)
     out = Path(a.output)
-    scan, got = _vectors(method, a.images, scratch_dir=out.with_name(out.name + ".shards"))
+    report = skipped_report_path(out)
+    scan, got = _vectors(method, a.images, report_to=report, scratch_dir=out.with_name(out.name + ".shards"))
     if got is None:  # a DDP worker rank: rank 0 builds the index
         return 0
+    if len(got.paths) == 0:  # an old index at the output stays as it was
+        print(f"error: no image could be read from {' '.join(map(str, a.images))}; see {report}", file=sys.stderr)
+        return 1
     idx = Index.create(
         method.name,
         method.version,
@@ -85,7 +96,7 @@ def cmd_index(a, opts: dict[str, Any]) -> int:
         idx.save(out)
     print(
         f"indexed {len(idx)} images ({idx.describe()}) -> {a.output}; {idx.flat_note()}"
-        f"{len(scan.paths) - len(idx)} unreadable"
+        f"{len(scan.paths) - len(idx)} unreadable (skipped files: {report})"
     )
     return 0
 

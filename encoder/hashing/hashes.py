@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from encoder.data import ImageLoadError, open_image, to_gray
+from encoder.data import ImageLoadError, guarded, open_image, to_gray
 from encoder.hashing import lanczos
 
 
@@ -132,8 +132,9 @@ _ALPHA_VERSION = {"white": ("v1", ""), "imagehash": ("v2", ",alpha-ignored")}
 FLAT_STD = 2.0
 # Below this many pixels Pillow's resize is already fast (256x256: 0.28 ms vs 0.15-0.24 ms).
 FAST_RESIZE_MIN_PIXELS = 1 << 16
-# Modes convert('L') would clip rather than scale (see the module docstring).
-_HIGH_DEPTH = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+# Modes whose grey comes from to_gray: convert('L') would clip the high-depth ones rather than
+# scale them (see the module docstring), and Pillow has no LAB -> L or La -> L converter.
+_OWN_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F", "LAB", "La"})
 
 
 def _hash_def(method: str) -> HashDef:
@@ -166,7 +167,7 @@ def hash_version(method: str, alpha: str = "imagehash") -> str:
 def _gray(im: Image.Image, alpha: str = "imagehash") -> Image.Image:
     """Any Pillow image -> mode ``L`` as the hashes see it (``alpha``: see the module docstring)."""
     _check_alpha(alpha)
-    if alpha == "white" or im.mode in _HIGH_DEPTH:
+    if alpha == "white" or im.mode in _OWN_GREY:
         return to_gray(im)
     return im if im.mode == "L" else im.convert("L")  # convert('L') of an L image only copies
 
@@ -230,15 +231,13 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _load_small(job: tuple[str, str, bool, bool, bool, str]):
     path, method, draft, mirror, fast, alpha = job
     try:
-        im = open_image(path, draft_size=(64, 64) if draft else None, luma_only=draft)
-        if mirror:
-            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        px = small_gray(im, method, alpha=alpha, fast_resize=fast)
-        return path, px, None
+        with guarded(path):  # the conversion too: a mode Pillow cannot turn grey is this file's reason
+            im = open_image(path, draft_size=(64, 64) if draft else None, luma_only=draft)
+            if mirror:
+                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            return path, small_gray(im, method, alpha=alpha, fast_resize=fast), None
     except ImageLoadError as e:
         return path, None, e.reason
-    except OSError as e:
-        return path, None, f"cannot read: {e}"
 
 
 # Pillow keeps up to this many freed 16 MB image blocks for the next decode instead of giving

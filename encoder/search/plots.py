@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from encoder.atomic import atomic_path  # noqa: E402
-from encoder.data import ImageLoadError, open_image, to_rgb  # noqa: E402
+from encoder.data import ImageLoadError, guarded, open_image, to_rgb  # noqa: E402
 
 UNREADABLE = "unreadable"
 
@@ -27,9 +27,10 @@ UNREADABLE = "unreadable"
 def _thumb(path: str | Path, size: int, failed: list[tuple[str, str]]) -> np.ndarray:
     """(h,w,3) uint8 thumbnail; a grey tile if unreadable, with ``(path, reason)`` appended to ``failed``."""
     try:
-        im = to_rgb(open_image(path, draft_size=(size, size)))
-        im.thumbnail((size, size))
-        return np.asarray(im)
+        with guarded(path):
+            im = to_rgb(open_image(path, draft_size=(size, size)))
+            im.thumbnail((size, size))
+            return np.asarray(im)
     except ImageLoadError as e:  # missing files and OS errors included
         failed.append((str(path), e.reason))
     return np.full((size, size, 3), 200, np.uint8)

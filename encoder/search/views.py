@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from encoder.data import ImageLoadError, decode_folder, open_image, resize_gray, to_gray
+from encoder.data import ImageLoadError, decode_folder, guarded, image_size, open_image, resize_gray, to_gray
 
 VIEWS = ("full", "crops")
 ROLES = ("gallery", "query")
@@ -60,9 +60,8 @@ def auto_views(paths: Sequence[str | os.PathLike], sample: int = 64) -> tuple[st
     sides = []
     for p in picked:
         try:
-            with Image.open(p) as im:
-                sides.append(min(im.size))
-        except (OSError, ValueError, Image.DecompressionBombError):
+            sides.append(min(image_size(p)))
+        except ImageLoadError:
             continue
     side = int(np.median(sides)) if sides else 0
     return ("crops" if side >= AUTO_CROPS_MIN_SIDE else "full"), side
@@ -127,11 +126,10 @@ def decode_views_u8(args: tuple[str, int, str, str]) -> tuple[np.ndarray | None,
     (JPEG draft to >= 4 x size), so view 0 equals :func:`encoder.data.decode_gray_u8`."""
     path, size, views, role = args
     try:
-        return image_views(open_image(path, draft_size=(4 * size, 4 * size)), size, views, role), None
+        with guarded(path):
+            return image_views(open_image(path, draft_size=(4 * size, 4 * size)), size, views, role), None
     except ImageLoadError as e:
         return None, e.reason
-    except OSError as e:
-        return None, f"cannot read: {e}"
 
 
 def decode_views(
