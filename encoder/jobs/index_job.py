@@ -151,7 +151,7 @@ def index_source(
     (a wrapper around it, for fault tests).
 
     Returns:
-        ``{"index": Index, "skipped": [(id or location, reason)], "shards": n, "ran": shards run now}``.
+        ``{"index": Index, "skipped": [(location, reason)], "shards": n, "ran": shards run now}``.
     """
     from encoder.search.index import Index
     from encoder.search.lock import writer_lock
@@ -176,7 +176,8 @@ def index_source(
     )
     with writer_lock(output):
         idx.save(output)
-    skipped = [tuple(s) for s in manifest.skipped] + merged.skipped
+    named = [(i if sources.is_url(i) else os.path.join(manifest.root, i), r) for i, r in merged.skipped]
+    skipped = [tuple(s) for s in manifest.skipped] + named
     return {"index": idx, "skipped": skipped, "shards": manifest.n_shards, "ran": len(todo)}
 
 
