@@ -5,7 +5,8 @@ its shard's part itself; the runner only calls it once per shard and draws the d
 bar (shards and images done, rate, skipped). Nothing else knows which engine runs.
 
 * ``"local"`` (the default): a process pool of this machine (``workers`` processes, started fresh, so a
-  script calling :func:`run` guards its top level with ``if __name__ == "__main__"``). A task whose
+  script calling :func:`run` guards its top level with ``if __name__ == "__main__"``; ``workers=1`` runs
+  the tasks in this process). A task whose
   process dies fails the run; rerunning the command redoes only the shards without a part.
 * ``"ray"``: one Ray task per shard (``max_retries``: Ray reruns a task whose worker or node died);
   ``address`` joins a running cluster (``"auto"`` or ``HOST:PORT``), None starts a local Ray of
@@ -45,6 +46,10 @@ def _tick(bar, totals: dict[str, int], result: dict[str, int]) -> None:
 
 
 def _run_local(task: Callable, work: str, shards: list[int], workers: int, bar, totals) -> None:
+    if workers == 1:  # no pool to start; also lets a memory:// source (this process's) be read
+        for s in shards:
+            _tick(bar, totals, task(work, s))
+        return
     # fresh processes: a forked child of a process whose FAISS/OpenMP threads ran can hang in its first search
     ctx = get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
