@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -37,9 +38,8 @@ def _hash_row(location: str, spec: dict, fast: bool) -> np.ndarray:
     return small_gray(im, spec["method"], alpha=spec["alpha"], fast_resize=fast)
 
 
-def _rows(work: str, shard: int, load) -> tuple[list[str], list, dict[int, str]]:
-    """``(ids, [load(location) of the readable rows], {row: reason} of the others)``."""
-    ids, locations = sources.shard_rows(work, shard)
+def _load(locations: list[str], load) -> tuple[list, dict[int, str]]:
+    """``([load(location) of the readable rows], {row: reason} of the others)``."""
     got, skipped = [], {}
     for r, loc in enumerate(locations):
         try:
@@ -48,7 +48,7 @@ def _rows(work: str, shard: int, load) -> tuple[list[str], list, dict[int, str]]
             skipped[r] = e.reason
         except OSError as e:
             skipped[r] = f"cannot read: {e}"
-    return ids, got, skipped
+    return got, skipped
 
 
 def hash_shard(work: str, shard: int) -> dict[str, int]:
@@ -57,8 +57,12 @@ def hash_shard(work: str, shard: int) -> dict[str, int]:
     if path.is_file():
         return {"images": 0, "skipped": 0}
     spec = sources.read_spec(work)
-    fast = "torch" in sys.modules  # the int8 resize: same pixels as Pillow, faster once torch is loaded
-    ids, px, skipped = _rows(work, shard, lambda loc: _hash_row(loc, spec, fast))
+    ids, locations = sources.shard_rows(work, shard)
+    # the int8 resize (same pixels as Pillow): as hash_paths, once torch's import pays off
+    fast = "torch" in sys.modules or len(locations) >= 1000
+    if fast:
+        importlib.import_module("torch")
+    px, skipped = _load(locations, lambda loc: _hash_row(loc, spec, fast))
     hashes, flat = np.zeros((0, 8), np.uint8), np.zeros(0, bool)
     if px:
         batches = [np.stack(px[i : i + HASH_BATCH]) for i in range(0, len(px), HASH_BATCH)]
@@ -88,7 +92,8 @@ def encode_shard(work: str, shard: int) -> dict[str, int]:
     if spec["checkpoint"] not in _ENCODERS:
         _ENCODERS[spec["checkpoint"]] = load_encoder(spec["checkpoint"])
     enc = _ENCODERS[spec["checkpoint"]]
-    ids, images, skipped = _rows(work, shard, lambda loc: _gray_u8(loc, enc.image_size))
+    ids, locations = sources.shard_rows(work, shard)
+    images, skipped = _load(locations, lambda loc: _gray_u8(loc, enc.image_size))
     codes = np.zeros((0, enc.code_dim), np.float32)
     if images:
         codes = enc.encode(np.stack(images), spec["batch_size"])
