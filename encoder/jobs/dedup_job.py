@@ -44,14 +44,13 @@ def _pairs_path(work: str | os.PathLike, shard: int) -> Path:
     return Path(work) / "pairs" / f"pairs-{shard:05d}.npy"
 
 
-def binary_index(hashes: np.ndarray, nlist: int | None = None):
-    """Index over (N,8) uint8 distinct hashes: exact flat below IVF_MIN, else IVF of ``nlist`` lists."""
+def binary_index(hashes: np.ndarray, nlist: int = 0):
+    """Index over (N,8) uint8 distinct hashes: exact flat for ``nlist`` 0, else IVF of ``nlist`` lists."""
     d = hashes.shape[1] * 8
     n = len(hashes)
-    if nlist is None and n < IVF_MIN:
+    if not nlist:
         index = faiss.IndexBinaryFlat(d)
     else:
-        nlist = nlist or DEFAULT_NLIST
         if n < 39 * nlist:
             raise ValueError(f"nlist={nlist} needs at least {39 * nlist} distinct hashes to train, got {n}")
         index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(d), d, nlist)
@@ -135,7 +134,8 @@ def find_groups_job(
 ) -> list[dict]:
     """Duplicate groups of a hash index (the output of :func:`encoder.hashing.dedup.find_groups`).
 
-    ``nlist``: None chooses (exact below IVF_MIN distinct hashes, else DEFAULT_NLIST lists).
+    ``nlist``: 0 exact (IndexBinaryFlat), N an IndexBinaryIVF of N lists searched at ``nprobe``;
+    None chooses (exact below IVF_MIN distinct hashes, else DEFAULT_NLIST lists).
     """
     from encoder.search.index import Index, IndexMismatchError
 
@@ -148,8 +148,8 @@ def find_groups_job(
     distinct, inverse = np.unique(idx.vectors[rows], axis=0, return_inverse=True)
     inverse = inverse.ravel()
     n = len(distinct)
-    if nlist is None and n >= IVF_MIN:
-        nlist = DEFAULT_NLIST
+    if nlist is None:
+        nlist = DEFAULT_NLIST if n >= IVF_MIN else 0
     plan = {
         "hashes_sha256": hashlib.sha256(np.ascontiguousarray(distinct).tobytes()).hexdigest(),
         "threshold": threshold,
