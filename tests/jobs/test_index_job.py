@@ -112,3 +112,12 @@ def test_dedup_job_equals_find_groups(tmp_path, capsys):
     shutil.rmtree(tmp_path / "w")
     exact_ivf = find_groups_job(tmp_path / "idx", tmp_path / "w", nlist=4, nprobe=4, workers=1, progress=False)
     assert exact_ivf == want  # an IVF searched over all its lists finds every pair
+
+
+def test_without_ray_the_engine_is_refused_by_name_and_one_machine_paths_work(folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if the [ray] extra were not installed
+    out = tmp_path / "idx"
+    assert main(["index", str(folder), "--engine", "ray", "-o", str(out)]) == 2
+    assert "--engine ray needs Ray: pip install '.[ray]'" in capsys.readouterr().err
+    assert main(["index", str(folder), "--engine", "local", "--workers", "1", "-o", str(out)]) == 0
+    assert main(["dedup", str(out)]) == 0
