@@ -11,10 +11,11 @@ TEST_APT_PACKAGES := chromium chromium-driver
 
 .PHONY: setup apt apt-test lint test demo bench bench-data clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-ray.txt
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-ray.txt
 	touch $@
 
 setup: $(VENV)/.installed

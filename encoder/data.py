@@ -312,3 +312,46 @@ def folder_labels(ids: list[str]) -> tuple[list[int], list[str]]:
     names = sorted({i.split("/", 1)[0] for i in ids})
     lookup = {n: k for k, n in enumerate(names)}
     return [lookup[i.split("/", 1)[0]] for i in ids], names
+
+
+# ----------------------------------------------------------------------------- bytes (object stores)
+
+
+def open_image_bytes(
+    data: bytes,
+    name: str,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    draft_size: tuple[int, int] | None = None,
+    luma_only: bool = False,
+) -> Image.Image:
+    """:func:`open_image` of a file's bytes (read from an object store), with the same checks.
+
+    ``name`` (a URL or path) only names the image in errors; nothing is written to disk.
+
+    Raises:
+        ImageLoadError: empty, unreadable, truncated, not an image, or too large.
+    """
+    import io
+
+    if len(data) == 0:
+        raise ImageLoadError(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as open_image: errors are reported, warnings are noise
+            im = Image.open(io.BytesIO(data))
+            _check_size(name, im, max_pixels)  # type: ignore[arg-type]  (it only names the image)
+            if im.format == "JPEG":
+                if luma_only and im.mode == "RGB":
+                    im.draft("L", draft_size or im.size)
+                elif draft_size is not None:
+                    im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", draft_size)
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageLoadError(name, "not a recognised image format") from e
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise ImageLoadError(name, f"cannot decode: {e}") from e
+    return im

@@ -58,7 +58,28 @@ def _vectors(method, inputs, report_to: Path | None = None, **kw):
 # ----------------------------------------------------------------------------- commands
 
 
+def _index_job(a, opts: dict[str, Any]) -> int:
+    """``index --engine local|ray``: shards, parts and the runner of :mod:`encoder.jobs` (imported only here)."""
+    from encoder.jobs.index_job import index_source
+
+    if len(a.images) != 1:
+        raise ValueError(f"--engine takes one source (a folder, a list file or a URL), got {len(a.images)}")
+    work = a.work or str(Path(a.output).with_name(Path(a.output).name + ".work"))
+    workers = opts.pop("workers", None) or 0
+    kw = dict(engine=a.engine, workers=workers, address=a.address, shard_size=a.shard_size)
+    report = index_source(a.images[0], work, a.output, method=a.method, **kw, **opts)
+    report_skipped(report["skipped"])
+    idx = report["index"]
+    print(
+        f"indexed {len(idx)} images ({idx.describe()}) -> {a.output}; {report['shards']} shards "
+        f"({report['ran']} run now, parts in {work}); {idx.flat_note()}{len(report['skipped'])} skipped"
+    )
+    return 0
+
+
 def cmd_index(a, opts: dict[str, Any]) -> int:
+    if a.engine:
+        return _index_job(a, opts)
     note = None
     if a.method == "ae" and "views" not in opts:  # photos get crop views, thumbnails one view
         from encoder.search.views import AUTO_CROPS_MIN_SIDE, auto_views
@@ -187,7 +208,14 @@ def cmd_dedup(a, opts: dict[str, Any]) -> int:
     idx = Index.load(a.index)
     if idx.kind != "hash":
         raise IndexMismatchError(f"dedup needs a hash index, {a.index} holds {idx.meta['method']} codes")
-    groups = find_groups(idx.vectors, idx.ids, a.threshold, idx.flat_mask(), a.include_flat)
+    if a.engine:  # shards of range search on the engine (encoder.jobs, imported only here)
+        from encoder.jobs.dedup_job import find_groups_job
+
+        work = a.work or str(Path(a.index).with_name(Path(a.index).name + ".dedup"))
+        kw = dict(engine=a.engine, workers=a.workers or 0, address=a.address, include_flat=a.include_flat)
+        groups = find_groups_job(a.index, work, threshold=a.threshold, **kw)
+    else:
+        groups = find_groups(idx.vectors, idx.ids, a.threshold, idx.flat_mask(), a.include_flat)
     for g, grp in enumerate(groups, 1):
         print(f"group {g} ({len(grp['ids'])} images, max distance {grp['max_distance']}): " + ", ".join(grp["ids"]))
     print(f"{len(groups)} groups, {sum(len(g['ids']) for g in groups)} images, threshold {a.threshold}")
@@ -338,6 +366,18 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     for name, s in sub.choices.items():
         if name != "serve":
             s.add_argument("--workers", type=int, default=None)
+    for name in ("index", "dedup"):
+        s = sub.choices[name]
+        s.add_argument(
+            "--engine",
+            choices=("local", "ray"),
+            default=None,
+            help="run as a resumable batch job: one task per shard on this machine's processes (local) or Ray "
+            "(pip install '.[ray]'); a source may then be a folder, a list file of paths/URLs or an fsspec URL",
+        )
+        s.add_argument("--address", default=None, help="a running Ray cluster: auto or HOST:PORT (default: start one)")
+        s.add_argument("--work", default=None, help="the job's folder of manifest and parts (default OUTPUT.work)")
+    sub.choices["index"].add_argument("--shard-size", type=int, default=10_000, help="images per shard (--engine)")
     return p
 
 
@@ -378,11 +418,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"k={a.k} must be a positive integer")
     if a.cmd == "query" and a.show_recon and not a.plot:
         p.error("--show-recon draws into the --plot picture; give --plot OUT.png")
+    if a.cmd in ("index", "dedup") and not a.engine and (a.address or a.work):
+        p.error("--address and --work belong to --engine local|ray")
     if a.cmd == "index" and a.method == "ae" and not a.checkpoint:
         p.error("--method ae needs --checkpoint CKPT")
     try:
         return COMMANDS[a.cmd](a, method_options(p, a))
-    except (FileNotFoundError, NotADirectoryError, ValueError) as e:  # incl. IndexMismatch/Corrupt/Busy/Checkpoint
+    except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as e:  # incl. IndexMismatch..., no Ray
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,111 @@
+"""Jobs on a local Ray cluster of 2 workers on 127.0.0.1: equal results, a killed worker, a killed driver.
+
+The cluster is started once for the module (about 5 s) with 2 CPUs, never an actor pool.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray engine is the [ray] extra: pip install '.[ray]'")
+
+import job_faults  # noqa: E402  (tests/jobs, put on the path by conftest.py)
+
+from encoder.cli.search import main  # noqa: E402
+from encoder.hashing.dedup import find_groups  # noqa: E402
+from encoder.jobs import parts  # noqa: E402
+from encoder.jobs.index_job import index_source  # noqa: E402
+from encoder.search.index import Index  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+PATH = os.pathsep.join([str(ROOT), str(Path(__file__).parent)])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": PATH}},
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_process(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "idx"
+    assert main(["index", str(folder), "--method", "phash", "-o", str(out)]) == 0
+    return Index.load(out)
+
+
+def _same(a: Index, b: Index) -> None:
+    assert a.ids == b.ids and a.meta == b.meta
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+    q = a.vectors[::3]
+    (da, ia), (db, ib) = a.search(q, 5), b.search(q, 5)
+    assert ia == ib and np.array_equal(da, db)  # the merged index answers the same top-5
+
+
+def test_ray_hashes_and_dedup_equal_the_one_process_commands(folder, one_process, tmp_path, capsys):
+    out = tmp_path / "idx"
+    argv = ["index", f"file://{folder}", "--engine", "ray", "--shard-size", "8", "-o", str(out)]
+    assert main(argv) == 0
+    assert f"skipped file://{folder / 'broken.jpg'}: not a recognised image format" in capsys.readouterr().err
+    got = Index.load(out)
+    assert got.meta["root"] == f"file://{folder}"
+    got.meta["root"] = one_process.meta["root"]  # the one difference: where ids are relative to
+    _same(one_process, got)
+    assert main(["dedup", str(out), "--engine", "ray", "--threshold", "16", "--json", str(tmp_path / "g.json")]) == 0
+    groups = find_groups(one_process.vectors, one_process.ids, 16, one_process.flat_mask())
+    import json
+
+    assert json.loads((tmp_path / "g.json").read_text())["groups"] == groups and groups
+
+
+def test_a_killed_worker_is_retried_and_the_result_is_identical(folder, one_process, tmp_path):
+    work = tmp_path / "work"
+    got = index_source(str(folder), work, tmp_path / "idx", engine="ray", shard_size=5, task=job_faults.kill_once)
+    assert (tmp_path / "killed-1").exists()  # shard 1's first worker died by SIGKILL
+    assert sorted(job_faults.writes(work)) == list(range(got["shards"]))  # each part written once
+    assert not [p for p in (work / "parts").iterdir() if p.suffix != ".parquet"]
+    _same(one_process, got["index"])
+
+
+def test_a_killed_driver_resumes_without_redoing_finished_parts(folder, one_process, tmp_path):
+    work, out = tmp_path / "work", tmp_path / "idx"
+    code = (
+        "import job_faults\nfrom encoder.jobs.index_job import index_source\n"
+        f"index_source({str(folder)!r}, {str(work)!r}, {str(out)!r}, engine='ray', workers=2, shard_size=3, "
+        "progress=False, task=job_faults.slow)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": PATH}
+    driver = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while len(parts.done_shards(work, 11)) < 3 and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.1)
+        assert driver.poll() is None, "the driver finished before it could be killed"
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    finally:
+        driver.wait(30)
+    time.sleep(0.5)
+    done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (work / "parts").glob("*.parquet")}
+    assert 3 <= len(done) < 11 and not out.exists()
+    got = index_source(str(folder), work, out, engine="ray", shard_size=3, progress=False, task=job_faults.slow)
+    assert got["ran"] == 11 - len(done)
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (work / "parts").glob("*.parquet")}
+    assert {k: after[k] for k in done} == done  # finished parts not redone
+    assert sorted(job_faults.writes(work)) == list(range(11))  # nothing lost, no part written twice
+    _same(one_process, Index.load(out))
