@@ -184,7 +184,7 @@ def _failed(path: Path, reason: str, errors: list[tuple[Path, str]] | None) -> N
         report_skipped([(path, reason)])
 
 
-def report_skipped(skipped: Sequence[tuple[Path, str]], *, stream=None, limit: int | None = None) -> None:
+def report_skipped(skipped: Sequence[tuple[str | os.PathLike, str]], *, stream=None, limit: int | None = None) -> None:
     """Print one line per skipped file (``skipped <path>: <reason>``) to stderr."""
     stream = stream or sys.stderr
     shown = skipped if limit is None else skipped[:limit]
@@ -324,7 +324,7 @@ def open_image_bytes(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     draft_size: tuple[int, int] | None = None,
     luma_only: bool = False,
-) -> Image.Image:
+):
     """:func:`open_image` of a file's bytes (read from an object store), with the same checks.
 
     ``name`` (a URL or path) only names the image in errors; nothing is written to disk.
@@ -332,26 +332,4 @@ def open_image_bytes(
     Raises:
         ImageLoadError: empty, unreadable, truncated, not an image, or too large.
     """
-    import io
-
-    if len(data) == 0:
-        raise ImageLoadError(name, "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # as open_image: errors are reported, warnings are noise
-            im = Image.open(io.BytesIO(data))
-            _check_size(name, im, max_pixels)  # type: ignore[arg-type]  (it only names the image)
-            if im.format == "JPEG":
-                if luma_only and im.mode == "RGB":
-                    im.draft("L", draft_size or im.size)
-                elif draft_size is not None:
-                    im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", draft_size)
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)
-    except ImageLoadError:
-        raise
-    except UnidentifiedImageError as e:
-        raise ImageLoadError(name, "not a recognised image format") from e
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        raise ImageLoadError(name, f"cannot decode: {e}") from e
-    return im
+    return open_image(data, name=name, max_pixels=max_pixels, draft_size=draft_size, luma_only=luma_only)
