@@ -149,7 +149,7 @@ def test_pickled_vectors_are_refused_never_unpickled(built, tmp_path, capsys, ho
         shutil.copytree(idx, bad)
     else:  # a float-code index (the autoencoder's kind)
         codes = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
-        Index.create("ae", "model-fingerprint", codes, ["a.png", "b.png", "c.png"]).save(bad)
+        Index.create("ae", "model-fingerprint", codes, ["a.png", "b.png", "c.png"], kind="code").save(bad)
     if how == "raw pickle renamed":
         (bad / vector_file).write_bytes(pickle.dumps(Payload(marker)))
     else:

@@ -9,6 +9,7 @@ import cannot hide an edge).
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,21 @@ import encoder.cli.search, encoder.cli.quantize
 print(hashes.shape, "torch" in sys.modules, "pytorch_lightning" in sys.modules, "matplotlib" in sys.modules)
 """)
     assert out.split() == ["(1,", "8)", "False", "False", "False"]
+
+
+# A method-name or vector-kind switch: `== "ae"`, `!= "hash"`, `kind == ...`
+SWITCH = re.compile(r"""[!=]=\s*["'](ae|hash)["']|\bkind\s*[!=]=""")
+
+
+def test_method_and_kind_switches_live_only_in_search_methods():
+    # a second learned method or storage kind must touch one file: methods.py (policy) or index.py's
+    # storage kinds (which need no switch: each kind is a class)
+    bad = [
+        f"{name}:{n}: {line.strip()}"
+        for name, path in MODULES.items()
+        if name != "encoder.search.methods"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if SWITCH.search(line)
+    ]
+    assert not bad, "method or kind switches outside encoder/search/methods.py:\n" + "\n".join(bad)
+    assert SWITCH.search('if a.method == "ae":') and SWITCH.search("if idx.kind != 'code':")

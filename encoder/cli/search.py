@@ -25,9 +25,10 @@ from encoder.atomic import write_json, write_text
 from encoder.data import image_paths, report_skipped, skipped_report_path, summarise_skipped, write_skipped
 from encoder.hashing.dedup import DEFAULT_THRESHOLD, find_groups
 from encoder.hashing.hashes import ALPHA_MODES
+from encoder.search import ann
 from encoder.search.index import Index, IndexMismatchError
 from encoder.search.lock import LOCK_TIMEOUT, writer_lock
-from encoder.search.methods import EVALUATION_METHODS, FLAGS, INDEX_METHODS, check_options, get_method, method_for_index
+from encoder.search.methods import EVALUATION_METHODS, INDEX_METHODS, OPTIONS, OptionError, get_method, method_for_index
 from encoder.search.views import VIEWS
 
 
@@ -80,19 +81,7 @@ def _index_job(a, opts: dict[str, Any]) -> int:
 def cmd_index(a, opts: dict[str, Any]) -> int:
     if a.engine:
         return _index_job(a, opts)
-    note = None
-    if a.method == "ae" and "views" not in opts:  # photos get crop views, thumbnails one view
-        from encoder.search.views import AUTO_CROPS_MIN_SIDE, auto_views
-
-        check_options(a.method, [o for o in opts if o in FLAGS])  # a wrong flag first, before reading files
-        opts["views"], side = auto_views(image_paths(a.images).paths)
-        note = (
-            f"views: {opts['views']} (median short side {side} px; crops from {AUTO_CROPS_MIN_SIDE} px; "
-            "--views full|crops to choose)"
-        )
     method = get_method(a.method, **opts)
-    if note:
-        print(note, file=sys.stderr)
     out = Path(a.output)
     report = skipped_report_path(out)
     scan, got = _vectors(method, a.images, report_to=report, scratch_dir=out.with_name(out.name + ".shards"))
@@ -101,6 +90,13 @@ def cmd_index(a, opts: dict[str, Any]) -> int:
     if len(got.paths) == 0:  # an old index at the output stays as it was
         print(f"error: no image could be read from {' '.join(map(str, a.images))}; see {report}", file=sys.stderr)
         return 1
+    auto = method.index_meta().get("views_auto")
+    if auto:  # the method chose the views from the pictures' size: say which, and how to choose
+        print(
+            f"views: {method.index_meta()['view_set']} (median short side {auto['median_short_side']} px; "
+            f"crops from {auto['crops_from']} px; --views full|crops to choose)",
+            file=sys.stderr,
+        )
     idx = Index.create(
         method.name,
         method.version,
@@ -206,7 +202,7 @@ def cmd_query(a, opts: dict[str, Any]) -> int:
 
 def cmd_dedup(a, opts: dict[str, Any]) -> int:
     idx = Index.load(a.index)
-    if idx.kind != "hash":
+    if not idx.binary:
         raise IndexMismatchError(f"dedup needs a hash index, {a.index} holds {idx.meta['method']} codes")
     if a.engine:  # shards of range search on the engine (encoder.jobs, imported only here)
         from encoder.jobs.dedup_job import find_groups_job
@@ -291,7 +287,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         default="auto",
         help="hashes: auto|BinaryFlat|BinaryHNSW; codes: auto or a FAISS factory string (e.g. HNSW32)",
     )
-    s.add_argument("--metric", choices=("l2", "cosine"), default=None, help="code distance (ae; default l2)")
+    s.add_argument("--metric", choices=ann.METRICS, default=None, help="code distance (ae; default l2)")
     s.add_argument("--memory-budget", type=int, default=None, help="bytes the code index may take (picks PQ; ae)")
     s.add_argument(
         "--devices", type=int, default=None, help="processes/GPUs for encoding with Lightning predict (ae; default 1)"
@@ -335,7 +331,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     s.add_argument("--n-queries", type=int, default=500)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--metric", choices=("l2", "cosine"), default="l2")
+    s.add_argument("--metric", choices=ann.METRICS, default="l2")
     s.add_argument("--neardup", action="store_true", help="recall@1/@5 of transformed copies, per transform")
     s.add_argument("--json", action="store_true")
     s.add_argument("-o", "--output", help="also write the JSON report here")
@@ -381,15 +377,28 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(act for act in parser._actions if isinstance(act, argparse._SubParsersAction)).choices
+
+
 def method_options(parser: argparse.ArgumentParser, a: argparse.Namespace) -> dict[str, Any]:
-    """The method options (FLAGS) given on the command line: those that differ from the parser default."""
-    sub = next(act for act in parser._actions if isinstance(act, argparse._SubParsersAction)).choices[a.cmd]
+    """The method options (:data:`encoder.search.methods.OPTIONS`) given on the command line: those
+    that differ from the parser default."""
     values = vars(a)
     return {
         act.dest: values[act.dest]
-        for act in sub._actions
-        if act.dest in FLAGS and act.dest in values and values[act.dest] != act.default
+        for act in _subparsers(parser)[a.cmd]._actions
+        if act.dest in OPTIONS and act.dest in values and values[act.dest] != act.default
     }
+
+
+def flag_of(parser: argparse.ArgumentParser, option: str) -> str:
+    """The command line's spelling of a library option name (``faiss_type`` -> ``--faiss-type``)."""
+    for sub in _subparsers(parser).values():
+        for act in sub._actions:
+            if act.dest == option and act.option_strings:
+                return max(act.option_strings, key=len)
+    return option
 
 
 DESCRIPTION = """Similarity search over an image folder: perceptual hashes or autoencoder codes + a FAISS index.
@@ -420,10 +429,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--show-recon draws into the --plot picture; give --plot OUT.png")
     if a.cmd in ("index", "dedup") and not a.engine and (a.address or a.work):
         p.error("--address and --work belong to --engine local|ray")
-    if a.cmd == "index" and a.method == "ae" and not a.checkpoint:
-        p.error("--method ae needs --checkpoint CKPT")
     try:
         return COMMANDS[a.cmd](a, method_options(p, a))
+    except OptionError as e:  # the library names options; here they are flags
+        print(f"error: {e.spelled(lambda name: flag_of(p, name))}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as e:  # incl. IndexMismatch..., no Ray
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ __getattr__, __dir__ = exports(
                 "HASHES",
                 "METHODS",
                 "ALPHA_MODES",
+                "HASH_BITS",
                 "hash_paths",
                 "hash_images",
                 "hash_version",

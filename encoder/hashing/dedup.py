@@ -24,6 +24,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from encoder.hashing.hashes import HASH_BITS
+
 DEFAULT_THRESHOLD = 10
 
 
@@ -39,14 +41,14 @@ def find_groups(
     Args:
         hashes: (N,8) uint8 packed hashes.
         ids: N ids.
-        threshold: max Hamming distance (0..64) for a link.
+        threshold: max Hamming distance (0..HASH_BITS) for a link.
         flat: optional (N,) bool flat-image flags; flat images are left out unless ``include_flat``.
 
     Returns:
         List of ``{"ids": [...], "max_distance": int}``, largest groups first, ids sorted.
     """
-    if not 0 <= threshold <= 64:
-        raise ValueError(f"threshold={threshold} must be in [0, 64]")
+    if not 0 <= threshold <= HASH_BITS:
+        raise ValueError(f"threshold={threshold} must be in [0, {HASH_BITS}]")
     hashes = np.ascontiguousarray(hashes, np.uint8)
     if len(hashes) != len(ids):
         raise ValueError(f"{len(hashes)} hashes but {len(ids)} ids")

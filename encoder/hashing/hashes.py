@@ -124,6 +124,8 @@ HASHES: dict[str, HashDef] = {
     )
 }
 METHODS: tuple[str, ...] = tuple(HASHES)
+#: Bits of every hash (packed into HASH_BITS // 8 uint8 bytes): the range of a Hamming distance.
+HASH_BITS = 64
 ALPHA_MODES: tuple[str, ...] = ("imagehash", "white")
 # Version tag and suffix per grey conversion. "white" was the only mode up to v1 and its strings
 # are frozen (indexes built then record them); "imagehash" is v2 so an index never mixes the two.

@@ -31,6 +31,7 @@ import numpy as np
 
 from encoder.atomic import atomic_path, save_npy, write_json
 from encoder.hashing.dedup import DEFAULT_THRESHOLD
+from encoder.hashing.hashes import HASH_BITS
 from encoder.jobs import runners
 
 IVF_MIN = 200_000  # distinct hashes from which the range search goes through IndexBinaryIVF
@@ -139,10 +140,10 @@ def find_groups_job(
     """
     from encoder.search.index import Index, IndexMismatchError
 
-    if not 0 <= threshold <= 64:
-        raise ValueError(f"threshold={threshold} must be in [0, 64]")
+    if not 0 <= threshold <= HASH_BITS:
+        raise ValueError(f"threshold={threshold} must be in [0, {HASH_BITS}]")
     idx = Index.load(index_dir)
-    if idx.kind != "hash":
+    if not idx.binary:
         raise IndexMismatchError(f"dedup needs a hash index, {index_dir} holds {idx.meta['method']} codes")
     rows = np.flatnonzero(np.ones(len(idx.ids), bool) if include_flat else ~idx.flat_mask())
     distinct, inverse = np.unique(idx.vectors[rows], axis=0, return_inverse=True)

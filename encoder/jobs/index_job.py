@@ -115,23 +115,28 @@ def read_parts(work: str | os.PathLike, n_shards: int) -> parts.Part:
 
 
 def _method(method: str, options: dict[str, Any]):
-    from encoder.search.methods import get_method
+    from encoder.search.methods import applicable_options, get_method
 
-    if method == "ae":
-        if options.get("views", "full") != "full":
-            raise ValueError(f"views={options['views']!r}: a job encodes whole pictures only (views 'full')")
-        options = {**options, "views": "full"}
-    return get_method(method, **options)
+    if options.get("views", "full") != "full":
+        raise ValueError(f"views={options['views']!r}: a job encodes whole pictures only (views 'full')")
+    return get_method(method, **{**applicable_options(method, {"views": "full"}), **options})
 
 
-def _spec(method, options: dict[str, Any]) -> dict[str, Any]:
-    if method.kind == "hash":
-        return {"method": method.name, "draft": method.draft, "alpha": method.alpha}
+def _hash_spec(method, options: dict[str, Any]) -> dict[str, Any]:
+    return {"method": method.name, "draft": method.draft, "alpha": method.alpha}
+
+
+def _code_spec(method, options: dict[str, Any]) -> dict[str, Any]:
     return {
-        "method": "ae",
+        "method": method.name,
         "checkpoint": str(Path(options["checkpoint"]).absolute()),
         "batch_size": int(options.get("batch_size") or 256),
     }
+
+
+# Per vector kind (Method.kind): the shard task, the spec a task rebuilds the method from, and
+# whether the index keeps flat-image flags.
+_KINDS = {"hash": (hash_shard, _hash_spec, True), "code": (encode_shard, _code_spec, False)}
 
 
 def index_source(
@@ -162,9 +167,10 @@ def index_source(
     from encoder.search.lock import writer_lock
 
     m = _method(method, options)
-    manifest = sources.make_manifest(source, work, _spec(m, options), shard_size)
+    shard_task, spec, keeps_flat = _KINDS[m.kind]
+    manifest = sources.make_manifest(source, work, spec(m, options), shard_size)
     todo = sorted(set(range(manifest.n_shards)) - parts.done_shards(work, manifest.n_shards))
-    task = task or (hash_shard if m.kind == "hash" else encode_shard)
+    task = task or shard_task
     runners.run(task, work, todo, engine=engine, workers=workers, address=address, progress=progress)
     merged = read_parts(work, manifest.n_shards)
     idx = Index.create(
@@ -173,7 +179,7 @@ def index_source(
         merged.vectors,
         merged.ids,
         kind=m.kind,
-        flat=merged.flat if m.kind == "hash" else None,
+        flat=merged.flat if keeps_flat else None,
         root=manifest.root,
         extra=m.index_meta(),
         attachments=m.index_attachments(),

@@ -6,7 +6,8 @@ Subclasses and the registry are in :mod:`encoder.search.methods` (hashes, autoen
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -15,26 +16,27 @@ import numpy as np
 from encoder.search import ann
 from encoder.search.errors import IndexMismatchError
 
-# Command-line spelling of every option some method takes (argparse dest -> flag).
-FLAGS = {
-    "draft": "--draft",
-    "alpha": "--alpha",
-    "mirror": "--mirror",
-    "workers": "--workers",
-    "faiss_type": "--faiss-type",
-    "checkpoint": "--checkpoint",
-    "batch_size": "--batch-size",
-    "metric": "--metric",
-    "memory_budget": "--memory-budget",
-    "search_params": "--search-params",
-    "devices": "--devices",
-    "strategy": "--strategy",
-    "accelerator": "--accelerator",
-    "num_nodes": "--num-nodes",
-    "shard_dir": "--shard-dir",
-    "show_recon": "--show-recon",
-    "views": "--views",
-}
+_OPTION = re.compile(r"`(\w+)`")
+
+
+class OptionError(ValueError):
+    """A method option that is missing, does not apply or is refused. The message marks each option
+    name with backquotes; ``str(e)`` gives the bare names (``metric``) and :meth:`spelled` another
+    spelling of them, such as the command line's flags (``--metric``).
+
+    Example:
+        >>> e = OptionError("`metric` applies to `method` ae, not phash")
+        >>> str(e), e.spelled(lambda name: "--" + name)
+        ('metric applies to method ae, not phash', '--metric applies to --method ae, not phash')
+    """
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(self.spelled(str))
+
+    def spelled(self, spell: Callable[[str], str]) -> str:
+        """The message with each marked option name ``n`` written as ``spell(n)``."""
+        return _OPTION.sub(lambda m: spell(m.group(1)), self.message)
 
 
 class Vectors(NamedTuple):
@@ -61,7 +63,7 @@ class Method:
 
     name: str = ""
     kind: ClassVar[str] = "code"
-    options: ClassVar[frozenset[str]] = frozenset()  # FLAGS keys that apply
+    options: ClassVar[frozenset[str]] = frozenset()  # the keyword options it takes (each refused by the others)
     indexable: ClassVar[bool] = False  # may build a search index (else evaluation only)
     image_size: int | None = None  # the decoded grey size it needs (None: any)
     encoder: Any = None  # the loaded autoencoder, if any

@@ -1,4 +1,6 @@
-"""The errors of an index, in a module of their own: index.py and methods.py both raise them."""
+"""The errors of an index, in a leaf module: the index's file readers (index_files.py) and lock
+(lock.py), which index.py imports, raise them too, so they cannot live in index.py without a circle;
+methods.py and views.py raise them when an index and a method disagree."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ automatic choice changes with the new size.
 
 Example:
     >>> import numpy as np
-    >>> idx = Index.create("phash", "phash-v1", np.zeros((2, 8), np.uint8), ["a.jpg", "b.jpg"])
+    >>> idx = Index.create("phash", "phash-v1", np.zeros((2, 8), np.uint8), ["a.jpg", "b.jpg"], kind="hash")
     >>> idx.meta["kind"]                       # told by the method, never guessed from the dtype
     'hash'
     >>> distances, ids = idx.search(np.zeros((1, 8), np.uint8), k=5)
@@ -63,7 +63,6 @@ from encoder.search.index_files import (
     read_json,
     read_vectors,
 )
-from encoder.search.methods import kind_of
 from encoder.search.views import check_view_rows, merge_best
 
 __all__ = ["Index", "IndexMismatchError", "CorruptIndexError", "IndexBusyError", "HNSW_MIN"]
@@ -96,9 +95,14 @@ def _binary_index(hashes: np.ndarray, faiss_type: str = "auto"):
 
 
 class _HashKind:
-    """(N,8) uint8 packed hashes, Hamming distance, a FAISS binary index; remembers flat images."""
+    """(N,8) uint8 packed hashes, Hamming distance, a FAISS binary index; remembers flat images.
+
+    ``binary``: packed bits (flat images, duplicate groups); ``views``: several rows per image
+    allowed; ``mmap``: vectors and FAISS index memory-mapped on request (a binary index is small).
+    """
 
     name, file, dtype, dist_dtype, bits = "hash", "hashes.npy", np.uint8, np.int32, 8
+    binary, views, mmap, faiss_name = True, False, False, "FAISS binary index"
 
     def meta(self, metric: str, memory_budget: int | None, search_params: str) -> dict:
         return {"metric": "hamming"}
@@ -123,6 +127,7 @@ class _CodeKind:
     """(N,D) float32 codes, L2 or cosine, a FAISS index chosen and tuned by :mod:`encoder.search.ann`."""
 
     name, file, dtype, dist_dtype, bits = "code", "codes.npy", np.float32, np.float32, 1
+    binary, views, mmap, faiss_name = False, True, True, "FAISS index"
 
     def meta(self, metric: str, memory_budget: int | None, search_params: str) -> dict:
         ann.check_metric(metric)
@@ -195,7 +200,7 @@ class Index:
         vectors: np.ndarray,
         ids: Sequence[str],
         *,
-        kind: str | None = None,
+        kind: str,
         flat: Sequence[bool] | np.ndarray | None = None,
         root: str = "",
         extra: dict | None = None,
@@ -208,23 +213,22 @@ class Index:
     ) -> Index:
         """New index of N vectors ((N,8) uint8 hashes or (N,D) float32 codes) and N ids.
 
-        ``kind`` (``"hash"``/``"code"``) defaults to what :mod:`encoder.search.methods` says
-        ``method`` makes. ``flat`` (N,) bool marks low-information images (hash indexes; dedup
+        ``kind`` (``"hash"``/``"code"``): what ``method`` makes (its :attr:`Method.kind`); the index
+        does not know methods. ``flat`` (N,) bool marks low-information images (hash indexes; dedup
         leaves them out). For codes: ``metric`` ``"l2"``/``"cosine"``, ``faiss_type`` ``"auto"``
         or a FAISS factory string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or
         e.g. ``"nprobe=32"`` (see :mod:`encoder.search.ann`). ``attachments``: see :meth:`attach`.
         ``views`` (codes): rows per image, each id's ``views`` rows consecutive (module docstring).
         """
-        kind = kind_of(method) if kind is None else kind
         if kind not in _KINDS:
-            raise ValueError(f"kind={kind!r} must be 'hash' or 'code'")
+            raise ValueError(f"kind={kind!r} must be one of {tuple(_KINDS)}")
         k = _KINDS[kind]
         vectors = np.asarray(vectors)
         if vectors.ndim != 2:
             raise ValueError(f"vectors must be 2-D, got shape {vectors.shape}")
         if len(vectors) != len(ids):
             raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids")
-        if views != 1 and (kind != "code" or not isinstance(views, int) or views < 1):
+        if views != 1 and (not k.views or not isinstance(views, int) or views < 1):
             raise ValueError(f"views={views!r} must be 1, or a positive int for a code index")
         problem = check_view_rows(ids, views)
         if problem:
@@ -269,14 +273,19 @@ class Index:
     def _kind(self):
         return _KINDS[self.meta["kind"]]
 
+    @property
+    def binary(self) -> bool:
+        """Packed hashes compared by Hamming (flat images and duplicate groups apply), not float codes."""
+        return self._kind.binary
+
     def _set_flat(self, old: Sequence[str], ids: Sequence[str], flat) -> None:
         """meta["flat"] (hash indexes): the ``old`` flat ids still present plus the flagged new ones, sorted."""
         if flat is None:
-            if self.kind == "hash":
+            if self.binary:
                 present = set(self.ids)
                 self.meta["flat"] = sorted(i for i in old if i in present)
             return
-        if self.kind != "hash":
+        if not self.binary:
             raise ValueError("flat flags belong to hash indexes; this index holds codes")
         flat = np.asarray(flat, bool)
         if flat.shape != (len(ids),):
@@ -354,7 +363,7 @@ class Index:
 
     def flat_note(self) -> str:
         """``"N flat, "`` for a hash index (images too plain to hash usefully), ``""`` for codes."""
-        return f"{len(self.meta['flat'])} flat, " if self.kind == "hash" else ""
+        return f"{len(self.meta['flat'])} flat, " if self.binary else ""
 
     def flat_mask(self) -> np.ndarray:
         """(N,) bool: which rows are flat (low-information) images."""
@@ -420,12 +429,12 @@ class Index:
             raise CorruptIndexError(f"{path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}")
         kind = _KINDS.get(meta.get("kind"))
         if kind is None:
-            raise CorruptIndexError(f"{path / 'meta.json'}: kind={meta.get('kind')!r}, expected 'hash' or 'code'")
+            raise CorruptIndexError(f"{path / 'meta.json'}: kind={meta.get('kind')!r}, expected one of {tuple(_KINDS)}")
         ids = read_json(path / "ids.json", list)
         if not all(isinstance(i, str) for i in ids):
             raise CorruptIndexError(f"{path / 'ids.json'}: expected a list of path strings")
         vf = path / kind.file
-        mmap = mmap and kind.name == "code"  # binary indexes are small and read whole
+        mmap = mmap and kind.mmap
         vectors = read_vectors(vf, kind.dtype, mmap)
         if len(vectors) != len(ids):
             raise CorruptIndexError(f"{path}: {len(vectors)} vectors but {len(ids)} ids (corrupt index)")
@@ -455,5 +464,4 @@ class Index:
         try:
             return kind.read(file, meta, mmap)
         except RuntimeError as e:
-            binary = "binary " if kind.name == "hash" else ""
-            raise CorruptIndexError(f"{file}: not a readable FAISS {binary}index ({faiss_reason(e)})") from None
+            raise CorruptIndexError(f"{file}: not a readable {kind.faiss_name} ({faiss_reason(e)})") from None

@@ -2,7 +2,7 @@
 
 A :class:`Method` knows its ``kind`` (``"hash"``: (N,8) uint8 packed bits compared by Hamming;
 ``"code"``: (N,D) float32 compared by L2 or cosine), its ``version`` (the hash definition or the
-model fingerprint an index records), the command-line ``options`` that apply to it, how to
+model fingerprint an index records), the keyword ``options`` that apply to it, how to
 make vectors of image files (:meth:`Method.vectors`), how to check and rebuild itself from an
 index's meta (:meth:`Method.from_index`), how to query an index (:meth:`Method.query`) and,
 for ``search.py evaluate``, the features of decoded images (:meth:`Method.features`).
@@ -19,7 +19,7 @@ Example:
     >>> get_method("phash", metric="cosine")
     Traceback (most recent call last):
     ...
-    ValueError: --metric applies to --method ae, not phash
+    encoder.search.base.OptionError: metric applies to method ae, not phash
 """
 
 from __future__ import annotations
@@ -33,13 +33,26 @@ import faiss
 import numpy as np
 from PIL import Image
 
+from encoder.ae.runtime import encode_paths, onnx_encoder_for_index
 from encoder.data import GRAY_PREPROCESS_VERSION
 from encoder.hashing.hashes import ALPHA_MODES, HASHES, hash_images, hash_paths, hash_version
 from encoder.search import ann
-from encoder.search.base import FLAGS, Method, Neighbours, Vectors  # noqa: F401  (the interface, re-exported)
+from encoder.search.base import Method, Neighbours, OptionError, Vectors  # noqa: F401  (the interface, re-exported)
 from encoder.search.baselines import PcaMethod, RawMethod
 from encoder.search.errors import IndexMismatchError, check_meta
-from encoder.search.views import check_views, merge_best, source_views, view_count, views_decoder, with_mirror
+from encoder.search.views import (
+    AUTO_CROPS_MIN_SIDE,
+    VIEWS,
+    auto_views,
+    check_views,
+    index_view_set,
+    merge_best,
+    merge_query_views,
+    source_views,
+    view_count,
+    views_decoder,
+    with_mirror,
+)
 
 DEFAULT_ALPHA = "imagehash"
 # ``evaluation_methods(["phash-mirror"])``: the hash with mirror-aware queries (evaluation only)
@@ -167,28 +180,17 @@ class AutoencoderMethod(Method):
     ``views="crops"`` (:mod:`encoder.search.views`): each gallery picture is encoded as several
     views (an index of several rows per id, meta ``view_set``) and each query as its whole picture
     and centred square; a gallery image scores its best distance over all pairs (and, with
-    ``mirror``, over the flipped query views too).
+    ``mirror``, over the flipped query views too). ``views="auto"`` (the default) picks crops for
+    a gallery whose median short side is :data:`encoder.search.views.AUTO_CROPS_MIN_SIDE` px or more,
+    else full, when it first sees the gallery (:meth:`vectors`, :meth:`fit`; a query takes the
+    index's); :meth:`index_meta` reports the choice (``view_set``, and ``views_auto``: the median
+    short side it was chosen from).
     """
 
     name = "ae"
     options = frozenset(
-        {
-            "checkpoint",
-            "batch_size",
-            "workers",
-            "faiss_type",
-            "metric",
-            "memory_budget",
-            "search_params",
-            "devices",
-            "strategy",
-            "accelerator",
-            "num_nodes",
-            "shard_dir",
-            "show_recon",
-            "mirror",
-            "views",
-        }
+        {"checkpoint", "batch_size", "workers", "faiss_type", "metric", "memory_budget", "search_params", "mirror"}
+        | {"devices", "strategy", "accelerator", "num_nodes", "shard_dir", "show_recon", "views"}
     )
     indexable = True
 
@@ -210,16 +212,16 @@ class AutoencoderMethod(Method):
         shard_dir: str | None = None,
         show_recon: bool = False,
         mirror: bool = False,
-        views: str = "full",
+        views: str = "auto",
     ):
-        if check_views(views) != "full" and (devices != 1 or strategy != "auto"):
-            raise ValueError(
-                f"--views {views} is not supported with distributed encoding (--devices/--strategy); "
-                "encode with one process or use --views full"
-            )
+        if views not in ("auto", *VIEWS):
+            raise OptionError(f"`views`={views!r} must be one of {('auto', *VIEWS)}")
+        self.devices, self.strategy, self.accelerator, self.num_nodes = devices, strategy, accelerator, num_nodes
+        self.views, self.views_auto = views, None
+        self._check_views_distributed()
         if encoder is None:
             if checkpoint is None:
-                raise ValueError("--checkpoint is required for --method ae")
+                raise OptionError("`checkpoint` is required for `method` ae")
             # torch is imported only when an ae method is used: a hash query stays cheap
             from encoder.ae.inference import load_encoder
 
@@ -228,8 +230,25 @@ class AutoencoderMethod(Method):
         self.encoder, self.image_size = encoder, encoder.image_size
         self.batch_size, self.workers, self.faiss_type, self.metric = batch_size, workers, faiss_type, metric
         self.memory_budget, self.search_params, self.show_recon = memory_budget, search_params, show_recon
-        self.devices, self.strategy, self.accelerator, self.num_nodes = devices, strategy, accelerator, num_nodes
-        self.shard_dir, self.mirror, self.views = shard_dir, bool(mirror), views
+        self.shard_dir, self.mirror = shard_dir, bool(mirror)
+
+    @property
+    def distributed(self) -> bool:
+        return self.devices != 1 or self.strategy != "auto"
+
+    def _check_views_distributed(self) -> None:
+        if self.views == "crops" and self.distributed:
+            raise OptionError(
+                "`views` crops is not supported with distributed encoding (`devices`/`strategy`); "
+                "encode with one process or use `views` full"
+            )
+
+    def _resolve_views(self, sources: Sequence) -> None:
+        """``views="auto"``: crops or full, from the short sides of the gallery's files (or PIL images)."""
+        if self.views == "auto":
+            self.views, side = auto_views(sources)
+            self.views_auto = {"median_short_side": side, "crops_from": AUTO_CROPS_MIN_SIDE}
+            self._check_views_distributed()
 
     @property
     def version(self) -> str:
@@ -240,6 +259,8 @@ class AutoencoderMethod(Method):
         return f"{self.name}{CROPS_SUFFIX if self.views == 'crops' else ''}{MIRROR_SUFFIX if self.mirror else ''}"
 
     def index_meta(self) -> dict[str, Any]:
+        if self.views == "auto":
+            raise OptionError("`views` auto is chosen from the gallery: call vectors() before index_meta()")
         enc = self.encoder
         return {
             "checkpoint": str(Path(enc.path).absolute()),
@@ -247,6 +268,7 @@ class AutoencoderMethod(Method):
             "image_size": enc.image_size,
             "preprocess": GRAY_PREPROCESS_VERSION,
             "view_set": self.views,
+            **({"views_auto": self.views_auto} if self.views_auto else {}),
         }
 
     def index_options(self) -> dict[str, Any]:
@@ -276,21 +298,19 @@ class AutoencoderMethod(Method):
         """The model that made the index: its ONNX graphs kept in the index (no torch), else the checkpoint
         it records, or ``checkpoint`` (loaded with torch); another model, or ``views`` other than the
         index's view set, is refused."""
-        options["views"] = _index_views(meta, options.get("views"))
+        options["views"] = index_view_set(meta, options.get("views"))
         if checkpoint is None and attachments and not {"devices", "strategy"} & set(options):
-            from encoder.ae.runtime import onnx_encoder_for_index
-
             enc = onnx_encoder_for_index(dict(meta), dict(attachments))
             if enc is not None:
                 return cls(encoder=enc, **options)
         if checkpoint is None:
             checkpoint = meta.get("checkpoint")
             if not checkpoint:
-                raise ValueError("--checkpoint is required for --method ae")
+                raise OptionError("`checkpoint` is required for `method` ae")
             if not Path(checkpoint).is_file():
-                raise FileNotFoundError(
+                raise _CheckpointGone(
                     f"the index was built with checkpoint {checkpoint}, which is gone; "
-                    "pass --checkpoint with the same model"
+                    "pass `checkpoint` with the same model"
                 )
         m = cls(checkpoint, **options)
         if meta.get("version") != m.version:
@@ -305,7 +325,7 @@ class AutoencoderMethod(Method):
     def for_evaluation(cls, name, *, checkpoint=None, encoder=None, mirror: bool = False) -> AutoencoderMethod:
         """``name``: ``ae`` or one of :data:`AE_VARIANTS` (``ae-crops-mirror``: views and mirrored queries)."""
         if encoder is None and checkpoint is None:
-            raise ValueError(f"method {name!r} needs a checkpoint (--checkpoint CKPT)")
+            raise OptionError(f"method {name!r} needs a `checkpoint`")
         views = "crops" if CROPS_SUFFIX in name else "full"
         return cls(checkpoint, encoder=encoder, mirror=mirror or name.endswith(MIRROR_SUFFIX), views=views)
 
@@ -315,10 +335,10 @@ class AutoencoderMethod(Method):
         With ``views="crops"``: V rows per kept file (its gallery views, the whole picture first) and
         each path repeated V times, as :meth:`encoder.search.index.Index.create` with ``views=V`` takes them.
         """
-        if self.devices != 1 or self.strategy != "auto":
-            return self._vectors_distributed(list(paths), errors, scratch_dir)
-        from encoder.ae.runtime import encode_paths
-
+        paths = list(paths)
+        self._resolve_views(paths)
+        if self.distributed:
+            return self._vectors_distributed(paths, errors, scratch_dir)
         decode = (
             views_decoder(self.encoder.image_size, self.views, workers=self.workers or 0)
             if self.views != "full"
@@ -360,24 +380,29 @@ class AutoencoderMethod(Method):
 
     def query(self, index, paths, k, *, errors=None, progress=False) -> Neighbours:
         """Top-``k`` of each query; with ``mirror`` or views, every query view (and its flip) is searched
-        and each id kept at its best distance."""
+        and each id kept at its best distance; ``views="auto"`` takes the index's view set."""
+        if self.views == "auto":
+            self.views = index_view_set(index.meta, None)
         if self.views == "full" and not self.mirror:
             got = self.vectors(paths, errors=errors, progress=progress)
             kept, distances, ids = got.paths, *index.search(got.vectors, k, params=self.search_params)
         else:
-            from encoder.ae.runtime import encode_paths
-
             decode = views_decoder(
                 self.encoder.image_size, self.views, "query", mirror=self.mirror, workers=self.workers or 0
             )
             codes, kept = encode_paths(
                 self.encoder, paths, self.batch_size, errors, progress, self.workers or 0, decode=decode
             )
-            distances, ids = _merge_views(*index.search(codes, k, params=self.search_params), len(kept), k)
+            distances, ids = merge_query_views(*index.search(codes, k, params=self.search_params), len(kept), k)
         recons = None
         if self.show_recon:  # each neighbour decoded from its stored code
             recons = [self.encoder.decode(np.asarray(index.vectors[index.rows(row)])) if row else [] for row in ids]
         return Neighbours(kept, [[round(float(d), 6) for d in row] for row in distances], ids, recons)
+
+    def fit(self, images, sources) -> AutoencoderMethod:
+        """``views="auto"`` chooses from the gallery's ``sources`` (files or PIL images); nothing is learnt."""
+        self._resolve_views(sources)
+        return self
 
     def features(self, images, sources) -> np.ndarray:
         """(N,D) codes; with ``mirror`` (N,2D): each code, then the code of the mirrored image; with
@@ -410,31 +435,15 @@ class AutoencoderMethod(Method):
             return rows
         owners = np.where(rows >= 0, rows // per, -1)
         dist = 1 - dist if metric == "cosine" else dist  # exact_knn's cosine scores: larger is nearer
-        merged = _merge_views(dist.tolist(), owners.tolist(), len(queries), k)[1]
+        merged = merge_query_views(dist.tolist(), owners.tolist(), len(queries), k)[1]
         return np.array([r + [-1] * (k - len(r)) for r in merged], np.int64)
 
 
-def _index_views(meta: Mapping[str, Any], views: str | None) -> str:
-    """The view set an ae index was built with; ``views`` (the command line's) must be the same."""
-    have = meta.get("view_set", "full")
-    if views is not None and views != have:
-        raise IndexMismatchError(
-            f"--views {views} but the index was built with --views {have}; query it with "
-            f"--views {have} (or leave --views out), or build a new index with --views {views}"
-        )
-    if meta.get("views", 1) != view_count(have, "gallery"):
-        raise IndexMismatchError(
-            f"the index holds {meta.get('views', 1)} views per image but view set {have!r} "
-            f"has {view_count(have, 'gallery')}; rebuild it with this version"
-        )
-    return have
+class _CheckpointGone(FileNotFoundError, OptionError):
+    """The checkpoint an index records is gone (the message names the option that replaces it)."""
 
-
-def _merge_views(distances, ids, n: int, k: int) -> tuple[list[list], list[list]]:
-    """Results of ``n`` queries x R views (rows query-major) -> per query the ``k`` best ids, each at
-    its best distance over the query's R result lists (and within one list)."""
-    per = len(ids) // n if n else 1
-    return merge_best([(distances[v::per], ids[v::per]) for v in range(per)], k)
+    def __init__(self, message: str):
+        OptionError.__init__(self, message)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -462,29 +471,41 @@ def kind_of(name: str) -> str:
     return _method_class(name).kind
 
 
+#: Every option some indexable method takes (an option of none of them is not a method option).
+OPTIONS = frozenset().union(*(_CLASSES[n].options for n in INDEX_METHODS))
+
+
 def _owners(option: str) -> str:
     return ", ".join(n for n in INDEX_METHODS if option in _CLASSES[n].options)
 
 
 def check_options(name: str, options: Iterable[str], *, index: bool = False) -> None:
-    """ValueError naming the first of ``options`` (FLAGS keys) that does not apply to method ``name``.
-
-    ``index=True`` words it for a command on an existing index of that method.
-    """
+    """:class:`OptionError` naming the first of ``options`` (:data:`OPTIONS`) that does not apply to
+    method ``name``; ``index=True`` words it for a command on an existing index of that method."""
     cls = _method_class(name)
     for opt in options:
         if opt not in cls.options:
-            flag = FLAGS.get(opt, opt)
-            raise ValueError(
-                f"{flag} applies to {_owners(opt)} indexes, not {name}"
+            raise OptionError(
+                f"`{opt}` applies to {_owners(opt)} indexes, not {name}"
                 if index
-                else f"{flag} applies to --method {_owners(opt)}, not {name}"
+                else f"`{opt}` applies to `method` {_owners(opt)}, not {name}"
             )
+
+
+def applicable_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``options`` that method ``name`` takes (the others left out): for a caller that offers the
+    same settings to every index it serves, such as the web page's ``show_recon``.
+
+    Example:
+        >>> applicable_options("phash", {"show_recon": True, "mirror": True})
+        {'mirror': True}
+    """
+    return {k: v for k, v in options.items() if k in _method_class(name).options}
 
 
 def get_method(name: str, **options: Any) -> Method:
     """The method ``name`` with the given options; an option that does not apply is refused."""
-    check_options(name, [o for o in options if o in FLAGS])
+    check_options(name, [o for o in options if o in OPTIONS])
     return _method_class(name).create(name, **options)
 
 
@@ -494,7 +515,7 @@ def method_for_index(meta: Mapping[str, Any], attachments: Mapping[str, bytes] |
     name = meta.get("method")
     if name not in INDEX_METHODS:
         raise IndexMismatchError(f"index method {name!r} is not a method this command can query")
-    check_options(name, [o for o in options if o in FLAGS], index=True)
+    check_options(name, [o for o in options if o in OPTIONS], index=True)
     return _CLASSES[name].from_index(meta, attachments=attachments, **options)
 
 
@@ -506,7 +527,7 @@ def evaluation_methods(
     if views not in (None, "full"):
         check_views(views)
         if not any(isinstance(n, str) and n.startswith("ae") for n in names):
-            raise ValueError(f"--views applies to the ae methods, and --methods {' '.join(map(str, names))} has none")
+            raise OptionError(f"`views` applies to the ae methods, and `methods` {' '.join(map(str, names))} has none")
         names = [n.replace("ae", "ae" + CROPS_SUFFIX, 1) if n in ("ae", "ae" + MIRROR_SUFFIX) else n for n in names]
     out = []
     for n in dict.fromkeys(names):

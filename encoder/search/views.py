@@ -28,13 +28,16 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from encoder.data import ImageLoadError, decode_folder, guarded, image_size, open_image, resize_gray, to_gray
+from encoder.search.base import OptionError
+from encoder.search.errors import IndexMismatchError
 
 VIEWS = ("full", "crops")
 ROLES = ("gallery", "query")
@@ -52,13 +55,16 @@ Box = tuple[int, int, int, int]
 AUTO_CROPS_MIN_SIDE = 256
 
 
-def auto_views(paths: Sequence[str | os.PathLike], sample: int = 64) -> tuple[str, int]:
+def auto_views(paths: Sequence[str | os.PathLike | Image.Image], sample: int = 64) -> tuple[str, int]:
     """("crops" or "full", the median short side in px) from the headers of up to ``sample``
-    evenly spaced files (no pixels decoded; unreadable files are left out, and none readable
-    gives "full")."""
+    evenly spaced files, or PIL images (no pixels decoded; unreadable files are left out, and
+    none readable gives "full")."""
     picked = list(paths)[:: max(1, len(paths) // sample)][:sample]
     sides = []
     for p in picked:
+        if isinstance(p, Image.Image):
+            sides.append(min(p.size))
+            continue
         try:
             sides.append(min(image_size(p)))
         except ImageLoadError:
@@ -179,6 +185,34 @@ def views_decoder(size: int, views: str, role: str = "gallery", *, mirror: bool 
 
 
 # ----------------------------------------------------------------------------- rows of a multi-view index
+
+
+class _ViewsMismatch(IndexMismatchError, OptionError):
+    """The ``views`` asked for is not the index's view set (the message names the option)."""
+
+
+def index_view_set(meta: Mapping[str, Any], views: str | None) -> str:
+    """The view set an index was built with (meta ``view_set``, ``views``); ``views`` (asked for), when
+    given, must be the same (:class:`IndexMismatchError` naming the option otherwise)."""
+    have = meta.get("view_set", "full")
+    if views is not None and views != have:
+        raise _ViewsMismatch(
+            f"`views` {views} but the index was built with `views` {have}; query it with "
+            f"`views` {have} (or leave `views` out), or build a new index with `views` {views}"
+        )
+    if meta.get("views", 1) != view_count(have, "gallery"):
+        raise IndexMismatchError(
+            f"the index holds {meta.get('views', 1)} views per image but view set {have!r} "
+            f"has {view_count(have, 'gallery')}; rebuild it with this version"
+        )
+    return have
+
+
+def merge_query_views(distances, ids, n: int, k: int) -> tuple[list[list], list[list]]:
+    """Results of ``n`` queries x R views (rows query-major) -> per query the ``k`` best ids, each at
+    its best distance over the query's R result lists (and within one list)."""
+    per = len(ids) // n if n else 1
+    return merge_best([(distances[v::per], ids[v::per]) for v in range(per)], k)
 
 
 def check_view_rows(ids: Sequence[str], per: int) -> str | None:

@@ -42,6 +42,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from encoder.hashing.dedup import DEFAULT_THRESHOLD
+from encoder.hashing.hashes import HASH_BITS
 from encoder.web import training
 from encoder.web.guard import Guard
 from encoder.web.service import MAX_GROUPS, MAX_K, BadInput, NotFound, Service
@@ -138,7 +139,7 @@ def _api(app: FastAPI, service: Service, run) -> None:
     @app.get("/api/duplicates")
     async def duplicates(
         index: str = first,
-        threshold: int = Query(DEFAULT_THRESHOLD, ge=0, le=64),
+        threshold: int = Query(DEFAULT_THRESHOLD, ge=0, le=HASH_BITS),
         include_flat: bool = False,
         limit: int = Query(MAX_GROUPS, ge=0, le=10_000),
     ):

@@ -31,9 +31,10 @@ from PIL import Image
 
 from encoder.data import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
 from encoder.hashing.dedup import find_groups
+from encoder.hashing.hashes import HASH_BITS
 from encoder.palette.limits import check_n_colors
 from encoder.search.index import Index
-from encoder.search.methods import method_for_index
+from encoder.search.methods import applicable_options, method_for_index
 
 MAX_K = 100
 MAX_GROUPS = 200  # duplicate groups returned at most (the counts cover them all)
@@ -93,16 +94,12 @@ class Loaded:
         self.kind = self.index.kind
         self.root = Path(meta.get("root") or ".").resolve()
         self.ids = set(self.index.ids)
-        if self.kind == "hash":
-            self.methods = {False: method_for_index(meta), True: method_for_index(meta, mirror=True)}
-        else:
-            opts = {"show_recon": True}
-            if checkpoint is not None:
-                opts["checkpoint"] = checkpoint
-            self.methods = {
-                mirror: method_for_index(meta, self.index.attachments, mirror=mirror, **opts)
-                for mirror in (False, True)
-            }
+        # every index is offered the same settings; each method keeps those it takes
+        offered = {"show_recon": True, **({"checkpoint": checkpoint} if checkpoint is not None else {})}
+        opts = applicable_options(self.method_name, offered)
+        self.methods = {
+            mirror: method_for_index(meta, self.index.attachments, mirror=mirror, **opts) for mirror in (False, True)
+        }
         self._groups: dict[tuple[int, bool], list[dict]] = {}
 
     def describe(self) -> dict:
@@ -112,7 +109,7 @@ class Loaded:
             "kind": self.kind,
             "count": len(self.index),
             "mirror": True,
-            "dedup": self.kind == "hash",
+            "dedup": self.index.binary,
         }
 
     def url(self, ident: str) -> str:
@@ -221,14 +218,14 @@ class Service:
     def duplicates(self, name: str, threshold: int, include_flat: bool = False, limit: int = MAX_GROUPS) -> dict:
         """Groups of near-duplicates (``search.py dedup --json``), largest first, at most ``limit``."""
         x = self.get(name)
-        if x.kind != "hash":
-            hashes = [n for n, o in self.indexes.items() if o.kind == "hash"]
+        if not x.index.binary:
+            hashes = [n for n, o in self.indexes.items() if o.index.binary]
             raise BadInput(
                 f"duplicates need a hash index; {name} holds {x.method_name} codes "
                 f"(hash indexes loaded: {', '.join(hashes) or 'none'})"
             )
-        if not 0 <= threshold <= 64:
-            raise BadInput(f"threshold={threshold} must be in [0, 64]")
+        if not 0 <= threshold <= HASH_BITS:
+            raise BadInput(f"threshold={threshold} must be in [0, {HASH_BITS}]")
         key = (threshold, include_flat)
         if key not in x._groups:
             x._groups[key] = find_groups(x.index.vectors, x.index.ids, threshold, x.index.flat_mask(), include_flat)

@@ -95,6 +95,7 @@ def test_code_index_cosine_distances():
         x * np.random.default_rng(3).uniform(0.5, 3, (300, 1)).astype(np.float32),
         [f"i{j}" for j in range(300)],
         metric="cosine",
+        kind="code",
     )
     q = x[:5] * 7  # scale does not matter for cosine
     d, ids = idx.search(q, k=4)
@@ -108,7 +109,7 @@ def test_code_index_grows_keeps_training_mmap_and_switches_type(tmp_path, monkey
     monkeypatch.setattr(ann, "FLAT_MAX", 2000)
     x = clustered(6000)
     ids = [f"d/{j}.png" for j in range(6000)]
-    idx = Index.create("ae", "fp1", x[:1500], ids[:1500])
+    idx = Index.create("ae", "fp1", x[:1500], ids[:1500], kind="code")
     assert idx.meta["faiss_type"] == "Flat"
     idx.add(x[1500:3000], ids[1500:3000])  # crosses FLAT_MAX: auto choice becomes IVF
     nlist = ann.nlist_for(3000)

@@ -27,7 +27,7 @@ def _rand(n, seed=0):
 def test_search_matches_brute_force():
     h = _rand(300)
     ids = [f"img{i:03d}.jpg" for i in range(300)]
-    idx = Index.create("phash", "v1", h, ids)
+    idx = Index.create("phash", "v1", h, ids, kind="hash")
     q = _rand(10, seed=1)
     distances, got = idx.search(q, k=5)
     full = hamming(q[:, None], h[None])
@@ -38,7 +38,7 @@ def test_search_matches_brute_force():
 
 
 def test_k_bigger_than_index_and_bad_k():
-    idx = Index.create("phash", "v1", _rand(3), ["a", "b", "c"])
+    idx = Index.create("phash", "v1", _rand(3), ["a", "b", "c"], kind="hash")
     d, ids = idx.search(_rand(1), k=10)
     assert len(ids[0]) == 3 and d.shape == (1, 3)
     for k in (0, -1):
@@ -49,7 +49,7 @@ def test_k_bigger_than_index_and_bad_k():
 def test_save_load_add_remove(tmp_path):
     h = _rand(20)
     ids = [f"d/{i}.png" for i in range(20)]
-    idx = Index.create("phash", "v1", h[:15], ids[:15], root="/x")
+    idx = Index.create("phash", "v1", h[:15], ids[:15], root="/x", kind="hash")
     idx.save(tmp_path / "idx")
     idx = Index.load(tmp_path / "idx")
     old = idx.vectors.copy()
@@ -66,7 +66,7 @@ def test_save_load_add_remove(tmp_path):
 
 
 def test_refuses_other_version():
-    idx = Index.create("phash", "phash-v1", _rand(2), ["a", "b"], extra={"decode": "full"})
+    idx = Index.create("phash", "phash-v1", _rand(2), ["a", "b"], extra={"decode": "full"}, kind="hash")
     with pytest.raises(IndexMismatchError, match="version"):
         idx.check_compatible("phash", "phash-v2")
     with pytest.raises(IndexMismatchError, match="decode"):
@@ -77,11 +77,11 @@ def test_refuses_other_version():
 
 def test_code_index_and_hnsw():
     codes = np.random.default_rng(0).normal(size=(50, 16)).astype(np.float32)
-    idx = Index.create("ae", "fp123", codes, [str(i) for i in range(50)])
+    idx = Index.create("ae", "fp123", codes, [str(i) for i in range(50)], kind="code")
     d, ids = idx.search(codes[4:5], k=3)
     assert ids[0][0] == "4" and d[0, 0] == pytest.approx(0, abs=1e-5)
     h = _rand(500)
-    hn = Index.create("phash", "v1", h, [str(i) for i in range(500)], faiss_type="BinaryHNSW")
+    hn = Index.create("phash", "v1", h, [str(i) for i in range(500)], faiss_type="BinaryHNSW", kind="hash")
     assert hn.meta["faiss_type"] == "BinaryHNSW"
     _, ids = hn.search(h[:20], k=1)
     assert sum(ids[i][0] == str(i) for i in range(20)) >= 19
@@ -110,16 +110,18 @@ def test_dedup_groups_connected_components():
         find_groups(h, list("abcd"), threshold=65)
 
 
-def test_kind_comes_from_the_method_not_the_dtype():
-    idx = Index.create("ae", "fp", np.zeros((2, 8), np.uint8), ["a", "b"])  # uint8 codes are still codes
+def test_kind_is_told_by_the_caller_never_guessed_from_the_dtype():
+    idx = Index.create("ae", "fp", np.zeros((2, 8), np.uint8), ["a", "b"], kind="code")  # uint8 codes are still codes
     assert idx.kind == "code" and idx.vectors.dtype == np.float32 and idx.meta["metric"] == "l2"
-    assert Index.create("x", "v", _rand(2), ["a", "b"], kind="hash").kind == "hash"
-    with pytest.raises(ValueError, match="'x'"):
-        Index.create("x", "v", _rand(2), ["a", "b"])
+    assert not idx.binary and Index.create("x", "v", _rand(2), ["a", "b"], kind="hash").binary
+    with pytest.raises(ValueError, match="'bits'"):
+        Index.create("x", "v", _rand(2), ["a", "b"], kind="bits")
+    with pytest.raises(TypeError, match="kind"):  # the index knows no method names
+        Index.create("phash", "v", _rand(2), ["a", "b"])
 
 
 def test_flat_list_is_kept_by_the_index(tmp_path):
-    idx = Index.create("phash", "v1", _rand(4), ["a", "b", "c", "d"], flat=[True, False, True, False])
+    idx = Index.create("phash", "v1", _rand(4), ["a", "b", "c", "d"], flat=[True, False, True, False], kind="hash")
     assert idx.meta["flat"] == ["a", "c"] and idx.flat_note() == "2 flat, "
     idx.add(_rand(2, seed=2), ["e", "c"], flat=[True, False])  # c re-added, no longer flat
     assert idx.meta["flat"] == ["a", "e"]
@@ -132,7 +134,7 @@ def test_flat_list_is_kept_by_the_index(tmp_path):
     assert Index.load(tmp_path / "idx").meta["flat"] == ["e"]
     with pytest.raises(ValueError, match="shape"):
         idx.add(_rand(1), ["g"], flat=[True, False])
-    codes = Index.create("ae", "fp", np.zeros((2, 4), np.float32), ["a", "b"])
+    codes = Index.create("ae", "fp", np.zeros((2, 4), np.float32), ["a", "b"], kind="code")
     with pytest.raises(ValueError, match="hash indexes"):
         codes.add(np.zeros((1, 4), np.float32), ["c"], flat=[True])
     assert "flat" not in codes.meta and codes.flat_note() == ""

@@ -17,12 +17,16 @@ from encoder.search.errors import IndexMismatchError
 from encoder.search.methods import (
     INDEX_METHODS,
     METHODS,
+    OPTIONS,
     AutoencoderMethod,
     HashMethod,
+    OptionError,
+    applicable_options,
     get_method,
     kind_of,
     method_for_index,
 )
+from encoder.search.views import AUTO_CROPS_MIN_SIDE, gallery_boxes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,8 +58,11 @@ def test_registry():
         get_method("nope")
     with pytest.raises(ValueError, match="alpha='grey'"):
         get_method("phash", alpha="grey")
-    with pytest.raises(ValueError, match="--checkpoint is required"):
+    with pytest.raises(OptionError, match="^checkpoint is required for method ae$") as e:
         get_method("ae")
+    assert e.value.spelled(lambda n: f"--{n}") == "--checkpoint is required for --method ae"
+    with pytest.raises(OptionError, match="^metric applies to method ae, not phash$"):  # names, not flags
+        get_method("phash", metric="cosine")
 
 
 AE_FLAGS = [
@@ -133,12 +140,12 @@ def test_from_index_refusals(tmp_path):
     with pytest.raises(IndexMismatchError, match="'pca' is not a method"):
         method_for_index({"method": "pca", "version": "x"})
     ok = {**meta, "version": hash_version("phash", "white")}
-    with pytest.raises(ValueError, match="--checkpoint applies to ae indexes, not phash"):
+    with pytest.raises(OptionError, match="^checkpoint applies to ae indexes, not phash"):
         method_for_index(ok, checkpoint="m.pt")
     ckpt, other = tiny_checkpoint(tmp_path / "a.pt"), tiny_checkpoint(tmp_path / "b.pt", seed=1)
-    ae = AutoencoderMethod(str(ckpt))
+    ae = AutoencoderMethod(str(ckpt), views="full")
     ae_meta = {"method": "ae", "version": ae.version, **ae.index_meta()}
-    with pytest.raises(ValueError, match="--alpha applies to phash, dhash, ahash indexes, not ae"):
+    with pytest.raises(OptionError, match="^alpha applies to phash, dhash, ahash indexes, not ae"):
         method_for_index(ae_meta, alpha="white")
     assert method_for_index(ae_meta, mirror=True).label == "ae-mirror"  # mirror-aware codes (issue 15)
     assert method_for_index(ae_meta).version == ae.version  # the checkpoint recorded in the index
@@ -188,3 +195,34 @@ def test_mirror_aware_codes_find_a_flipped_copy(tmp_path):
     )
     assert mirror.knn(g, mirror.features(queries, []), 3)[:, 0].tolist() == [0, 1, 2, 3, 4]
     assert plain.knn(g, plain.features(queries, []), 3)[:, 0].tolist() != [0, 1, 2, 3, 4]
+
+
+def test_applicable_options_keep_what_each_method_takes():
+    offered = {"show_recon": True, "checkpoint": "m.pt", "mirror": True}
+    assert applicable_options("phash", offered) == {"mirror": True}
+    assert applicable_options("ae", offered) == offered
+    assert OPTIONS == AutoencoderMethod.options | HashMethod.options
+    with pytest.raises(ValueError, match="'nope'"):
+        applicable_options("nope", offered)
+
+
+def test_ae_views_auto_chosen_from_the_gallery_and_reported(tmp_path):
+    small = noise_folder(tmp_path / "small", 3)  # thumbnails: one view
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (300, 400), np.uint8)).save(big / f"{i}.png")
+    ckpt = tiny_checkpoint(tmp_path / "m.pt")
+    for folder, want, per in ((small, "full", 1), (big, "crops", len(gallery_boxes(400, 300, "crops")))):
+        m = get_method("ae", checkpoint=str(ckpt))  # Python and the command line share the default
+        assert m.views == "auto"
+        got = m.vectors(sorted(folder.iterdir()))
+        assert m.views == want and len(got.vectors) == 3 * per and m.index_options()["views"] == per
+        meta = m.index_meta()
+        assert meta["view_set"] == want and meta["views_auto"]["crops_from"] == AUTO_CROPS_MIN_SIDE
+        assert (meta["views_auto"]["median_short_side"] >= AUTO_CROPS_MIN_SIDE) == (want == "crops")
+    fixed = get_method("ae", checkpoint=str(ckpt), views="full")
+    fixed.vectors(sorted(big.iterdir()))
+    assert fixed.views == "full" and "views_auto" not in fixed.index_meta()
+    with pytest.raises(OptionError, match="views crops is not supported with distributed"):
+        get_method("ae", checkpoint=str(ckpt), devices=2).vectors(sorted(big.iterdir()))

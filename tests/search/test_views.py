@@ -68,7 +68,7 @@ def test_view_zero_is_the_single_view_and_its_code(tmp_path, enc):
         np.testing.assert_array_equal(views[0], single)
         assert not np.array_equal(views[1], views[0])
     assert decode_views_u8((str(tmp_path / "gone.png"), 64, "crops", "gallery"))[0] is None
-    full = AutoencoderMethod(encoder=enc).vectors([big, small])
+    full = AutoencoderMethod(encoder=enc, views="full").vectors([big, small])
     crops = AutoencoderMethod(encoder=enc, views="crops").vectors([big, tmp_path / "gone.png", small], errors=[])
     assert crops.vectors.shape == (24, enc.code_dim) and crops.paths == [big] * 12 + [small] * 12
     # the same pixels in; the codes differ only by float rounding of another batch size in torch
@@ -82,7 +82,7 @@ def test_view_zero_is_the_single_view_and_its_code(tmp_path, enc):
 def _views_index(tmp_path=None):
     rng = np.random.default_rng(0)
     v = rng.normal(size=(6, 4)).astype(np.float32)
-    return Index.create("ae", "fp", v, ["a", "a", "b", "b", "c", "c"], views=2), v
+    return Index.create("ae", "fp", v, ["a", "a", "b", "b", "c", "c"], views=2, kind="code"), v
 
 
 def test_index_of_several_views_per_image(tmp_path):
@@ -112,15 +112,15 @@ def test_index_of_several_views_per_image(tmp_path):
 def test_index_views_layout_is_checked(tmp_path):
     v = np.zeros((4, 4), np.float32)
     with pytest.raises(ValueError, match="consecutive rows"):
-        Index.create("ae", "fp", v, ["a", "b", "a", "b"], views=2)
+        Index.create("ae", "fp", v, ["a", "b", "a", "b"], views=2, kind="code")
     with pytest.raises(ValueError, match="whole number"):
-        Index.create("ae", "fp", v[:3], ["a", "a", "b"], views=2)
+        Index.create("ae", "fp", v[:3], ["a", "a", "b"], views=2, kind="code")
     with pytest.raises(ValueError, match="unique"):
-        Index.create("ae", "fp", v, ["a", "a", "a", "a"], views=2)
+        Index.create("ae", "fp", v, ["a", "a", "a", "a"], views=2, kind="code")
     with pytest.raises(ValueError, match="unique"):  # one view per image: repeated ids refused, as before
-        Index.create("ae", "fp", v, ["a", "a", "b", "c"])
+        Index.create("ae", "fp", v, ["a", "a", "b", "c"], kind="code")
     with pytest.raises(ValueError, match="code index"):
-        Index.create("phash", "v", np.zeros((2, 8), np.uint8), ["a", "a"], views=2)
+        Index.create("phash", "v", np.zeros((2, 8), np.uint8), ["a", "a"], views=2, kind="hash")
     idx, _ = _views_index()
     with pytest.raises(ValueError, match="ids to add: each id must have 2"):
         idx.add(v[:2], ["x", "y"])
@@ -148,7 +148,7 @@ def test_a_half_area_corner_crop_is_found_by_a_crops_index(tmp_path, enc):
     for views in ("full", "crops"):
         m = AutoencoderMethod(encoder=enc, views=views)
         got = m.vectors(files)
-        idx = Index.create("ae", m.version, got.vectors, [p.name for p in got.paths], **m.index_options())
+        idx = Index.create("ae", m.version, got.vectors, [p.name for p in got.paths], **m.index_options(), kind="code")
         found[views] = m.query(idx, [q], k=6)
         assert len(idx) == 6 and found[views].ids[0] and len(set(found[views].ids[0])) == 6
     assert found["crops"].ids[0][0] == "original.png" and found["crops"].distances[0][0] == pytest.approx(0, abs=1e-6)
@@ -182,6 +182,6 @@ def test_evaluation_methods_with_views(tmp_path, enc):
 def test_views_option_rules(tmp_path, enc):
     with pytest.raises(ValueError, match="views='tiles' must be one of"):
         AutoencoderMethod(encoder=enc, views="tiles")
-    with pytest.raises(ValueError, match="--views crops is not supported with distributed encoding"):
+    with pytest.raises(ValueError, match="^views crops is not supported with distributed encoding"):
         AutoencoderMethod(encoder=enc, views="crops", devices=2)
     assert image_views(photo(50, 80), 64, "crops", "query").shape == (2, 64, 64)
