@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import errno
 import json
+import math
 import os
 import shutil
 import sys
@@ -78,6 +79,23 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (a lossless PSNR is inf) as None, through dicts, lists and
+    tuples (as lists): strict JSON has no inf or nan.
+
+    Example:
+        >>> finite({"psnr": float("inf"), "rows": [1.5, float("nan")]})
+        {'psnr': None, 'rows': [1.5, None]}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -56,6 +56,21 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # ----------------------------------------------------------------------------- folders
 
 
+def relative_id(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """The id of a file: its POSIX path relative to ``root`` (both taken as absolute paths), or
+    its absolute POSIX path when it is not under ``root``.
+
+    Example:
+        >>> relative_id("/photos/2024/a.jpg", "/photos"), relative_id("/elsewhere/b.png", "/photos")
+        ('2024/a.jpg', '/elsewhere/b.png')
+    """
+    path = Path(path).absolute()
+    try:
+        return path.relative_to(Path(root).absolute()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 @dataclass
 class ScanResult:
     """Image files found under a root, and everything passed over with the reason.
@@ -69,8 +84,8 @@ class ScanResult:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     def relative(self, path: Path) -> str:
-        """The id of a file: its POSIX path relative to ``root``."""
-        return path.relative_to(self.root).as_posix()
+        """The id of a file: :func:`relative_id` under ``root``."""
+        return relative_id(path, self.root)
 
     @property
     def ids(self) -> list[str]:
@@ -252,10 +267,18 @@ def decoding_workers(workers: int = 0) -> int:
     return workers or min(4, os.cpu_count() or 1)
 
 
+def process_context(*, fresh: bool = False):
+    """The multiprocessing context of every process pool of the toolkit: decoding, hashing and palette
+    pools fork; ``fresh=True`` (the job runners, whose tasks search FAISS indexes and run torch) spawns."""
+    # fork where it is safe: workers start at once, with the parent's modules loaded. Spawn on Windows
+    # (no fork), on macOS (its system libraries are not fork-safe; Python's default there), and for
+    # fresh workers: a forked child of a process whose OpenMP threads (FAISS, torch) ran can hang
+    return get_context("spawn" if fresh or sys.platform in ("win32", "darwin") else "fork")
+
+
 def decoding_pool(workers: int = 0):
     """A process pool for :func:`decode_folder` (``workers=0``: up to 4 by CPU count)."""
-    workers = decoding_workers(workers)
-    return get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers)
+    return process_context().Pool(decoding_workers(workers))
 
 
 def decode_folder(

@@ -17,6 +17,8 @@ from encoder.data import (
     load_gray,
     load_rgb,
     open_image,
+    process_context,
+    relative_id,
     scan_folder,
 )
 
@@ -167,6 +169,30 @@ def test_scan_folder_recursive_sorted_reports_skips(tmp_path):
     assert "not an image extension" in reasons["notes.txt"]
     assert "symlink" in reasons["loop"]
     assert "broken link" in reasons["dangling.png"]
+
+
+def test_relative_id_under_the_root_or_absolute(tmp_path, monkeypatch):
+    (tmp_path / "photos" / "2024").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert relative_id("photos/2024/a.jpg", tmp_path / "photos") == "2024/a.jpg"  # relative paths taken absolute
+    assert relative_id(tmp_path / "photos" / "a.jpg", "photos") == "a.jpg"
+    assert relative_id(tmp_path / "other" / "b.png", "photos") == (tmp_path / "other" / "b.png").as_posix()
+    assert scan_folder("photos").relative(tmp_path / "photos" / "2024" / "c.png") == "2024/c.png"
+
+
+def test_one_process_context_for_every_pool():
+    import sys
+
+    assert process_context().get_start_method() == ("spawn" if sys.platform in ("win32", "darwin") else "fork")
+
+
+def test_finite_makes_json_strict():
+    import json
+
+    row = {"psnr": float("inf"), "curve": [(2, float("nan")), (4, 31.5)], "n": 3, "name": "a"}
+    assert atomic.finite(row) == {"psnr": None, "curve": [[2, None], [4, 31.5]], "n": 3, "name": "a"}
+    json.dumps(atomic.finite(row), allow_nan=False)  # strict JSON accepts it
+    assert atomic.finite(np.float64("-inf")) is None  # numpy floats are floats
 
 
 def test_scan_errors_name_the_path(tmp_path):

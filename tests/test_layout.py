@@ -157,7 +157,7 @@ def test_hash_work_and_command_line_imports_stay_light(tmp_path):
 import sys
 from encoder.hashing import hash_paths
 hashes, kept, flat = hash_paths([{str(tmp_path / "a.png")!r}], "phash")
-import encoder.cli.search, encoder.cli.quantize
+import encoder.cli.search, encoder.cli.quantize, encoder.search.plots, encoder.palette.plots
 print(hashes.shape, "torch" in sys.modules, "pytorch_lightning" in sys.modules, "matplotlib" in sys.modules)
 """)
     assert out.split() == ["(1,", "8)", "False", "False", "False"]

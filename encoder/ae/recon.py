@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from encoder.atomic import save_npy, write_bytes, write_json, write_text
-from encoder.data import decode_folder
+from encoder.atomic import finite, save_npy, write_bytes, write_json, write_text
+from encoder.data import decode_folder, relative_id
 from encoder.metrics import psnr, ssim
 
 
@@ -47,10 +46,6 @@ def save_grid(originals: np.ndarray, recons: np.ndarray, out: str | os.PathLike,
     im.save(buf, "PNG")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_bytes(out, buf.getvalue())
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
 
 
 def reconstruct_paths(
@@ -83,12 +78,7 @@ def reconstruct_paths(
     recon = enc.decode(codes, batch_size)
     p, s = psnr(x, recon, per_image=True), ssim(x, recon)
     base = Path(root) if root else Path(os.path.commonpath([str(k.absolute().parent) for k in kept]))
-    ids = []
-    for k in kept:
-        try:
-            ids.append(k.absolute().relative_to(base.absolute()).as_posix())
-        except ValueError:
-            ids.append(k.as_posix())
+    ids = [relative_id(k, base) for k in kept]
     save_npy(out / "codes.npy", codes)
     write_json(out / "ids.json", ids)
     show = np.unique(np.linspace(0, len(x) - 1, min(grid_n, len(x))).round().astype(int))  # spread over the set
@@ -104,8 +94,8 @@ def reconstruct_paths(
     summary = {
         "count": len(ids),
         "skipped": len(errors),
-        "mean_psnr": _finite(float(np.mean(p))),
-        "median_psnr": _finite(float(np.median(p))),
+        "mean_psnr": finite(float(np.mean(p))),
+        "median_psnr": finite(float(np.median(p))),
         "mean_ssim": float(np.mean(s)),
         "checkpoint": enc.path,
         "fingerprint": enc.fingerprint,

@@ -280,9 +280,9 @@ def render_summary(s: dict) -> str:
         "| K | PSNR dB | bytes before | bytes after | ratio |",
         "|---|---|---|---|---|",
     ]
-    for r in _quantize_rows(s["quantize"]):
+    for r in s["quantize"]:  # quantize.py --json: one row per file and number of colours
         lines.append(
-            f"| {r.get('k')} | {_db(r.get('psnr'))} | {r.get('bytes_before')} | "
+            f"| {r.get('n_colors', r.get('k'))} | {_db(r.get('psnr'))} | {r.get('bytes_before')} | "
             f"{r.get('bytes_after')} | {r.get('ratio', float('nan')):.2f} |"
         )
     lines += ["", "## Time per step (seconds)", ""]
@@ -293,11 +293,6 @@ def render_summary(s: dict) -> str:
 def _db(psnr: float | None) -> str:
     """A PSNR cell: ``quantize.py --json`` writes a lossless result's infinite PSNR as null."""
     return "lossless" if psnr is None or psnr == float("inf") else f"{psnr:.2f}"
-
-
-def _quantize_rows(qz: list) -> list[dict]:
-    """Rows of `quantize.py --json` (one dict per file and K)."""
-    return [r for r in qz if isinstance(r, dict)]
 
 
 if __name__ == "__main__":

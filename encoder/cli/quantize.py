@@ -196,19 +196,19 @@ def _run_all(jobs: list, workers: int) -> list[tuple[Path, list[dict] | None, st
     if workers <= 1 or len(jobs) <= 1:
         return [_one(j) for j in jobs]
     from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
 
     from tqdm import tqdm
 
-    ctx = get_context("spawn" if sys.platform == "darwin" else "fork")
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+    from encoder.data import process_context
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=process_context()) as pool:
         return list(tqdm(pool.map(_one, jobs), total=len(jobs), desc="quantize", unit="img", file=sys.stderr))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse(argv)
     from encoder import data
-    from encoder.atomic import write_json
+    from encoder.atomic import finite, write_json
     from encoder.palette.report import format_line
 
     try:
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no image could be processed from {' '.join(a.inputs)}", file=sys.stderr)
         return 1
     # strict JSON: a lossless result's infinite PSNR is written as null
-    rows = [{**r, "psnr": None if r["psnr"] == float("inf") else r["psnr"]} for r in rows]
+    rows = finite(rows)
     write_json(out / "results.json", rows)
     if a.json:
         print(json.dumps(rows, indent=1))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from encoder.atomic import write_json, write_text
-from encoder.data import image_paths, report_skipped, skipped_report_path, summarise_skipped, write_skipped
+from encoder.data import image_paths, relative_id, report_skipped, skipped_report_path, summarise_skipped, write_skipped
 from encoder.hashing.dedup import DEFAULT_THRESHOLD, find_groups
 from encoder.hashing.hashes import ALPHA_MODES
 from encoder.search import ann
@@ -30,13 +30,6 @@ from encoder.search.index import Index, IndexMismatchError
 from encoder.search.lock import LOCK_TIMEOUT, writer_lock
 from encoder.search.methods import EVALUATION_METHODS, INDEX_METHODS, OPTIONS, OptionError, get_method, method_for_index
 from encoder.search.views import VIEWS
-
-
-def _id_for(path: Path, root: Path) -> str:
-    try:
-        return Path(path).absolute().relative_to(root).as_posix()
-    except ValueError:
-        return Path(path).absolute().as_posix()
 
 
 def _vectors(method, inputs, report_to: Path | None = None, **kw):
@@ -124,7 +117,7 @@ def cmd_add(a, opts: dict[str, Any]) -> int:
         method = method_for_index(idx.meta, idx.attachments, **opts)
         root = Path(idx.meta["root"])
         _, got = _vectors(method, a.images)
-        ids = [_id_for(p, root) for p in got.paths]
+        ids = [relative_id(p, root) for p in got.paths]
         idx.add(got.vectors, ids, flat=got.flat)
         idx.save(a.index)
     print(f"added {len(dict.fromkeys(ids))} images; index now holds {len(idx)}")
@@ -135,7 +128,7 @@ def cmd_remove(a, opts: dict[str, Any]) -> int:
     with writer_lock(a.index, timeout=a.lock_timeout):
         idx = Index.load(a.index)
         root = Path(idx.meta["root"])
-        ids = [p if p in idx.ids else _id_for(Path(p), root) for p in a.paths]
+        ids = [p if p in idx.ids else relative_id(Path(p), root) for p in a.paths]
         missing = idx.remove(ids)
         for m in missing:
             print(f"not in index: {m}", file=sys.stderr)

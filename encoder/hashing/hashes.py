@@ -61,13 +61,12 @@ import sys
 from collections.abc import Callable, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from encoder.data import ImageLoadError, guarded, open_image, to_gray
+from encoder.data import ImageLoadError, guarded, open_image, process_context, to_gray
 from encoder.hashing import lanczos
 
 
@@ -279,8 +278,7 @@ def _init_worker() -> None:
 def _load_all(jobs: list[tuple], workers: int):
     """``(path, pixels | None, reason | None)`` per job, in order, from ``workers`` processes."""
     if workers > 1:
-        ctx = get_context("spawn" if os.name == "nt" else "fork")
-        with ctx.Pool(workers, initializer=_init_worker) as pool:
+        with process_context().Pool(workers, initializer=_init_worker) as pool:
             yield from pool.imap(_load_small, jobs, chunksize=16)
     else:
         with _pillow_block_cache():

@@ -24,8 +24,9 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
+
+from encoder.data import process_context
 
 ENGINES = ("local", "ray")
 MAX_RETRIES = 3  # Ray's default for tasks, written down: a shard survives three dead workers
@@ -50,9 +51,7 @@ def _run_local(task: Callable, work: str, shards: list[int], workers: int, bar, 
         for s in shards:
             _tick(bar, totals, task(work, s))
         return
-    # fresh processes: a forked child of a process whose FAISS/OpenMP threads ran can hang in its first search
-    ctx = get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, mp_context=process_context(fresh=True)) as pool:
         futures = [pool.submit(task, work, s) for s in shards]
         for f in as_completed(futures):
             _tick(bar, totals, f.result())

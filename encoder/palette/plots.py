@@ -18,27 +18,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from encoder._lazy import pyplot
 from encoder.atomic import atomic_path
 from encoder.palette.api import Quantized
 from encoder.palette.colors import distinct_colors
 from encoder.palette.report import segmentation
 
 
-def _plt():
-    """matplotlib.pyplot on the Agg backend, imported when a figure is first drawn: the import
-    (0.25 s measured here) is not paid by code that only imports this module's names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: str | os.PathLike) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-    _plt().close(fig)
+    pyplot().close(fig)
 
 
 PANEL_HEIGHT = 360  # pixels of each panel of the side-by-side figure
@@ -83,8 +73,8 @@ def error_vs_k(
 ) -> None:
     """PSNR (left axis) and mean CIEDE2000 (right axis) against K, from
     :func:`~encoder.palette.report.auto_n_colors`'s curve (rows keyed ``k``, ``psnr``, ``ciede2000``)."""
-    ks = [r["k"] for r in curve]
-    fig, ax = _plt().subplots(figsize=(5.5, 3.6))
+    ks = [r["n_colors"] for r in curve]
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.6))
     ax.plot(ks, [r["psnr"] for r in curve], "o-", color="C0", label="PSNR")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("K (palette size)")
@@ -116,7 +106,7 @@ def scatter(
     idx = rng.choice(len(px), size=min(n_sample, len(px)), replace=False)
     before = px[idx].astype(float)
     after_c = q.palette[q.labels.reshape(-1)[idx]] / 255.0
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(8, 8))
     for row, (cols, name) in enumerate(
         [(before / 255.0, "original colour"), (after_c, f"palette colour (K={q.n_colors})")]
@@ -144,7 +134,7 @@ def scatter(
 def segmentation_figure(image: np.ndarray, q: Quantized, path: str | os.PathLike) -> None:
     """Original, label map (grey mask for 2 colours, distinct colours otherwise), centroid-painted image."""
     seg = segmentation(q)
-    fig, axes = _plt().subplots(1, 3, figsize=(10, 3.6))
+    fig, axes = pyplot().subplots(1, 3, figsize=(10, 3.6))
     axes[0].imshow(image)
     axes[0].set_title("original", fontsize=9)
     axes[1].imshow(seg, cmap="gray" if seg.ndim == 2 else None, vmin=0, vmax=255)

@@ -90,7 +90,8 @@ def palette_stats(
     base, basis = (bytes_before, "lossless PNG") if bytes_before is not None else (source_bytes, "source file")
     dE, dE_se, n_sampled = _ciede2000(image, q, None if full else sample, seed)
     return {
-        "k": q.n_colors,
+        "n_colors": q.n_colors,
+        "k": q.n_colors,  # the same, under the name earlier JSON readers know
         "colors_before": int(q.info.get("colors_before") or len(distinct_colors(image.reshape(-1, 3))[0])),
         "colors_after": len(q.palette),
         "bytes_before": None if bytes_before is None else int(bytes_before),
@@ -128,7 +129,8 @@ def format_table(rows: Sequence[dict]) -> str:
         name = r.get("file", "")
         name = name if len(name) <= 24 else "..." + name[-21:]
         lines.append(
-            f"{name:<24} {r.get('method', 'kmeans'):<7} {r['k']:>4} {r['colors_before']:>7,}->{r['colors_after']:<3}  "
+            f"{name:<24} {r.get('method', 'kmeans'):<7} {r['n_colors']:>4} "
+            f"{r['colors_before']:>7,}->{r['colors_after']:<3}  "
             f"{_num(r['bytes_before']):>10} {_num(r['bytes_source']):>9} {r['bytes_after']:>8,} "
             f"{_num(r['ratio'], '.2f'):>6} "
             f"{r['psnr'] if r['psnr'] is not None else float('inf'):>6.2f} {r['ciede2000']:>6.2f} {r['seconds']:>6.3f}"
@@ -157,7 +159,7 @@ def format_line(r: dict) -> str:
     )
     method = "" if r.get("method", "kmeans") == "kmeans" else f" {r['method']}"
     return (
-        f"{r.get('file', '')}{method} K={r['k']}: {psnr_txt}, {de}, {r['colors_before']:,} -> "
+        f"{r.get('file', '')}{method} K={r['n_colors']}: {psnr_txt}, {de}, {r['colors_before']:,} -> "
         f"{r['colors_after']} colours, {size}, {r['seconds']:.2f} s"
     )
 

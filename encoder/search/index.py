@@ -54,7 +54,7 @@ import numpy as np
 
 from encoder.atomic import atomic_dir, save_npy, write_json
 from encoder.search import ann
-from encoder.search.errors import CorruptIndexError, IndexBusyError, IndexMismatchError, check_meta
+from encoder.search.errors import CorruptIndexError, IndexBusyError, IndexMismatchError
 from encoder.search.index_files import (
     ATTACHMENT_NAME,
     INDEX_FILES,
@@ -317,10 +317,6 @@ class Index:
     @property
     def vector_file(self) -> str:
         return self._kind.file
-
-    def check_compatible(self, method: str, version: str, **extra: Any) -> None:
-        """Raise IndexMismatchError unless method, version and ``extra`` meta keys match."""
-        check_meta(self.meta, method=method, version=version, **extra)
 
     def add(self, vectors: np.ndarray, ids: Sequence[str], flat: Sequence[bool] | np.ndarray | None = None) -> None:
         """Append rows; old rows are kept as they are. Ids already present are replaced (all their

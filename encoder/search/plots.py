@@ -12,14 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from encoder.atomic import atomic_path  # noqa: E402
-from encoder.data import ImageLoadError, guarded, open_image, to_rgb  # noqa: E402
+from encoder._lazy import pyplot
+from encoder.atomic import atomic_path
+from encoder.data import ImageLoadError, guarded, open_image, to_rgb
 
 UNREADABLE = "unreadable"
 
@@ -50,7 +47,7 @@ def _show(ax, path: str | Path, size: int, title: str, fontsize: int, failed: li
 def _save(fig, out: str | Path) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=Path(out).suffix.lstrip(".") or "png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def plot_query(
@@ -70,7 +67,7 @@ def plot_query(
         raise ValueError(f"{len(paths)} paths but {len(distances)} distances")
     n = len(paths) + 1
     rows = 2 if recons is not None else 1
-    fig, axes = plt.subplots(rows, n, figsize=(2.4 * n, 2.6 * rows), squeeze=False)
+    fig, axes = pyplot().subplots(rows, n, figsize=(2.4 * n, 2.6 * rows), squeeze=False)
     failed: list[tuple[str, str]] = []
     _show(axes[0, 0], query, 256, "query", 9, failed)
     for i, (p, d) in enumerate(zip(paths, distances), start=1):
@@ -100,7 +97,7 @@ def plot_groups(
     groups = list(groups)[:max_groups]
     rows = max(len(groups), 1)
     cols = max([min(len(g["ids"]), max_per_group) for g in groups] or [1])
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    fig, axes = pyplot().subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
     for r, g in enumerate(groups):
         for c, i in enumerate(g["ids"][:max_per_group]):
             _show(axes[r, c], Path(root) / i, 160, f"g{r + 1}: {i[-20:]}", 7, failed)

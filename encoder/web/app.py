@@ -14,7 +14,8 @@ Routes (JSON shapes as the command line's ``--json``; see :mod:`encoder.web.serv
 ``POST /api/query``                   multipart ``image``, form ``index``, ``k``, ``mirror``
 ``GET /api/similar``                  ``?index=&id=&k=&mirror=``: top-k of a stored image
 ``GET /api/duplicates``               ``?index=&threshold=&include_flat=&limit=``
-``POST /api/quantize``                multipart ``image``, form ``k`` (2..256 or ``auto``), ``target_psnr``
+``POST /api/quantize``                multipart ``image``, form ``n_colors`` (2..256 or ``auto``; ``k``
+                                      is accepted for it), ``target_psnr``
 ``GET /images/{index}/{id}``          a stored image, by id only
 ``GET /api/training``                 curves and grids of ``run_dir``; ``/training/grids/{n}``
 ====================================  ==========================================================
@@ -146,9 +147,17 @@ def _api(app: FastAPI, service: Service, run) -> None:
         return await run(service.duplicates, index, threshold, include_flat, limit)
 
     @app.post("/api/quantize")
-    async def quantize(image: UploadFile = File(...), k: str = Form("16"), target_psnr: float = Form(38.0)):
+    async def quantize(
+        image: UploadFile = File(...),
+        n_colors: str | None = Form(None),
+        k: str | None = Form(None),  # the form's earlier name for n_colors
+        target_psnr: float = Form(38.0),
+    ):
+        if n_colors is not None and k is not None and n_colors != k:
+            raise BadInput(f"n_colors={n_colors!r} and its alias k={k!r} disagree; send n_colors only")
         data = await image.read()
-        return await run(service.quantize_bytes, data, image.filename, k, target_psnr)
+        size = n_colors if n_colors is not None else k if k is not None else "16"
+        return await run(service.quantize_bytes, data, image.filename, size, target_psnr)
 
     @app.get("/images/{index}/{ident:path}")
     async def stored(index: str, ident: str):

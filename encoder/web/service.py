@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 import os
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
 
+from encoder.atomic import finite
 from encoder.data import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
 from encoder.hashing.dedup import find_groups
 from encoder.hashing.hashes import HASH_BITS
@@ -70,17 +69,6 @@ def png_data_url(gray: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def finite(obj: Any) -> Any:
-    """``obj`` with every non-finite float (a lossless PSNR is inf) as None: JSON has no inf."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj
 
 
 class Loaded:
@@ -250,13 +238,16 @@ class Service:
         return None, buf.getvalue(), "image/png"
 
     # -- palettes
-    def quantize_bytes(self, data: bytes, filename: str | None, k: str = "16", target_psnr: float = 38.0) -> dict:
-        """A palette of an uploaded photo (``quantize.py --json``'s row) and its indexed PNG as a data URL."""
+    def quantize_bytes(
+        self, data: bytes, filename: str | None, n_colors: str = "16", target_psnr: float = 38.0
+    ) -> dict:
+        """A palette of ``n_colors`` (2..256 or ``"auto"``) of an uploaded photo (``quantize.py --json``'s
+        row) and its indexed PNG as a data URL."""
         from encoder.palette.api import quantize
         from encoder.palette.report import auto_n_colors, palette_stats
 
         shown = Path(filename or "upload").name or "upload"
-        n = _palette_size(k)
+        n = _palette_size(n_colors)
         if not data:
             raise BadInput(f"{shown}: empty file (0 bytes)")
         path = self._upload(data, filename)
@@ -283,22 +274,22 @@ class Service:
             "png": "data:image/png;base64," + base64.b64encode(png).decode(),
         }
         if curve is not None:
-            row["curve"] = [{"k": c["k"], "psnr": c["psnr"], "bytes_after": c["bytes_after"]} for c in curve]
+            row["curve"] = [{key: c[key] for key in ("n_colors", "k", "psnr", "bytes_after")} for c in curve]
         return finite(row)
 
 
-def _palette_size(k: str) -> int | None:
+def _palette_size(n_colors: str) -> int | None:
     """``"auto"`` -> None, else the palette size as an int in [2, 256] (BadInput otherwise)."""
-    if str(k).strip().lower() == "auto":
+    if str(n_colors).strip().lower() == "auto":
         return None
     try:
-        n = int(k)
+        n = int(n_colors)
     except (TypeError, ValueError):
-        raise BadInput(f"k={k!r} must be an integer in [2, 256] or 'auto'") from None
+        raise BadInput(f"n_colors={n_colors!r} must be an integer in [2, 256] or 'auto'") from None
     try:
         check_n_colors(n)
     except ValueError as e:
-        raise BadInput(str(e).replace("n_colors=", "k=", 1)) from None
+        raise BadInput(str(e)) from None
     return n
 
 

@@ -10,9 +10,10 @@ the sorted list, never by a path the client chooses.
 from __future__ import annotations
 
 import csv
-import math
 import re
 from pathlib import Path
+
+from encoder.atomic import finite
 
 MAX_ROWS = 20_000  # rows read per metrics.csv (a long run logs every few steps)
 
@@ -29,10 +30,9 @@ def grids(run_dir: Path) -> list[Path]:
 
 def _number(v: str) -> float | None:
     try:
-        x = float(v)
+        return finite(float(v))
     except (TypeError, ValueError):
         return None
-    return x if math.isfinite(x) else None
 
 
 def read_metrics(file: Path) -> dict[str, list[list[float]]]:

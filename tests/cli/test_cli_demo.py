@@ -18,8 +18,8 @@ def _summary(quantize_rows):
 def test_summary_renders_a_lossless_palette_result():
     # quantize.py --json writes a lossless result's infinite PSNR as null: it used to raise TypeError here
     rows = [
-        {"k": 16, "psnr": None, "bytes_before": 900, "bytes_after": 100, "ratio": 9.0},
-        {"k": 64, "psnr": 31.234, "bytes_before": 900, "bytes_after": 300, "ratio": 3.0},
+        {"n_colors": 16, "k": 16, "psnr": None, "bytes_before": 900, "bytes_after": 100, "ratio": 9.0},
+        {"k": 64, "psnr": 31.234, "bytes_before": 900, "bytes_after": 300, "ratio": 3.0},  # a row before n_colors
     ]
     text = render_summary(_summary(rows))
     assert "| 16 | lossless | 900 | 100 | 9.00 |" in text

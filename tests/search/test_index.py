@@ -14,6 +14,7 @@ from helpers import class_folder
 import search
 from encoder.hashing.dedup import find_groups
 from encoder.hashing.hashes import hamming
+from encoder.search.errors import check_meta
 from encoder.search.index import Index, IndexBusyError, IndexMismatchError
 from encoder.search.lock import writer_lock
 
@@ -68,11 +69,11 @@ def test_save_load_add_remove(tmp_path):
 def test_refuses_other_version():
     idx = Index.create("phash", "phash-v1", _rand(2), ["a", "b"], extra={"decode": "full"}, kind="hash")
     with pytest.raises(IndexMismatchError, match="version"):
-        idx.check_compatible("phash", "phash-v2")
+        check_meta(idx.meta, method="phash", version="phash-v2")
     with pytest.raises(IndexMismatchError, match="decode"):
-        idx.check_compatible("phash", "phash-v1", decode="draft")
+        check_meta(idx.meta, method="phash", version="phash-v1", decode="draft")
     with pytest.raises(IndexMismatchError, match="method"):
-        idx.check_compatible("ae", "phash-v1")
+        check_meta(idx.meta, method="ae", version="phash-v1")
 
 
 def test_code_index_and_hnsw():

@@ -190,23 +190,27 @@ def test_quantize_returns_stats_and_an_indexed_png(client, skimage_data):
     import base64
 
     data = (skimage_data / "coffee.png").read_bytes()
-    r = _post(client, data, name="coffee.png", route="/api/quantize", k=16)
+    r = _post(client, data, name="coffee.png", route="/api/quantize", n_colors=16)
     assert r.status_code == 200, r.text
     res = r.json()
-    assert res["k"] == 16 and res["colors_after"] <= 16 and 15 < res["psnr"] < 40
+    assert res["n_colors"] == res["k"] == 16 and res["colors_after"] <= 16 and 15 < res["psnr"] < 40
     assert res["bytes_source"] == len(data)
     png = base64.b64decode(res["png"].split(",", 1)[1])
     assert len(png) == res["bytes_after"]
     im = Image.open(io.BytesIO(png))
     assert im.mode == "P" and im.size == (res["width"], res["height"]) == (600, 400)
-    auto = _post(client, data, name="coffee.png", route="/api/quantize", k="auto", target_psnr=30).json()
-    assert auto["auto"] is True and auto["psnr"] >= 30 and auto["curve"][-1]["k"] == auto["k"]
+    auto = _post(client, data, name="coffee.png", route="/api/quantize", n_colors="auto", target_psnr=30).json()
+    assert auto["auto"] is True and auto["psnr"] >= 30 and auto["curve"][-1]["n_colors"] == auto["n_colors"]
+    # `k`, the form's earlier name, is still read as n_colors; the two disagreeing are refused
+    alias = _post(client, data, name="coffee.png", route="/api/quantize", k=8).json()
+    assert alias["n_colors"] == alias["k"] == 8 and alias["colors_after"] <= 8
+    _error(_post(client, data, route="/api/quantize", n_colors=8, k=16), 422, "n_colors='8'", "k='16'")
     flat = io.BytesIO()
     Image.new("RGB", (8, 8), (10, 20, 30)).save(flat, "PNG")
     lossless = _post(client, flat.getvalue(), name="flat.png", route="/api/quantize", k=4).json()
     assert lossless["psnr"] is None  # inf in the library; JSON has no inf
     for k in ("1", "257", "many"):
-        _error(_post(client, data, route="/api/quantize", k=k), 422, "k=")
+        _error(_post(client, data, route="/api/quantize", n_colors=k), 422, "n_colors=")
     _error(_post(client, data, route="/api/quantize", k="auto", target_psnr=99), 422, "target_psnr")
 
 
@@ -276,7 +280,8 @@ def test_bad_uploads_get_a_4xx_naming_the_problem(client, web_data, route):
         "image",
     )
     _error(_post(client, b"\0" * 2_100_000, name="big.jpg", route=route), 413, "2 MB")
-    _error(_post(client, jpeg, route=route, k="-3"), 422, "k")
+    field = "k" if route == "/api/query" else "n_colors"  # neighbours, or palette size
+    _error(_post(client, jpeg, route=route, **{field: "-3"}), 422, field)
     assert client.get("/healthz").status_code == 200
     assert _post(client, jpeg, index="phash").status_code == 200  # and it keeps serving
 

@@ -180,7 +180,7 @@ function palettePage() {
     lastFile = file;
     const fd = new FormData();
     fd.append("image", file, file.name);
-    fd.append("k", $("pk").value);
+    fd.append("n_colors", $("n-colors").value);
     fd.append("target_psnr", $("target-psnr").value);
     status(`quantizing ${file.name} …`);
     try {
@@ -189,7 +189,7 @@ function palettePage() {
       $("original").src = URL.createObjectURL(file);
       $("result").src = r.png;
       $("original-cap").textContent = `original · ${r.width}×${r.height} · ${r.colors_before.toLocaleString()} colours · ${fmtBytes(r.bytes_source)}`;
-      $("result-cap").textContent = `K=${r.k}${r.auto ? " (auto)" : ""} · ${r.colors_after} colours · ${fmtBytes(r.bytes_after)}`;
+      $("result-cap").textContent = `K=${r.n_colors}${r.auto ? " (auto)" : ""} · ${r.colors_after} colours · ${fmtBytes(r.bytes_after)}`;
       $("swatches").replaceChildren(...r.palette.map((c) => { const s = el("span", { class: "swatch", title: c }); s.style.background = c; return s; }));
       $("stats-table").replaceChildren(
         row("PSNR", r.psnr == null ? "lossless" : `${r.psnr.toFixed(2)} dB`),
@@ -199,12 +199,12 @@ function palettePage() {
         row("ratio", r.ratio == null ? "–" : `${r.ratio.toFixed(2)}× (vs ${r.ratio_basis})`),
         row("time", `${r.seconds.toFixed(2)} s`));
       $("download").href = r.png;
-      $("download").download = `${file.name.replace(/\.[^.]*$/, "")}_k${r.k}.png`;
-      status(`${file.name}: ${r.k} colours`);
+      $("download").download = `${file.name.replace(/\.[^.]*$/, "")}_k${r.n_colors}.png`;
+      status(`${file.name}: ${r.n_colors} colours`);
     } catch (e) { status(e.message, true); }
   }
   $("file").addEventListener("change", (e) => { if (e.target.files.length) run(e.target.files[0]); e.target.value = ""; });
-  $("pk").addEventListener("change", () => { $("psnr-label").hidden = $("pk").value !== "auto"; if (lastFile) run(lastFile); });
+  $("n-colors").addEventListener("change", () => { $("psnr-label").hidden = $("n-colors").value !== "auto"; if (lastFile) run(lastFile); });
   $("target-psnr").addEventListener("change", () => { if (lastFile) run(lastFile); });
   $("palette-form").addEventListener("submit", (e) => e.preventDefault());
   dropAnywhere(run);
