@@ -350,16 +350,18 @@ def load_gray(
     background: tuple[int, int, int] = DEFAULT_BACKGROUND,
     draft: bool = True,
     timeout: float | None = DEFAULT_TIMEOUT,
+    name: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """Read an image file as a ``(size, size)`` float32 grey array in [0, 1].
 
     This is the encoder's preprocessing (:data:`GRAY_PREPROCESS_VERSION`). With
     ``draft=True`` large JPEGs are decoded at a reduced scale (each side still >= 4 x
     ``size``), which is several times faster and changes the 64x64 result by well under
-    one grey level on average.
+    one grey level on average. ``path`` may also be bytes or a binary file object (``name`` then
+    names it in errors).
     """
-    shown = path if isinstance(path, (str, os.PathLike)) else "<bytes>"
+    shown = name if name is not None else path if isinstance(path, (str, os.PathLike)) else "<bytes>"
     draft_size = (4 * size, 4 * size) if draft else None
     with guarded(shown), time_limit(timeout):
-        im = open_image(path, max_pixels=max_pixels, draft_size=draft_size, timeout=None)
+        im = open_image(path, max_pixels=max_pixels, draft_size=draft_size, timeout=None, name=name)
         return resize_gray(to_gray(im, background), size)
