@@ -1,7 +1,7 @@
 """The one image loader every stage uses, folder scans, skipped-file reports, decoding pools.
 
 Decoding one image (:func:`open_image`, :func:`load_rgb`, :func:`load_gray`, :func:`to_rgb`,
-:func:`to_gray`) lives in :mod:`encoder.imagefile` and is re-exported here: every failure of a
+:func:`to_gray`) lives in :mod:`encoder._imagefile` and is re-exported here: every failure of a
 file, whatever the decoder raised, is an :class:`ImageLoadError` naming it; memory and time are
 bounded per file (see that module).
 
@@ -30,8 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from encoder.atomic import write_text
-from encoder.imagefile import (  # noqa: F401  (re-exported: the loader's public names)
+from encoder._imagefile import (  # noqa: F401  (re-exported: the loader's public names)
     DEFAULT_BACKGROUND,
     DEFAULT_MAX_PIXELS,
     DEFAULT_TIMEOUT,
@@ -47,6 +46,7 @@ from encoder.imagefile import (  # noqa: F401  (re-exported: the loader's public
     to_gray,
     to_rgb,
 )
+from encoder.atomic import write_text
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}

@@ -130,6 +130,7 @@ def test_bytes_and_file_objects_are_guarded_the_same(hostile):
     data = (root / "lab.tif").read_bytes()
     assert open_image(data).size == open_image(io.BytesIO(data)).size == (48, 40)
     assert load_rgb(data, name="upload.tif").shape == (40, 48, 3)
+    assert np.array_equal(load_gray(io.BytesIO(data)), load_gray(root / "lab.tif"))
     for name in ("dds_fourcc.dds", "icns_bomb.icns", "zero.jpg"):
         with pytest.raises(ImageLoadError) as err:
             open_image((root / name).read_bytes(), name=f"upload/{name}")

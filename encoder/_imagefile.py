@@ -149,17 +149,27 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             return im.size
 
 
+def _shown(source: Source, name: str | os.PathLike | None) -> str:
+    """The name of ``source`` in messages: ``name``, the path, the file object's name, or ``<bytes>``."""
+    if name is not None:
+        return str(name)
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    return str(getattr(source, "name", "<file object>"))
+
+
 def _source(source: Source, name: str | os.PathLike | None) -> tuple[Path | BinaryIO, str]:
     """``(what Pillow opens, the name in messages)``; a path must be a non-empty file."""
+    shown = _shown(source, name)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        shown = str(name) if name is not None else "<bytes>"
         if len(source) == 0:
             raise ImageLoadError(shown, "empty file (0 bytes)")
         return io.BytesIO(bytes(source)), shown
     if isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        return _check_file(p), str(name) if name is not None else str(p)
-    return source, str(name) if name is not None else str(getattr(source, "name", "<file object>"))
+        return _check_file(Path(source)), shown
+    return source, shown
 
 
 def _check_file(p: Path) -> Path:
@@ -324,7 +334,7 @@ def load_rgb(
     """Read an image as an ``(H, W, 3)`` ``uint8`` RGB array (orientation applied).
 
     ``path`` may also be bytes or a binary file object; every failure is an :class:`ImageLoadError`."""
-    shown = name if name is not None else path if isinstance(path, (str, os.PathLike)) else "<bytes>"
+    shown = _shown(path, name)
     with guarded(shown), time_limit(timeout):
         return np.asarray(to_rgb(open_image(path, max_pixels=max_pixels, timeout=None, name=name), background))
 
@@ -350,16 +360,18 @@ def load_gray(
     background: tuple[int, int, int] = DEFAULT_BACKGROUND,
     draft: bool = True,
     timeout: float | None = DEFAULT_TIMEOUT,
+    name: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """Read an image file as a ``(size, size)`` float32 grey array in [0, 1].
 
     This is the encoder's preprocessing (:data:`GRAY_PREPROCESS_VERSION`). With
     ``draft=True`` large JPEGs are decoded at a reduced scale (each side still >= 4 x
     ``size``), which is several times faster and changes the 64x64 result by well under
-    one grey level on average.
+    one grey level on average. ``path`` may also be bytes or a binary file object (``name`` then
+    names it in errors).
     """
-    shown = path if isinstance(path, (str, os.PathLike)) else "<bytes>"
+    shown = _shown(path, name)
     draft_size = (4 * size, 4 * size) if draft else None
     with guarded(shown), time_limit(timeout):
-        im = open_image(path, max_pixels=max_pixels, draft_size=draft_size, timeout=None)
+        im = open_image(path, max_pixels=max_pixels, draft_size=draft_size, timeout=None, name=name)
         return resize_gray(to_gray(im, background), size)
