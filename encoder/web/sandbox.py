@@ -53,6 +53,9 @@ DEFAULT_MEMORY_MB = 1536  # a 64 MP RGBA PNG (data.DEFAULT_MAX_PIXELS) converts 
 DEFAULT_SECONDS = 10.0
 START_SECONDS = 60.0  # a fresh worker imports numpy and Pillow before its first upload
 PREFIX = "encoder-web-"
+# modes whose conversions to grey and RGB always work, in memory bounded by the size already
+# decoded: the worker skips them
+PLAIN_MODES = frozenset({"1", "L", "P", "RGB", "RGBA", "LA", "PA"})
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _ROOT = Path(__file__).resolve().parents[2]  # the folder holding the encoder package, for the worker's imports
 
@@ -113,7 +116,8 @@ def _decode(data, path: Path) -> tuple[str | None, bool]:
     """(the reason ``path`` cannot be read, or None; whether this worker is still sound)."""
     try:
         im = data.open_image(path)
-        data.to_gray(im)  # by way of to_rgb for every mode but grey ones: the conversions of the query paths
+        if im.mode not in PLAIN_MODES:  # by way of to_rgb for every mode but grey ones: the query's conversions
+            data.to_gray(im)
     except data.ImageLoadError as e:
         return e.reason, True
     except MemoryError:
