@@ -34,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import re
@@ -127,9 +128,9 @@ def _decode(data, path: Path) -> tuple[str | None, bool]:
     return None, True
 
 
-def _worker(conn, max_bytes: int | None) -> None:
-    """A worker's life (``python -m encoder.web.sandbox FD MAX_BYTES``): limit itself, load the
-    decoder, then answer one upload per message until the server closes the connection."""
+def _worker(conn, max_bytes: int | None, seconds: float) -> None:
+    """A worker's life (``python -m encoder.web.sandbox FD MAX_BYTES SECONDS``): limit itself, load
+    the decoder, then answer one upload per message until the server closes the connection."""
     if max_bytes:
         try:
             import resource
@@ -145,8 +146,11 @@ def _worker(conn, max_bytes: int | None) -> None:
             payload = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        # its own alarm too (default action: exit), should the server die and leave it decoding
+        signal.alarm(math.ceil(2 * seconds))
         with upload_file(payload) as path:
             reason, sound = _decode(data, path)
+        signal.alarm(0)
         conn.send((reason.replace(str(path), "the upload") if reason else None, sound))
         if not sound:
             return
@@ -156,12 +160,12 @@ class _Worker:
     """One worker process (a fresh interpreter: nothing of the server's threads or imports) and
     its connection, a socket pair."""
 
-    def __init__(self, max_bytes: int | None):
+    def __init__(self, max_bytes: int | None, seconds: float):
         parent, child = socket.socketpair()
         env = dict(os.environ)
         env.update({var: "1" for var in _THREAD_VARS})  # one thread: no per-thread buffers in the address space
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
-        cmd = [sys.executable, "-m", "encoder.web.sandbox", str(child.fileno()), str(max_bytes or 0)]
+        cmd = [sys.executable, "-m", "encoder.web.sandbox", str(child.fileno()), str(max_bytes or 0), repr(seconds)]
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
         finally:
@@ -226,7 +230,7 @@ class Sandbox:
         worker = self._idle.get()  # waits while every slot is checking an upload
         try:
             if worker is None or not worker.alive():
-                worker = _Worker(self._max_bytes)
+                worker = _Worker(self._max_bytes, self.seconds)
             with self._lock:
                 self._busy.add(worker)
             reason, worker = self._ask(worker, payload)
@@ -275,6 +279,6 @@ class Sandbox:
 
 
 if __name__ == "__main__":
-    _worker(Connection(int(sys.argv[1])), int(sys.argv[2]) or None)
+    _worker(Connection(int(sys.argv[1])), int(sys.argv[2]) or None, float(sys.argv[3]))
 
 __all__ = ["Sandbox", "upload_file", "remove_stale", "DEFAULT_MEMORY_MB", "DEFAULT_SECONDS"]
