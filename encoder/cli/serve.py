@@ -9,6 +9,11 @@ Pages: Search (drop an image, see its top-k; click a result to search from it), 
 with ``--run-dir``, Training (loss/PSNR curves and per-epoch reconstruction grids). The JSON
 API behind them is listed in :mod:`encoder.web.app`. Indexes and models load once, before
 the server starts; nothing is written into the index folders.
+
+Uploads: each is first decoded in a worker process whose address space is capped at
+``--decode-memory-mb`` (RLIMIT_AS, default 1536 MB) and killed after ``--decode-seconds``
+(default 10 s); an upload that fails either, or that the decoder refuses, gets a 422 naming the
+reason and the server goes on. Uploads live in memory for their request only.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import argparse
 import ipaddress
 import sys
 from collections.abc import Sequence
+
+from encoder.web.sandbox import DEFAULT_MEMORY_MB, DEFAULT_SECONDS  # standard library only
 
 LOOPBACK = ("localhost",)
 
@@ -42,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="server processes, each with the indexes loaded (more throughput under many clients, "
         "N times the memory; default %(default)s)",
     )
+    p.add_argument(
+        "--decode-memory-mb",
+        type=float,
+        default=float(DEFAULT_MEMORY_MB),
+        help="address space of the worker process each upload is first decoded in (RLIMIT_AS; "
+        "an upload needing more is refused with a 422; default %(default)g)",
+    )
+    p.add_argument(
+        "--decode-seconds",
+        type=float,
+        default=DEFAULT_SECONDS,
+        help="longest an upload's decode may take before it is killed and refused (default %(default)g)",
+    )
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     return p
 
@@ -63,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--port {a.port} must be in [1, 65535]")
     if a.max_upload_mb <= 0:
         p.error(f"--max-upload-mb {a.max_upload_mb:g} must be > 0")
+    if a.decode_memory_mb < 256:
+        p.error(f"--decode-memory-mb {a.decode_memory_mb:g} must be >= 256 (the decoder itself needs about 110 MB)")
+    if not a.decode_seconds > 0:
+        p.error(f"--decode-seconds {a.decode_seconds:g} must be > 0")
     for flag in ("workers", "processes"):
         if getattr(a, flag) is not None and getattr(a, flag) < 1:
             p.error(f"--{flag} {getattr(a, flag)} must be >= 1")
@@ -86,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         token=a.token,
         max_upload=int(a.max_upload_mb * 1e6),
         workers=a.workers,
+        decode_memory_mb=a.decode_memory_mb,
+        decode_seconds=a.decode_seconds,
     )
     try:  # loaded here once even with --processes: bad inputs stop now, with the message, not in a worker
         app = create_app(**config)

@@ -16,6 +16,11 @@ pixel uses), so ``len(q.palette)`` is the size used.
 
 Alpha: images are loaded by :mod:`encoder.data` and composited on white.
 
+Memory: every step over the pixels (packing, the lookup, the used-colour pass, the quantized
+image) runs in chunks of ``colors.CHUNK`` pixels, so the peak is the image, its packed
+colours (int32) and their sorted copy; files are read in strips by
+:func:`encoder.palette.load.read_rgb` (measured by bench/palette_memory_bench.py).
+
 Example::
 
     >>> from encoder.data import load_rgb
@@ -36,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from encoder.palette.colors import ColorSet, binned_colors, lab_to_srgb, srgb_to_lab
+from encoder.palette.colors import CHUNK, ColorSet, binned_colors, lab_to_srgb, srgb_to_lab
 from encoder.palette.kmeans import kmeanspp, lloyd, nearest, pad, varpart
 from encoder.palette.limits import N_COLORS_MAX, N_COLORS_MIN, check_n_colors  # noqa: F401  (re-exported)
 
@@ -106,11 +111,15 @@ class Quantized:
 
     def image(self) -> np.ndarray:
         """The quantized image (H, W, 3) uint8 = ``palette[labels]``."""
-        return np.take(self.palette, self.labels, axis=0)  # 4x faster than fancy indexing
+        flat = self.labels.reshape(-1)
+        out = np.empty((len(flat), 3), np.asarray(self.palette).dtype)
+        for s in range(0, len(flat), CHUNK):  # by chunks: take's index copy costs 8 bytes per pixel
+            np.take(self.palette, flat[s : s + CHUNK], axis=0, out=out[s : s + CHUNK])  # 4x faster than fancy indexing
+        return out.reshape(*self.labels.shape, 3)
 
     def to_pil(self) -> Image.Image:
         """A mode-"P" Pillow image holding exactly this palette and these indices."""
-        im = Image.fromarray(self.labels.astype(np.uint8), mode="P")
+        im = Image.fromarray(np.asarray(self.labels, np.uint8), mode="P")
         im.putpalette(self.palette.astype(np.uint8).reshape(-1).tolist())
         return im
 
@@ -308,10 +317,11 @@ def assign(
         labels[labels >= len(palette)] = 0  # padding entries repeat colour 0
         return labels
     cs = _color_set(image, color_set)
-    if lab:
-        idx = nearest(srgb_to_lab(cs.colors), srgb_to_lab(palette), threads=threads)[0].astype(np.uint8)
-    else:
-        idx = nearest(cs.colors, palette, threads=threads)[0].astype(np.uint8)
+    idx = np.empty(len(cs.colors), np.uint8)
+    centres = srgb_to_lab(palette) if lab else palette
+    for s in range(0, len(idx), CHUNK):  # by chunks of colours: a photo can have millions
+        x = srgb_to_lab(cs.colors[s : s + CHUNK]) if lab else cs.colors[s : s + CHUNK]
+        idx[s : s + CHUNK] = nearest(x, centres, threads=threads)[0]
     return _lookup(cs.packed, cs.keys, idx).reshape(image.shape[:-1])
 
 
@@ -329,7 +339,10 @@ def _lookup(packed: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndar
     if lut is None:
         lut = _LUT.table = np.empty(1 << 24, dtype=np.uint8)
     lut[keys] = values
-    return lut[packed]
+    out = np.empty(len(packed), np.uint8)
+    for s in range(0, len(packed), CHUNK):  # bounded index temporaries, whatever the image size
+        out[s : s + CHUNK] = lut[packed[s : s + CHUNK]]
+    return out
 
 
 def quantize(
@@ -363,11 +376,15 @@ def quantize(
         pal = random_palette(n_colors, seed=seed)
     labels = assign(image, pal, lab=lab, dither=dither, threads=threads, color_set=cs)
     used = np.zeros(len(pal), bool)
-    used[labels] = True  # 1.5 ns per pixel (a bincount: 3.3)
+    flat = labels.reshape(-1)
+    for s in range(0, len(flat), CHUNK):  # by chunks: an index array costs 8 bytes per entry
+        used[flat[s : s + CHUNK]] = True  # 1.5 ns per pixel (a bincount: 3.3)
     if not used.all():  # keep only used colours so the PNG palette is as small as it can be
         remap = np.zeros(len(pal), np.uint8)
         remap[used] = np.arange(np.count_nonzero(used), dtype=np.uint8)
-        labels = remap[labels]
+        for s in range(0, len(flat), CHUNK):
+            flat[s : s + CHUNK] = remap[flat[s : s + CHUNK]]
+        labels = flat.reshape(labels.shape)
     q = Quantized(palette=pal[used], labels=labels, n_colors=n_colors)
     if cs is not None:
         q.info["colors_before"] = len(cs.colors)

@@ -46,6 +46,7 @@ from encoder.hashing.dedup import DEFAULT_THRESHOLD
 from encoder.hashing.hashes import HASH_BITS
 from encoder.web import training
 from encoder.web.guard import Guard
+from encoder.web.sandbox import DEFAULT_MEMORY_MB, DEFAULT_SECONDS
 from encoder.web.service import MAX_GROUPS, MAX_K, BadInput, NotFound, Service
 
 STATIC = Path(__file__).parent / "static"
@@ -193,16 +194,22 @@ def create_app(
     token: str | None = None,
     max_upload: int = DEFAULT_MAX_UPLOAD,
     workers: int | None = None,
+    decode_memory_mb: float | None = DEFAULT_MEMORY_MB,
+    decode_seconds: float = DEFAULT_SECONDS,
 ) -> Guard:
     """The app over ``index_dirs`` (loaded now, once; errors raise here, before serving).
 
     ``checkpoint``: the autoencoder for ae indexes (default: the one each index records);
     ``run_dir``: a training run for the Training page; ``token``: required on every request;
-    ``max_upload``: bytes an uploaded image may have; ``workers``: threads for CPU work.
+    ``max_upload``: bytes an uploaded image may have; ``workers``: threads for CPU work (and
+    uploads decoded at once); ``decode_memory_mb``, ``decode_seconds``: the limits each upload is
+    first decoded under, in a worker process (:mod:`encoder.web.sandbox`; None: no memory limit).
     Returns an ASGI app (the FastAPI app inside :class:`encoder.web.guard.Guard`, at ``.app``).
     """
-    service = Service(index_dirs, checkpoint=checkpoint, run_dir=run_dir)
-    limiter = anyio.CapacityLimiter(workers or os.cpu_count() or 1)
+    threads = workers or os.cpu_count() or 1
+    sandbox = {"slots": threads, "memory_mb": decode_memory_mb, "seconds": decode_seconds}
+    service = Service(index_dirs, checkpoint=checkpoint, run_dir=run_dir, sandbox=sandbox)
+    limiter = anyio.CapacityLimiter(threads)
 
     async def run(fn, *args):
         return await anyio.to_thread.run_sync(partial(fn, *args), limiter=limiter)

@@ -4,7 +4,9 @@ groups, palettes and training logs. :mod:`encoder.web.app` puts HTTP around it.
 Everything is loaded once by :class:`Service` (indexes memory-mapped, one method per index and
 mirror setting, built by :func:`encoder.search.methods.method_for_index` from the index's meta,
 so the model an index records is the one that answers). Nothing is ever written into an index
-folder: uploads go to a private temporary folder and are deleted after each request.
+folder. Uploads are read first by :class:`encoder.web.sandbox.Sandbox` (a worker process under a
+memory and a time limit: an upload it cannot read is refused with the reason, and never reaches
+this process's decoder) and live in memory for their request only.
 
 Results have the shapes of the command line's ``--json`` (``search.py query --json``,
 ``search.py dedup --json``, ``quantize.py --json``) plus what a page needs to show them
@@ -18,9 +20,9 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
-import tempfile
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,8 +34,10 @@ from encoder.data import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
 from encoder.hashing.dedup import find_groups
 from encoder.hashing.hashes import HASH_BITS
 from encoder.palette.limits import check_n_colors
+from encoder.palette.load import read_rgb
 from encoder.search.index import Index
 from encoder.search.methods import applicable_options, method_for_index
+from encoder.web.sandbox import Sandbox, remove_stale, upload_file
 
 MAX_K = 100
 MAX_GROUPS = 200  # duplicate groups returned at most (the counts cover them all)
@@ -121,6 +125,7 @@ class Service:
         index_dirs: Sequence[str | os.PathLike],
         checkpoint: str | None = None,
         run_dir: str | os.PathLike | None = None,
+        sandbox: dict | None = None,
     ):
         if not index_dirs:
             raise ValueError("give at least one index folder")
@@ -135,10 +140,11 @@ class Service:
         self.run_dir = Path(run_dir).resolve() if run_dir is not None else None
         if self.run_dir is not None and not self.run_dir.is_dir():
             raise NotADirectoryError(f"--run-dir {run_dir} is not a folder")
-        self.scratch = Path(tempfile.mkdtemp(prefix="encoder-web-"))
+        remove_stale()  # uploads a killed server left behind
+        self.sandbox = Sandbox(**(sandbox or {}))
 
     def close(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.sandbox.close()
 
     # -- lookups
     def get(self, name: str) -> Loaded:
@@ -150,13 +156,19 @@ class Service:
     def describe(self) -> dict:
         return {"indexes": [x.describe() for x in self.indexes.values()], "training": self.run_dir is not None}
 
-    # -- queries
-    def _upload(self, data: bytes, filename: str | None) -> Path:
-        suffix = Path(filename or "").suffix.lower()
-        fd, name = tempfile.mkstemp(dir=self.scratch, suffix=suffix if suffix in IMAGE_EXTENSIONS else ".img")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return Path(name)
+    # -- uploads
+    @contextmanager
+    def _upload(self, data: bytes, filename: str | None) -> Iterator[tuple[Path, str]]:
+        """(a path holding ``data``, the name to show) for the request, once the sandbox read it."""
+        shown = Path(filename or "upload").name or "upload"
+        if not data:
+            raise BadInput(f"{shown}: empty file (0 bytes)")
+        reason = self.sandbox.check(data)
+        if reason is not None:
+            raise BadInput(f"{shown}: {reason}")
+        suffix = Path(shown).suffix.lower()
+        with upload_file(data, suffix if suffix in IMAGE_EXTENSIONS else ".img") as path:
+            yield path, shown
 
     def _results(self, x: Loaded, path: Path, k: int, mirror: bool, shown: str) -> dict:
         if not 1 <= k <= MAX_K:
@@ -187,14 +199,14 @@ class Service:
     def query_bytes(self, name: str, data: bytes, filename: str | None, k: int = 5, mirror: bool = False) -> dict:
         """Top-``k`` of an uploaded image in index ``name`` (``search.py query --json``'s row)."""
         x = self.get(name)
-        shown = Path(filename or "upload").name or "upload"
-        if not data:
-            raise BadInput(f"{shown}: empty file (0 bytes)")
-        path = self._upload(data, filename)
-        try:
-            return self._results(x, path, k, mirror, shown)
-        finally:
-            path.unlink(missing_ok=True)
+        with self._upload(data, filename) as (path, shown):
+            try:
+                return self._results(x, path, k, mirror, shown)
+            except (ValueError, NotImplementedError, OSError, EOFError, struct.error) as e:
+                if isinstance(e, BadInput):
+                    raise
+                # decoded within the limits, but a conversion a method makes refused it
+                raise BadInput(f"{shown}: cannot be read: {str(e).replace(str(path), shown)}") from None
 
     def similar(self, name: str, ident: str, k: int = 5, mirror: bool = False) -> dict:
         """Top-``k`` of a stored image (by id) in index ``name``."""
@@ -246,15 +258,9 @@ class Service:
         from encoder.palette.api import quantize
         from encoder.palette.report import auto_n_colors, palette_stats
 
-        shown = Path(filename or "upload").name or "upload"
         n = _palette_size(n_colors)
-        if not data:
-            raise BadInput(f"{shown}: empty file (0 bytes)")
-        path = self._upload(data, filename)
-        try:
+        with self._upload(data, filename) as (path, shown):
             img = _load_rgb(path, shown)
-        finally:
-            path.unlink(missing_ok=True)
         curve = None
         if n is None:
             if not 10 <= target_psnr <= 60:
@@ -295,7 +301,7 @@ def _palette_size(n_colors: str) -> int | None:
 
 def _load_rgb(path: Path, shown: str) -> np.ndarray:
     try:
-        return load_rgb(path)
+        return read_rgb(path)
     except ImageLoadError as e:
         raise BadInput(f"{shown}: {e.reason}") from None
 

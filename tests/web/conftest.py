@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def start_server():
-    """``start(args) -> (process, url)``: ``search.py serve ARGS --port P`` as a user starts it, once it
+    """``start(args, env=None) -> (process, url)``: ``search.py serve ARGS --port P`` as a user starts it, once it
     answers /healthz (the test fails with the server's output if it does not within 90 s)."""
 
-    def start(args: list[str]) -> tuple[subprocess.Popen, str]:
+    def start(args: list[str], env: dict | None = None) -> tuple[subprocess.Popen, str]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -41,6 +41,7 @@ def start_server():
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=env,
         )
         url, deadline = f"http://127.0.0.1:{port}", time.time() + 90
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import tempfile
 import threading
 import time
 import warnings
@@ -34,11 +35,15 @@ def _snapshot(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def app_env(web_data):
+def app_env(web_data, tmp_path_factory):
     before = {k: _snapshot(web_data[k]) for k in ("phash", "ae")}
-    app = create_app([web_data["phash"], web_data["ae"]], run_dir=web_data["run_dir"], max_upload=2_000_000)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client, app, web_data, before
+    old_tmp, tempfile.tempdir = tempfile.tempdir, str(tmp_path_factory.mktemp("server_tmp"))  # its own temp dir
+    try:
+        app = create_app([web_data["phash"], web_data["ae"]], run_dir=web_data["run_dir"], max_upload=2_000_000)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield client, app, web_data, before
+    finally:
+        tempfile.tempdir = old_tmp
 
 
 @pytest.fixture
@@ -428,5 +433,4 @@ def test_serve_help_does_not_import_fastapi():
 def test_nothing_was_written_into_the_index_folders(app_env):
     *_, web_data, before = app_env
     assert {k: _snapshot(web_data[k]) for k in ("phash", "ae")} == before
-    leftovers = list(app_env[1].app.state.service.scratch.iterdir())
-    assert leftovers == []  # every upload's temporary file is gone
+    assert [p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("encoder-web-")] == []  # in memory
