@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from encoder.data import resize_gray, to_gray
-from encoder.hashing.hashes import hash_pixels, is_flat, small_gray
+from encoder.hashing.hashes import _pillow_block_cache, hash_pixels, is_flat, small_gray
 from encoder.jobs import parts, runners, sources
 
 HASH_BATCH = 1024  # thumbnails hashed per batch, as hash_paths
@@ -62,7 +62,8 @@ def hash_shard(work: str, shard: int) -> dict[str, int]:
     fast = "torch" in sys.modules or len(locations) >= 1000
     if fast:
         importlib.import_module("torch")
-    px, skipped = _load(locations, lambda loc: _hash_row(loc, spec, fast))
+    with _pillow_block_cache():  # as hash_paths: freed image blocks reused, not page-faulted afresh
+        px, skipped = _load(locations, lambda loc: _hash_row(loc, spec, fast))
     hashes, flat = np.zeros((0, 8), np.uint8), np.zeros(0, bool)
     if px:
         batches = [np.stack(px[i : i + HASH_BATCH]) for i in range(0, len(px), HASH_BATCH)]
