@@ -43,6 +43,7 @@ from encoder._imagefile import (  # noqa: F401  (re-exported: the loader's publi
     open_image,
     register_plugins,
     resize_gray,
+    time_limit,
     to_gray,
     to_rgb,
 )

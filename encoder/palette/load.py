@@ -35,15 +35,16 @@ def read_rgb(
 
     Raises what :func:`encoder.data.open_image` raises (``ImageLoadError`` naming the file).
     """
-    im = data.open_image(path, max_pixels=max_pixels)
-    if im.mode not in PER_PIXEL_MODES:
-        return np.asarray(data.to_rgb(im, background))
-    w, h = im.size
-    out = np.empty((h, w, 3), np.uint8)
-    rows = max(1, STRIP_PIXELS // w)
-    for y in range(0, h, rows):
-        out[y : y + rows] = np.asarray(data.to_rgb(im.crop((0, y, w, min(h, y + rows))), background))
-    return out
+    with data.guarded(path), data.time_limit(data.DEFAULT_TIMEOUT):  # a conversion's refusal names the file too
+        im = data.open_image(path, max_pixels=max_pixels, timeout=None)
+        if im.mode not in PER_PIXEL_MODES:
+            return np.asarray(data.to_rgb(im, background))
+        w, h = im.size
+        out = np.empty((h, w, 3), np.uint8)
+        rows = max(1, STRIP_PIXELS // w)
+        for y in range(0, h, rows):
+            out[y : y + rows] = np.asarray(data.to_rgb(im.crop((0, y, w, min(h, y + rows))), background))
+        return out
 
 
 __all__ = ["read_rgb", "STRIP_PIXELS"]
