@@ -113,6 +113,9 @@ def remove_stale(folder: str | os.PathLike | None = None) -> list[Path]:
     return removed
 
 
+_OUT_OF_MEMORY = "needs more memory to decode than the server allows (its --decode-memory-mb)"
+
+
 def _decode(data, path: Path) -> tuple[str | None, bool]:
     """(the reason ``path`` cannot be read, or None; whether this worker is still sound)."""
     try:
@@ -120,9 +123,11 @@ def _decode(data, path: Path) -> tuple[str | None, bool]:
         if im.mode not in PLAIN_MODES:  # by way of to_rgb for every mode but grey ones: the query's conversions
             data.to_gray(im)
     except data.ImageLoadError as e:
+        if isinstance(e.__cause__, MemoryError):  # the guarded decode names it; the worker is retired
+            return _OUT_OF_MEMORY, False
         return e.reason, True
     except MemoryError:
-        return "needs more memory to decode than the server allows (its --decode-memory-mb)", False
+        return _OUT_OF_MEMORY, False
     except Exception as e:  # any decoder's own error (ValueError, struct.error, ...) is the file's reason
         return f"cannot decode: {type(e).__name__}: {e}", True
     return None, True

@@ -72,13 +72,32 @@ def box():
 def test_good_and_bad_uploads_get_an_answer(box, web_data):
     good = web_data["upload"].read_bytes()
     assert box.check(good) is None
-    assert "memory" in box.check(icns_bomb())  # refused by the address-space limit, the worker replaced
+    assert "decompression bomb" in box.check(icns_bomb())  # Pillow's check on the sub-image, in the worker
     assert box.check(good) is None
     assert "decompression bomb" in box.check(png_claiming(100_000, 100_000))
     assert "cannot decode" in box.check(good[: len(good) // 3])
     assert "empty file" in box.check(b"")
     assert "not a recognised image format" in box.check(b"%PDF-1.4 not an image")
     assert box.check(good) is None
+
+
+def test_a_decode_past_the_memory_limit_is_refused_and_the_worker_replaced():
+    buf = io.BytesIO()
+    Image.new("RGBA", (7000, 7000), (10, 20, 30, 255)).save(buf, "PNG")  # 196 MB decoded, a small file
+    b = Sandbox(slots=1, memory_mb=256)  # the interpreter and Pillow take about 110 MB of it
+    try:
+        reason = b.check(buf.getvalue())
+        assert "memory" in reason and "--decode-memory-mb" in reason
+        assert b.check(png_claiming(8, 8)) is not None  # a fresh worker answers the next one
+        assert b.check(_small_png()) is None
+    finally:
+        b.close()
+
+
+def _small_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def test_a_decode_past_the_time_limit_is_killed_and_refused():
