@@ -165,8 +165,8 @@ def part2(n: int, n_parts: int = 10) -> None:
     from encoder.jobs.index_job import ivf_from_parts
     from encoder.search import ann
 
-    codes = _mixture(n)
-    queries = _mixture(1000, seed=1)
+    both = _mixture(n + 1000)  # queries from the same clusters, not in the index
+    codes, queries = both[:n], both[n:]
     exact = faiss.IndexFlatL2(128)
     exact.add(codes)
     truth = exact.search(queries, 5)[1]
