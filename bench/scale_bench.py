@@ -165,8 +165,8 @@ def part2(n: int, n_parts: int = 10) -> None:
     from encoder.jobs.index_job import ivf_from_parts
     from encoder.search import ann
 
-    codes = _mixture(n)
-    queries = _mixture(1000, seed=1)
+    both = _mixture(n + 1000)  # queries from the same clusters, not in the index
+    codes, queries = both[:n], both[n:]
     exact = faiss.IndexFlatL2(128)
     exact.add(codes)
     truth = exact.search(queries, 5)[1]
@@ -197,7 +197,7 @@ def _links(work: Path) -> set:
     return {tuple(p) for f in sorted((work / "pairs").glob("*.npy")) for p in np.load(f).tolist()}
 
 
-def part3(photo_hashes: np.ndarray, n: int, scratch: Path, workers: int = 2) -> None:
+def part3(photo_hashes: np.ndarray, n: int, scratch: Path, ivf: list[tuple[int, int]], workers: int = 2) -> None:
     from encoder.hashing.hashes import hamming
     from encoder.jobs import dedup_job
     from encoder.search.index import Index
@@ -212,30 +212,33 @@ def part3(photo_hashes: np.ndarray, n: int, scratch: Path, workers: int = 2) -> 
     ids = [f"{i:07d}" for i in range(len(h))]
     Index.create("phash", "bench", h, ids, kind="hash", flat=np.zeros(len(h), bool)).save(scratch / "didx")
     runs = {}
-    ivf = min(dedup_job.DEFAULT_NLIST, len(np.unique(h, axis=0)) // 39)
-    for name, nlist in (("exact (BinaryFlat)", 0), ("IndexBinaryIVF", ivf)):
-        work = scratch / f"dwork{nlist}"
+    most = len(np.unique(h, axis=0)) // 39  # training hashes per list, as FAISS wants
+    for name, nlist, nprobe in [("exact (BinaryFlat)", 0, 0)] + [
+        (f"IVF{min(nl, most)} nprobe {npr}", min(nl, most), npr) for nl, npr in ivf
+    ]:
+        work = scratch / f"dwork{nlist}-{nprobe}"
         shutil.rmtree(work, ignore_errors=True)
         t = time.perf_counter()
-        groups = dedup_job.find_groups_job(scratch / "didx", work, nlist=nlist, workers=workers, progress=False)
+        kw = dict(nlist=nlist, nprobe=nprobe or dedup_job.DEFAULT_NPROBE, workers=workers, progress=False)
+        groups = dedup_job.find_groups_job(scratch / "didx", work, **kw)
         runs[name] = (time.perf_counter() - t, groups, _links(work))
-    distinct = np.load(scratch / "dwork0" / "hashes.npy")
+    distinct = np.load(scratch / "dwork0-0" / "hashes.npy")
     exact_links, exact_groups = runs["exact (BinaryFlat)"][2], runs["exact (BinaryFlat)"][1]
     print(
         f"\n3. dedup of {len(h):,} hashes: {len(photo_hashes)} photo pHashes, {len(copies)} edited copies, rest random"
     )
     print(
-        f"   threshold {dedup_job.DEFAULT_THRESHOLD}, local engine, {workers} workers; "
-        f"IVF: nlist {ivf}, nprobe {dedup_job.DEFAULT_NPROBE}"
+        f"   threshold {dedup_job.DEFAULT_THRESHOLD}, local engine, {workers} workers; defaults: nlist "
+        f"{dedup_job.DEFAULT_NLIST}, nprobe {dedup_job.DEFAULT_NPROBE} from {dedup_job.IVF_MIN:,} hashes"
     )
-    print(f"   {'search':<20}{'s':>8}{'pairs':>9}{'pair recall':>12}{'precision':>10}{'groups':>8}{'= exact':>8}")
+    print(f"   {'search':<22}{'s':>8}{'pairs':>9}{'pair recall':>12}{'precision':>10}{'groups':>8}{'= exact':>8}")
     for name, (secs, groups, links) in runs.items():
         a, b = (np.array([p[i] for p in links], np.int64) for i in (0, 1)) if links else (np.zeros(0, int),) * 2
         true = int((hamming(distinct[a], distinct[b]) <= dedup_job.DEFAULT_THRESHOLD).sum())
         same = len({tuple(g["ids"]) for g in groups} & {tuple(g["ids"]) for g in exact_groups})
         recall = len(links & exact_links) / max(1, len(exact_links))
         print(
-            f"   {name:<20}{secs:>8.1f}{len(links):>9}{recall:>12.3f}{true / max(1, len(links)):>10.3f}"
+            f"   {name:<22}{secs:>8.1f}{len(links):>9}{recall:>12.3f}{true / max(1, len(links)):>10.3f}"
             f"{len(groups):>8}{same:>8}"
         )
 
@@ -264,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codes", type=int, default=1_000_000)
     p.add_argument("--hashes", type=int, default=300_000)
     p.add_argument("--scratch", default=str(ROOT / "runs" / "scale_bench"))
+    p.add_argument("--ivf", default="1024:128", help="part 3's IndexBinaryIVF settings, NLIST:NPROBE,...")
     p.add_argument("--repeat", type=int, default=2, help="runs of part 1, the best kept")
     p.add_argument("--parts", default="1234", help="which parts to run (4 needs 1)")
     a = p.parse_args(argv)
@@ -277,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     if "3" in a.parts:
         from encoder.hashing.hashes import hash_paths
 
-        part3(hash_paths(sorted(folder.glob("*.jpg")), "phash", errors=[])[0], a.hashes, scratch)
+        ivf = [tuple(int(x) for x in pair.split(":")) for pair in a.ivf.split(",")]
+        part3(hash_paths(sorted(folder.glob("*.jpg")), "phash", errors=[])[0], a.hashes, scratch, ivf)
     if "4" in a.parts and rates:
         part4(rates)
     return 0
