@@ -11,11 +11,13 @@ from encoder.search.index import Index
 from encoder.search.methods import AutoencoderMethod, evaluation_methods
 from encoder.search.views import (
     CROP_SIDE,
+    QUERY_TURNS,
     decode_views_u8,
     gallery_boxes,
     image_views,
     query_boxes,
     source_views,
+    trim_box,
     view_count,
 )
 
@@ -50,8 +52,9 @@ def test_boxes_of_landscape_portrait_and_square_pictures(w, h):
     short = min(w, h)
     for (l, t, r, b), s in zip(g[10:], (1.0, 0.5625)):  # centred squares of the short side
         assert r - l == b - t == round(short * s) and abs((l + r) - w) <= 1 and abs((t + b) - h) <= 1
-    q = query_boxes(w, h, "crops")
-    assert len(q) == view_count("crops", "query") == 2 and q[0] == (0, 0, w, h) and q[1] == g[10]
+    q = query_boxes(w, h, "crops")  # untrimmed: the trimmed pair repeats the whole picture and its square
+    assert len(q) == 4 and q[0] == q[2] == (0, 0, w, h) and q[1] == q[3] == g[10]
+    assert view_count("crops", "query") == 4 + len(QUERY_TURNS)
     with pytest.raises(ValueError, match="views='tiles' must be one of"):
         gallery_boxes(w, h, "tiles")
 
@@ -173,7 +176,7 @@ def test_evaluation_methods_with_views(tmp_path, enc):
     queries = [ims[2].crop((200 - cw, 0, 200, ch)), ims[0]]  # a top-right half-area crop, a whole picture
     for m in ms[1:3]:
         q = m.features(None, queries)
-        assert q.shape == (2, enc.code_dim * (4 if m.mirror else 2))
+        assert q.shape == (2, enc.code_dim * view_count("crops", "query") * (2 if m.mirror else 1))
         rows = m.knn(gallery, q, 3)
         assert rows.shape == (2, 3) and rows[:, 0].tolist() == [2, 0] and sorted(rows[0]) == [0, 1, 2]
         assert m.knn(gallery, q, 3, metric="cosine")[:, 0].tolist() == [2, 0]
@@ -184,4 +187,48 @@ def test_views_option_rules(tmp_path, enc):
         AutoencoderMethod(encoder=enc, views="tiles")
     with pytest.raises(ValueError, match="--views crops is not supported with distributed encoding"):
         AutoencoderMethod(encoder=enc, views="crops", devices=2)
-    assert image_views(photo(50, 80), 64, "crops", "query").shape == (2, 64, 64)
+    assert image_views(photo(50, 80), 64, "crops", "query").shape == (view_count("crops", "query"), 64, 64)
+
+
+def _screenshot(pic: Image.Image, bar: int = 30) -> tuple[Image.Image, tuple]:
+    """``pic`` pasted into a dark 800x500 window under a light title bar with text; (image, pasted box)."""
+    from PIL import ImageDraw
+
+    out = Image.new("RGB", (800, 500), (35, 35, 40))
+    d = ImageDraw.Draw(out)
+    d.rectangle((0, 0, 800, bar), fill=(225, 225, 228))
+    d.text((10, 8), "photo.jpg - Viewer", fill=(20, 20, 20))
+    left, top = 170, bar + 60
+    out.paste(pic, (left, top))
+    return out, (left, top, left + pic.width, top + pic.height)
+
+
+def test_trim_box_peels_a_screenshot_window_down_to_the_picture():
+    from encoder.data import to_gray
+
+    shot, box = _screenshot(photo(400, 300, seed=2))
+    got = trim_box(to_gray(shot))
+    assert all(abs(a - b) <= 4 for a, b in zip(got, box)), (got, box)
+    # letterbox bars of another grey on two sides only
+    bars = Image.new("RGB", (400, 400), (0, 0, 0))
+    bars.paste(photo(400, 250, seed=3), (0, 75))
+    assert all(abs(a - b) <= 3 for a, b in zip(trim_box(to_gray(bars)), (0, 75, 400, 325)))
+    # a photo and a flat gradient wallpaper keep their whole picture
+    assert trim_box(to_gray(photo(400, 300, seed=4))) == (0, 0, 400, 300)
+    ramp = Image.fromarray(np.tile(np.linspace(40, 200, 400).astype(np.uint8), (300, 1)))
+    assert trim_box(ramp) == (0, 0, 400, 300)
+
+
+def test_query_views_add_the_trimmed_picture_and_quarter_turns():
+    pic = photo(400, 300, seed=2)
+    shot, box = _screenshot(pic)
+    q = image_views(shot, 64, "crops", "query")
+    assert q.shape == (view_count("crops", "query"), 64, 64)
+    # the trimmed view is the picture itself (to a few grey levels of resampling), the whole view is not
+    alone = image_views(pic, 64, "full", "query")[0].astype(int)
+    assert np.abs(q[2].astype(int) - alone).mean() < 4 < np.abs(q[0].astype(int) - alone).mean()
+    for v, k in enumerate(QUERY_TURNS, 4):  # the squashed picture turned is the turned picture squashed
+        np.testing.assert_array_equal(q[v], np.rot90(q[0], k))
+    turned = image_views(pic.transpose(Image.Transpose.ROTATE_90), 64, "crops", "query")
+    assert min(np.abs(turned[v].astype(int) - alone).mean() for v in (4, 5)) < 3
+    assert image_views(pic, 64, "crops", "gallery").shape == (12, 64, 64)  # galleries unchanged
