@@ -12,6 +12,7 @@ from encoder.search.methods import AutoencoderMethod, evaluation_methods
 from encoder.search.views import (
     CROP_SIDE,
     QUERY_TURNS,
+    WINDOW_POSITIONS,
     decode_views_u8,
     gallery_boxes,
     image_views,
@@ -40,7 +41,7 @@ def enc(tmp_path_factory):
 def test_boxes_of_landscape_portrait_and_square_pictures(w, h):
     assert gallery_boxes(w, h, "full") == query_boxes(w, h, "full") == [(0, 0, w, h)]
     g = gallery_boxes(w, h, "crops")
-    assert len(g) == view_count("crops", "gallery") == 12 and g[0] == (0, 0, w, h)
+    assert len(g) == view_count("crops", "gallery") == 12 + len(WINDOW_POSITIONS) and g[0] == (0, 0, w, h)
     assert all(0 <= l < r <= w and 0 <= t < b <= h for l, t, r, b in g)
     cw, ch = round(w * CROP_SIDE), round(h * CROP_SIDE)
     crops = g[1:10]  # same aspect, half the area, on a 3x3 grid of positions: corners included
@@ -52,6 +53,12 @@ def test_boxes_of_landscape_portrait_and_square_pictures(w, h):
     short = min(w, h)
     for (l, t, r, b), s in zip(g[10:], (1.0, 0.5625)):  # centred squares of the short side
         assert r - l == b - t == round(short * s) and abs((l + r) - w) <= 1 and abs((t + b) - h) <= 1
+    windows = g[12:]  # 9:16 along the long side (a square's are squares), from one end to the other
+    long, across = (w, h) if w >= h else (h, w)
+    for l, t, r, b in windows:
+        assert ((r - l, b - t) if w >= h else (b - t, r - l)) == (round(across * 9 / 16), across)
+    starts = [(l if w >= h else t) for l, t, _, _ in windows]
+    assert starts[0] == 0 and starts == sorted(starts) and starts[-1] == long - round(across * 9 / 16)
     q = query_boxes(w, h, "crops")  # untrimmed: the trimmed pair repeats the whole picture and its square
     assert len(q) == 4 and q[0] == q[2] == (0, 0, w, h) and q[1] == q[3] == g[10]
     assert view_count("crops", "query") == 4 + len(QUERY_TURNS)
@@ -67,15 +74,16 @@ def test_view_zero_is_the_single_view_and_its_code(tmp_path, enc):
     for f in (big, small):
         views, reason = decode_views_u8((str(f), 64, "crops", "gallery"))
         single, _ = decode_gray_u8((str(f), 64))
-        assert reason is None and views.shape == (12, 64, 64) and views.dtype == np.uint8
+        assert reason is None and views.shape == (view_count("crops"), 64, 64) and views.dtype == np.uint8
         np.testing.assert_array_equal(views[0], single)
         assert not np.array_equal(views[1], views[0])
     assert decode_views_u8((str(tmp_path / "gone.png"), 64, "crops", "gallery"))[0] is None
     full = AutoencoderMethod(encoder=enc).vectors([big, small])
     crops = AutoencoderMethod(encoder=enc, views="crops").vectors([big, tmp_path / "gone.png", small], errors=[])
-    assert crops.vectors.shape == (24, enc.code_dim) and crops.paths == [big] * 12 + [small] * 12
+    v = view_count("crops")
+    assert crops.vectors.shape == (2 * v, enc.code_dim) and crops.paths == [big] * v + [small] * v
     # the same pixels in; the codes differ only by float rounding of another batch size in torch
-    np.testing.assert_allclose(crops.vectors[::12], full.vectors, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(crops.vectors[::v], full.vectors, rtol=0, atol=1e-5)
     # evaluation: PIL images and files give the same views
     np.testing.assert_array_equal(
         source_views([Image.open(small)], 64, "crops", "query"), source_views([small], 64, "crops", "query")
@@ -171,7 +179,7 @@ def test_evaluation_methods_with_views(tmp_path, enc):
     assert ms[1].encoder is ms[0].encoder and ms[2].views == "crops" and ms[2].mirror
     ims = [photo(200, 150, seed=s) for s in range(3)]
     gallery = ms[1].gallery_features(None, ims)
-    assert gallery.shape == (36, enc.code_dim)
+    assert gallery.shape == (3 * view_count("crops"), enc.code_dim)
     cw, ch = round(200 * CROP_SIDE), round(150 * CROP_SIDE)
     queries = [ims[2].crop((200 - cw, 0, 200, ch)), ims[0]]  # a top-right half-area crop, a whole picture
     for m in ms[1:3]:
@@ -231,4 +239,4 @@ def test_query_views_add_the_trimmed_picture_and_quarter_turns():
         np.testing.assert_array_equal(q[v], np.rot90(q[0], k))
     turned = image_views(pic.transpose(Image.Transpose.ROTATE_90), 64, "crops", "query")
     assert min(np.abs(turned[v].astype(int) - alone).mean() for v in (4, 5)) < 3
-    assert image_views(pic, 64, "crops", "gallery").shape == (12, 64, 64)  # galleries unchanged
+    assert image_views(pic, 64, "crops", "gallery").shape == (view_count("crops"), 64, 64)  # no turns in galleries
