@@ -41,7 +41,7 @@ def enc(tmp_path_factory):
 def test_boxes_of_landscape_portrait_and_square_pictures(w, h):
     assert gallery_boxes(w, h, "full") == query_boxes(w, h, "full") == [(0, 0, w, h)]
     g = gallery_boxes(w, h, "crops")
-    assert len(g) == view_count("crops", "gallery") == 12 + len(WINDOW_POSITIONS) and g[0] == (0, 0, w, h)
+    assert len(g) == view_count("crops", "gallery") == 12 + len(WINDOW_POSITIONS) + 2 and g[0] == (0, 0, w, h)
     assert all(0 <= l < r <= w and 0 <= t < b <= h for l, t, r, b in g)
     cw, ch = round(w * CROP_SIDE), round(h * CROP_SIDE)
     crops = g[1:10]  # same aspect, half the area, on a 3x3 grid of positions: corners included
@@ -53,15 +53,17 @@ def test_boxes_of_landscape_portrait_and_square_pictures(w, h):
     short = min(w, h)
     for (l, t, r, b), s in zip(g[10:], (1.0, 0.5625)):  # centred squares of the short side
         assert r - l == b - t == round(short * s) and abs((l + r) - w) <= 1 and abs((t + b) - h) <= 1
-    windows = g[12:]  # 9:16 along the long side (a square's are squares), from one end to the other
+    windows = g[12:-2]  # 9:16 along the long side (a square's are squares), from one end to the other
     long, across = (w, h) if w >= h else (h, w)
     for l, t, r, b in windows:
         assert ((r - l, b - t) if w >= h else (b - t, r - l)) == (round(across * 9 / 16), across)
     starts = [(l if w >= h else t) for l, t, _, _ in windows]
     assert starts[0] == 0 and starts == sorted(starts) and starts[-1] == long - round(across * 9 / 16)
-    q = query_boxes(w, h, "crops")  # untrimmed: the trimmed pair repeats the whole picture and its square
-    assert len(q) == 4 and q[0] == q[2] == (0, 0, w, h) and q[1] == q[3] == g[10]
-    assert view_count("crops", "query") == 4 + len(QUERY_TURNS)
+    bh = round(h * 0.8)  # the top and bottom 80%: one of them whole under a caption band
+    assert g[-2:] == [(0, 0, w, bh), (0, h - bh, w, h)]
+    q = query_boxes(w, h, "crops")  # untrimmed: the trimmed views repeat the whole picture's
+    assert len(q) == 6 and q[0] == q[2] == (0, 0, w, h) and q[1] == q[3] == g[10] and q[4:] == g[-2:]
+    assert view_count("crops", "query") == 6 + len(QUERY_TURNS)
     with pytest.raises(ValueError, match="views='tiles' must be one of"):
         gallery_boxes(w, h, "tiles")
 
@@ -235,8 +237,8 @@ def test_query_views_add_the_trimmed_picture_and_quarter_turns():
     # the trimmed view is the picture itself (to a few grey levels of resampling), the whole view is not
     alone = image_views(pic, 64, "full", "query")[0].astype(int)
     assert np.abs(q[2].astype(int) - alone).mean() < 4 < np.abs(q[0].astype(int) - alone).mean()
-    for v, k in enumerate(QUERY_TURNS, 4):  # the squashed picture turned is the turned picture squashed
+    for v, k in enumerate(QUERY_TURNS, 6):  # the squashed picture turned is the turned picture squashed
         np.testing.assert_array_equal(q[v], np.rot90(q[0], k))
     turned = image_views(pic.transpose(Image.Transpose.ROTATE_90), 64, "crops", "query")
-    assert min(np.abs(turned[v].astype(int) - alone).mean() for v in (4, 5)) < 3
+    assert min(np.abs(turned[v].astype(int) - alone).mean() for v in (6, 7)) < 3
     assert image_views(pic, 64, "crops", "gallery").shape == (view_count("crops"), 64, 64)  # no turns in galleries
