@@ -6,6 +6,7 @@ Imported only when a Lightning subcommand runs (``fit``, ``validate``, ``test``,
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,31 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             self._refresh_last(trainer)
 
 
+class ScheduledEarlyStopping(EarlyStopping):
+    """EarlyStopping that starts counting only once ``min_fraction`` of the run's steps are done.
+
+    After the PCA start the validation loss first rises while the learning rate is high, and
+    falls below the start's only as the cosine schedule decays; a small folder (20 steps an
+    epoch) ran out of plain patience before that and kept epoch 0 as its best checkpoint.
+
+    Args:
+        min_fraction: share of ``trainer.estimated_stepping_batches`` (the schedule's length) before
+            which no stopping check is made, so ``patience`` counts from there (0 = plain EarlyStopping).
+    """
+
+    def __init__(self, *args, min_fraction: float = 0.5, **kwargs):
+        if not 0 <= min_fraction <= 1:
+            raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
+        super().__init__(*args, **kwargs)
+        self.min_fraction = min_fraction
+
+    def _run_early_stopping_check(self, trainer) -> None:
+        total = trainer.estimated_stepping_batches  # inf for a run without max_epochs/max_steps: no wait
+        if math.isfinite(total) and trainer.global_step < self.min_fraction * total:
+            return
+        super()._run_early_stopping_check(trainer)
+
+
 class TrainCLI(LightningCLI):
     """LightningCLI with the toolkit's callbacks configurable under their own keys."""
 
@@ -73,7 +99,7 @@ class TrainCLI(LightningCLI):
                 "checkpoint.filename": "best",
             }
         )
-        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.add_lightning_class_args(ScheduledEarlyStopping, "early_stopping")
         # checked after validation (not at train-epoch end), where val/loss always exists, resume included
         parser.set_defaults(
             {
@@ -81,6 +107,7 @@ class TrainCLI(LightningCLI):
                 "early_stopping.patience": 5,
                 "early_stopping.mode": "min",
                 "early_stopping.check_on_train_epoch_end": False,
+                "early_stopping.min_fraction": 0.5,
             }
         )
         parser.add_lightning_class_args(ReconstructionGrid, "recon_grid")

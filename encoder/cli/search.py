@@ -229,6 +229,7 @@ def cmd_dedup(a, opts: dict[str, Any]) -> int:
 def cmd_evaluate(a, opts: dict[str, Any]) -> int:
     from encoder.search import evaluate
     from encoder.search.methods import evaluation_methods
+    from encoder.search.neardup import ALBUM_EDITS
 
     methods = evaluation_methods(a.methods, checkpoint=a.checkpoint, views=a.views)
     run, fmt = (
@@ -236,7 +237,10 @@ def cmd_evaluate(a, opts: dict[str, Any]) -> int:
         if a.neardup
         else (evaluate.evaluate_folder, evaluate.format_report)
     )
-    report = run(a.folder, methods=methods, queries=a.queries, n_queries=a.n_queries, seed=a.seed, metric=a.metric)
+    extra = {"transforms": ALBUM_EDITS} if a.neardup and a.edits == "album" else {}
+    report = run(
+        a.folder, methods=methods, queries=a.queries, n_queries=a.n_queries, seed=a.seed, metric=a.metric, **extra
+    )
     print(json.dumps(report, indent=1) if a.json else fmt(report))
     if a.output:
         write_json(a.output, report)
@@ -326,6 +330,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--metric", choices=ann.METRICS, default="l2")
     s.add_argument("--neardup", action="store_true", help="recall@1/@5 of transformed copies, per transform")
+    s.add_argument(
+        "--edits",
+        choices=("transforms", "album"),
+        default="transforms",
+        help="with --neardup: the photo transforms, or the edits people make before sharing (screenshot, "
+        "caption, phone crop, turn, ...)",
+    )
     s.add_argument("--json", action="store_true")
     s.add_argument("-o", "--output", help="also write the JSON report here")
     sub.add_parser("serve", help="a local web page over indexes (search.py serve -h)", add_help=False)

@@ -134,9 +134,11 @@ class Method:
         """The gallery's vectors: :meth:`features`, unless the queries need more (a mirror-aware hash)."""
         return self.features(images, sources)
 
-    def knn(self, gallery: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2") -> np.ndarray:
-        """Exact top-k gallery rows (Q,k) of each query, by ``metric`` (codes) or Hamming (hashes)."""
-        return ann.exact_knn(queries, gallery, k, metric)[1]
+    def knn(self, gallery: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2", *, distances: bool = False):
+        """Exact top-k gallery rows (Q,k) of each query, by ``metric`` (codes) or Hamming (hashes);
+        ``distances``: ``(distances (Q,k), rows)``, smaller nearer (cosine as 1 - cosine)."""
+        d, rows = ann.exact_knn(queries, gallery, k, metric)
+        return ((1 - d if metric == "cosine" else d), rows) if distances else rows
 
     @classmethod
     def for_evaluation(cls, name: str, *, checkpoint: str | None = None, encoder: Any = None) -> Method:

@@ -95,9 +95,49 @@ class _Gallery:
             self.vectors[m.label] = m.fit(g_images, g_paths).gallery_features(g_images, g_paths)
             self.seconds[m.label] = time.perf_counter() - t
 
-    def ranked(self, q_images: np.ndarray, q_sources: Sequence, k: int, metric: str) -> dict[str, np.ndarray]:
-        """{method: top-k gallery rows (Q,k)} of the queries (grey images and the files/PIL images they came from)."""
-        return {m.label: m.knn(self.vectors[m.label], m.features(q_images, q_sources), k, metric) for m in self.methods}
+    def ranked(self, q_images: np.ndarray, q_sources: Sequence, k: int, metric: str, distances: bool = False) -> dict:
+        """{method: top-k gallery rows (Q,k)} of the queries (grey images and the files/PIL images they came
+        from); ``distances``: {method: (distances (Q,k), rows)}."""
+        return {
+            m.label: m.knn(self.vectors[m.label], m.features(q_images, q_sources), k, metric, distances=distances)
+            for m in self.methods
+        }
+
+
+def _grey(copies: Sequence, size: int) -> np.ndarray:
+    """PIL images -> ``(N, size, size)`` uint8 grey, as the folder decoder makes them."""
+    return np.stack([np.rint(resize_gray(to_gray(c), size) * 255).astype(np.uint8) for c in copies])
+
+
+def _recalls(
+    gallery: _Gallery, pil: list, originals: np.ndarray, transforms: dict, size: int, metric: str, fm_transform
+):
+    """``({method: {transform: {"R@1", "R@5"}}}, {method: threshold})``: recall of each transform's copies of
+    ``pil`` (gallery rows ``originals``), and the distance that finds 90% of the ``fm_transform`` copies'
+    originals (inf for an original outside the top 5)."""
+    per, thresholds = {}, {}
+    for tname, tf in transforms.items():
+        copies = [tf(im) for im in pil]
+        for name, (dist, rows) in gallery.ranked(_grey(copies, size), copies, 5, metric, True).items():
+            hit = rows == originals[:, None]
+            per.setdefault(name, {})[tname] = {
+                "R@1": float(hit[:, :1].any(1).mean()),
+                "R@5": float(hit[:, :5].any(1).mean()),
+            }
+            if tname == fm_transform:
+                found = np.where(hit.any(1), np.where(hit, dist, np.inf).min(1), np.inf)
+                thresholds[name] = float(np.quantile(found, 0.9, method="lower"))
+    return per, thresholds
+
+
+def _false_match_rates(gallery: _Gallery, non_matches: Sequence, size: int, metric: str, thresholds: dict) -> dict:
+    """{method: {"rate", "threshold", "n"}}: the share of ``non_matches`` (PIL images of pictures not in
+    the gallery) whose nearest gallery image is at most the method's ``thresholds[method]`` away."""
+    out = {}
+    for name, (dist, _) in gallery.ranked(_grey(non_matches, size), non_matches, 1, metric, True).items():
+        t = thresholds[name]
+        out[name] = {"rate": float((dist[:, 0] <= t).mean()), "threshold": float(t), "n": len(non_matches)}
+    return out
 
 
 def _setup(methods, enc, image_size: int | None) -> tuple[list[Method], int, object]:
@@ -181,12 +221,17 @@ def evaluate_neardup(
     metric: str = "l2",
     transforms: dict | None = None,
     image_size: int | None = None,
+    non_matches: Sequence | None = None,
+    fm_transform: str | None = None,
 ) -> dict:
     """recall@1/@5 of finding the original of each transformed copy, per transform and method.
 
     The originals are a seeded sample of ``n_queries`` images of ``folder``, or, with
     ``queries``, every image of that folder (then added to the gallery, ``folder`` being the
-    distractors).
+    distractors). ``non_matches`` (PIL images of pictures that are not in the gallery) add each
+    method's false-match rate: the share of them whose nearest gallery image is nearer than the
+    distance that finds 90% of the ``fm_transform`` copies' originals (default: the last transform;
+    an original outside the top 5 counts as infinitely far).
     """
     from encoder.search.neardup import TRANSFORMS
 
@@ -213,17 +258,9 @@ def evaluate_neardup(
             pil.append(to_rgb(open_image(kept[r])))
         except ImageLoadError as e:  # decoded once already; a file changed under us
             raise ValueError(str(e)) from None
-    per = {}
     gallery = _Gallery(ms, images, kept)
-    for tname, tf in transforms.items():
-        copies = [tf(im) for im in pil]
-        q_images = np.stack([np.rint(resize_gray(to_gray(c), size) * 255).astype(np.uint8) for c in copies])
-        for name, rows in gallery.ranked(q_images, copies, 5, metric).items():
-            hit = rows == originals[:, None]
-            per.setdefault(name, {})[tname] = {
-                "R@1": float(hit[:, :1].any(1).mean()),
-                "R@5": float(hit[:, :5].any(1).mean()),
-            }
+    per, thresholds = _recalls(gallery, pil, originals, transforms, size, metric, fm_transform or list(transforms)[-1])
+    fm = _false_match_rates(gallery, non_matches, size, metric, thresholds) if non_matches else {}
     return {
         "folder": str(folder),
         "n_gallery": len(kept),
@@ -231,17 +268,18 @@ def evaluate_neardup(
         "seed": seed,
         "metric": metric,
         "fingerprint": enc.fingerprint if enc is not None else None,
-        "results": _with_means(per),
+        "results": _with_means(per, fm),
         "skipped": [f"{p}: {r}" for p, r in skipped],
     }
 
 
-def _with_means(per: dict) -> list[dict]:
-    """``{method: {transform: {"R@1", "R@5"}}}`` -> one row per method with its mean over transforms."""
+def _with_means(per: dict, fm: dict | None = None) -> list[dict]:
+    """``{method: {transform: {"R@1", "R@5"}}}`` -> one row per method with its mean over transforms
+    (and its false-match rate, when ``fm`` has one)."""
     results = []
     for name, by_t in per.items():
         mean = {m: float(np.mean([v[m] for v in by_t.values()])) for m in ("R@1", "R@5")}
-        results.append({"method": name, "transforms": by_t, "mean": mean})
+        results.append({"method": name, "transforms": by_t, "mean": mean, **({"false_match": fm[name]} if fm else {})})
     return results
 
 
@@ -278,4 +316,7 @@ def format_neardup(report: dict) -> str:
             v = r["mean"] if t == "MEAN" else r["transforms"][t]
             cells.append(f"{v['R@1']:.2f} / {v['R@5']:.2f}".rjust(15))
         lines.append(f"{t:12s} " + " ".join(cells))
+    if report["results"] and "false_match" in report["results"][0]:
+        fm = [r["false_match"] for r in report["results"]]
+        lines.append(f"{'false match':12s} " + " ".join(f"{f['rate']:.2f} of {f['n']}".rjust(15) for f in fm))
     return "\n".join(lines)

@@ -154,17 +154,19 @@ class HashMethod(Method):
             raise ValueError(f"{len(sources) - len(kept)} images decode to grey but cannot be hashed with {self.name}")
         return h
 
-    def knn(self, gallery, queries, k, metric="l2") -> np.ndarray:
+    def knn(self, gallery, queries, k, metric="l2", *, distances: bool = False):
         """Top-k rows by Hamming; with ``mirror`` each gallery row at the smaller distance of the query
-        and its mirror (as :meth:`query` does)."""
+        and its mirror (as :meth:`query` does); ``distances``: ``(distances, rows)``."""
         nb = gallery.shape[1]
         index = faiss.IndexBinaryFlat(nb * 8)
         index.add(np.ascontiguousarray(gallery))
         k = min(k, len(gallery))
         d, i = index.search(np.ascontiguousarray(queries[:, :nb]), k)
-        if not self.mirror:
-            return i
-        return np.array(merge_best([(d, i), index.search(np.ascontiguousarray(queries[:, nb:]), k)], k)[1], np.int64)
+        if self.mirror:
+            d, i = (
+                np.array(a) for a in merge_best([(d, i), index.search(np.ascontiguousarray(queries[:, nb:]), k)], k)
+            )
+        return (d, i.astype(np.int64)) if distances else i.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- autoencoder codes
@@ -424,19 +426,21 @@ class AutoencoderMethod(Method):
         arrays = source_views(sources, self.image_size, self.views, "gallery", self.workers or 0)
         return self.encoder.encode(arrays.reshape(-1, *arrays.shape[2:]))
 
-    def knn(self, gallery, queries, k, metric="l2") -> np.ndarray:
+    def knn(self, gallery, queries, k, metric="l2", *, distances: bool = False):
         """Top-k gallery images by ``metric``; with ``mirror`` or views each at its best distance over
-        the query's views (and their mirrors) and, with views, over its own V rows (as :meth:`query`)."""
+        the query's views (and their mirrors) and, with views, over its own V rows (as :meth:`query`);
+        ``distances``: ``(distances, rows)``, smaller nearer."""
         d = gallery.shape[1]
         per = view_count(self.views, "gallery")
         q = np.ascontiguousarray(queries.reshape(-1, d))
         dist, rows = ann.exact_knn(q, gallery, min(k * per, len(gallery)), metric)
-        if q.shape[0] == len(queries) and per == 1:
-            return rows
-        owners = np.where(rows >= 0, rows // per, -1)
         dist = 1 - dist if metric == "cosine" else dist  # exact_knn's cosine scores: larger is nearer
-        merged = merge_query_views(dist.tolist(), owners.tolist(), len(queries), k)[1]
-        return np.array([r + [-1] * (k - len(r)) for r in merged], np.int64)
+        if q.shape[0] == len(queries) and per == 1:
+            return (dist, rows) if distances else rows
+        owners = np.where(rows >= 0, rows // per, -1)
+        md, mi = merge_query_views(dist.tolist(), owners.tolist(), len(queries), k)
+        rows = np.array([r + [-1] * (k - len(r)) for r in mi], np.int64)
+        return (np.array([r + [np.inf] * (k - len(r)) for r in md], np.float32), rows) if distances else rows
 
 
 class _CheckpointGone(FileNotFoundError, OptionError):

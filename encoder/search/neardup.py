@@ -115,3 +115,109 @@ TRANSFORMS: dict[str, Callable[[Image.Image], Image.Image]] = {
 # recall and dedup figures stay comparable with the earlier ones in docs/measured.md.
 CLASSIC = ("jpeg_q30", "resize_50", "crop_90", "bright_+20", "blur", "hflip", "rotate_5", "grey")
 CLASSIC_TRANSFORMS = {name: TRANSFORMS[name] for name in CLASSIC}
+
+
+# ----------------------------------------------------------------------------- edits people make before sharing
+
+SCREEN = (1920, 1080)
+TITLE_BAR = 40  # px of the viewer window's title bar
+GAMMA_FLIP_DARK = 1.8
+
+
+def _screenshot(im: Image.Image) -> Image.Image:
+    """A screenshot of a picture viewer: the picture at ~70% of a 1920x1080 window's area below a
+    light title bar with text, on the viewer's dark background."""
+    w, h = SCREEN
+    scale = min(0.7 * w / im.width, 0.7 * (h - TITLE_BAR) / im.height)
+    pic = im.convert("RGB").resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
+    out = Image.new("RGB", SCREEN, (38, 38, 42))
+    d = ImageDraw.Draw(out)
+    d.rectangle((0, 0, w, TITLE_BAR), fill=(225, 225, 228))
+    d.text(
+        (16, TITLE_BAR // 2),
+        "photo.jpg - Image Viewer",
+        fill=(30, 30, 30),
+        anchor="lm",
+        font=ImageFont.load_default(20),
+    )
+    out.paste(pic, ((w - pic.width) // 2, TITLE_BAR + (h - TITLE_BAR - pic.height) // 2))
+    return out
+
+
+def _caption(im: Image.Image) -> Image.Image:
+    """A captioned copy: an opaque black band over the bottom 15% with white text."""
+    out = im.convert("RGB")
+    d = ImageDraw.Draw(out)
+    bh = max(1, round(out.height * 0.15))
+    d.rectangle((0, out.height - bh, out.width, out.height), fill=(0, 0, 0))
+    font = ImageFont.load_default(size=max(8, bh // 2))
+    d.text((bh // 3, out.height - bh // 2), "Best day of the summer!", fill=(255, 255, 255), font=font, anchor="lm")
+    return out
+
+
+def _phone_crop(im: Image.Image) -> Image.Image:
+    """A phone story: a full-height 9:16 window from the left part of the picture (its left edge in the
+    first fifth of the free width, size-seeded), resized to 720x1280."""
+    w, h = im.size
+    cw, ch = (min(w, round(h * 9 / 16)), h) if w * 16 >= h * 9 else (w, min(h, round(w * 16 / 9)))
+    left = round(_rng(im, 916).uniform(0, 0.2) * (w - cw))
+    out = im.crop((left, (h - ch) // 2, left + cw, (h - ch) // 2 + ch))
+    return out.resize((720, 1280), Image.Resampling.BICUBIC)
+
+
+def _flip_dark(im: Image.Image) -> Image.Image:
+    """Mirrored and darkened (gamma 1.8 on [0,1] values)."""
+    lut = [round(255 * (i / 255) ** GAMMA_FLIP_DARK) for i in range(256)]
+    return im.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).point(lut * 3)
+
+
+def _corner_crop60(im: Image.Image) -> Image.Image:
+    """60% of each side, at a size-seeded corner."""
+    w, h = im.size
+    cw, ch = max(1, round(w * 0.6)), max(1, round(h * 0.6))
+    r = _rng(im, 60)
+    left, top = (w - cw) * r.randint(0, 1), (h - ch) * r.randint(0, 1)
+    return im.crop((left, top, left + cw, top + ch))
+
+
+def _rotate3(im: Image.Image) -> Image.Image:
+    """Turned by 3 degrees and cropped to the largest centred box without the turned-in corners."""
+    w, h = im.size
+    out = im.convert("RGB").rotate(3, resample=Image.Resampling.BICUBIC)
+    s, c = 0.0523, 0.9986  # sin, cos of 3 degrees
+    # the centred box of the picture's aspect that fits inside the turned rectangle
+    f = 1 / (c + s * max(w / h, h / w))
+    cw, ch = round(w * f), round(h * f)
+    return out.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+
+
+def _sepia(im: Image.Image) -> Image.Image:
+    """A sepia filter with raised contrast (x1.3) and a vignette darkening the corners to 45%."""
+    g = ImageEnhance.Contrast(im.convert("L")).enhance(1.3)
+    out = Image.merge("RGB", [g.point(lambda v, m=m: min(255, round(v * m))) for m in (1.07, 0.87, 0.62)])
+    w, h = out.size
+    mask = Image.radial_gradient("L").resize((w, h))  # 0 at the centre, 255 at the corners' circle
+    dark = Image.new("RGB", (w, h), (0, 0, 0))
+    return Image.composite(dark, out, mask.point(lambda v: round(min(255, v * 1.1) * 0.55)))
+
+
+def _thumbnail_q20(im: Image.Image) -> Image.Image:
+    """A 256 px (long side) thumbnail saved at JPEG quality 20."""
+    t = im.convert("RGB")
+    t.thumbnail((256, 256), Image.Resampling.BICUBIC)
+    return jpeg(t, 20)
+
+
+#: Edits people make to a photo before they share it (the album of bench/album_bench.py and
+#: ``search.py evaluate --neardup --edits album``).
+ALBUM_EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "screenshot": _screenshot,
+    "caption": _caption,
+    "phone_crop": _phone_crop,
+    "turn_90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
+    "flip_dark": _flip_dark,
+    "corner_crop60": _corner_crop60,
+    "rotate_3": _rotate3,
+    "sepia": _sepia,
+    "thumbnail_q20": _thumbnail_q20,
+}

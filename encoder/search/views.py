@@ -7,7 +7,11 @@ or half of its area off-centre. A **view set** names the parts of a picture that
 * ``"full"``: the whole picture only (one view; what indexes without views hold);
 * ``"crops"``: in the gallery, the whole picture, then same-aspect crops of :data:`CROP_SIDE`
   x each side at the :data:`CROP_POSITIONS`, then the centred squares of :data:`SQUARES` x the
-  short side; a query adds to its whole picture its centred square of the short side.
+  short side, then full-height 9:16 windows at the :data:`WINDOW_POSITIONS`, then the top and
+  bottom :data:`BAND` of the height; a query adds to its whole picture its centred square of the
+  short side, the same two and the two bands of the picture inside its borders (:func:`trim_box`:
+  a screenshot's window, a letterbox, a frame; the whole picture again when it has none) and its
+  whole picture turned by a quarter turn each way (:data:`QUERY_TURNS`).
 
 Each gallery image is then scored by its best (smallest) distance over all pairs of its views
 and the query's views. View 0 is always the whole picture, made exactly as the single view
@@ -16,13 +20,22 @@ and the query's views. View 0 is always the whole picture, made exactly as the s
 The crops sit at a 3x3 grid of positions rather than the 4 corners and the centre: the grid
 finds more of the half-area crops, for 12 gallery views instead of 8 (figures: docs/measured.md).
 
+The trimmed and turned query views and the windows, on bench/album_bench.py (30 photos and
+wallpapers x 9 edits against 86 gallery pictures, 30 non-match queries; the epoch-0 checkpoint that
+configs/default.yaml kept on a 131-picture folder before early_stopping.min_fraction): R@1
+screenshot 0.13 -> 0.77 and turned 90 degrees 0.10 -> 0.97 (query views, index unchanged),
+off-centre phone crop 0.30 -> 0.87 (the 5 windows), caption 0.53 -> 0.93 (the bands: a 2x2 grid on
+both sides instead got 0.80 but cost phone crop 0.17, flip+dark 0.27), 60% corner crop 0.33 -> 0.47,
+the other edits within one query; 19 gallery views instead of 12 (index x1.58), 8 query views
+instead of 2; false-match rate 0.00 before and after.
+
 Example:
     >>> gallery_boxes(400, 300, "full")
     [(0, 0, 400, 300)]
-    >>> query_boxes(400, 300, "crops")
-    [(0, 0, 400, 300), (50, 0, 350, 300)]
-    >>> len(gallery_boxes(400, 300, "crops")), view_count("crops", "gallery")
-    (12, 12)
+    >>> query_boxes(400, 300, "crops", trim=(0, 40, 400, 300))[2:4]
+    [(0, 40, 400, 300), (70, 40, 330, 300)]
+    >>> len(gallery_boxes(400, 300, "crops")), view_count("crops", "gallery"), view_count("crops", "query")
+    (19, 19, 8)
 """
 
 from __future__ import annotations
@@ -46,6 +59,10 @@ CROP_SIDE = 0.5**0.5  # each side x 0.707: half of the area
 # alone (8 gallery views instead of 12) found fewer half-area crops (see the module docstring).
 CROP_POSITIONS = tuple((fx, fy) for fy in (0.0, 0.5, 1.0) for fx in (0.0, 0.5, 1.0))
 SQUARES = (1.0, 0.5625)  # centred squares, x the short side
+# Phone-screen windows: full-height 9:16 (portrait) boxes of a landscape picture, full-width 16:9 boxes of a
+# portrait one, at these positions along the long side (0 left/top, 1 right/bottom): a phone story shows
+# one off-centre window of the picture.
+WINDOW_POSITIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 Box = tuple[int, int, int, int]
 
 
@@ -94,15 +111,74 @@ def gallery_boxes(w: int, h: int, views: str) -> list[Box]:
             left, top = round(fx * (w - cw)), round(fy * (h - ch))
             boxes.append((left, top, left + cw, top + ch))
         boxes += [_centred_square(w, h, s) for s in SQUARES]
+        boxes += _windows(w, h) + _bands((0, 0, w, h))
     return boxes
 
 
-def query_boxes(w: int, h: int, views: str) -> list[Box]:
-    """Crop boxes of the query views: the whole picture (and, for ``"crops"``, its centred square)."""
+BAND = 0.8  # share of the height a band view keeps
+
+
+def _bands(box: Box) -> list[Box]:
+    """The top and bottom :data:`BAND` of a box: a caption or banner over the other edge leaves one whole."""
+    left, top, right, bottom = box
+    bh = max(1, round((bottom - top) * BAND))
+    return [(left, top, right, top + bh), (left, bottom - bh, right, bottom)]
+
+
+def _windows(w: int, h: int) -> list[Box]:
+    """The :data:`WINDOW_POSITIONS` 9:16 windows of a picture (16:9 ones of a portrait picture)."""
+    if w >= h:
+        cw = min(w, max(1, round(h * 9 / 16)))
+        return [(round(f * (w - cw)), 0, round(f * (w - cw)) + cw, h) for f in WINDOW_POSITIONS]
+    ch = min(h, max(1, round(w * 9 / 16)))
+    return [(0, round(f * (h - ch)), w, round(f * (h - ch)) + ch) for f in WINDOW_POSITIONS]
+
+
+def query_boxes(w: int, h: int, views: str, trim: Box | None = None) -> list[Box]:
+    """Crop boxes of the query views: the whole picture; for ``"crops"`` also its centred square, then
+    the ``trim`` box (the picture inside a screenshot's or frame's borders, :func:`trim_box`; default the
+    whole picture), that box's centred square and its two bands."""
     boxes = [(0, 0, w, h)]
     if check_views(views) == "crops":
         boxes.append(_centred_square(w, h, 1.0))
+        left, top, right, bottom = trim or (0, 0, w, h)
+        sl, st, sr, sb = _centred_square(right - left, bottom - top, 1.0)
+        boxes += [(left, top, right, bottom), (left + sl, top + st, left + sr, top + sb)]
+        boxes += _bands((left, top, right, bottom))
     return boxes
+
+
+TRIM_TOLERANCE = 10  # grey levels: a line belongs to the border when its pixels stay this near its colour
+TRIM_SHARE = 0.9  # ... for at least this share of them (a title bar's text or buttons are the rest)
+TRIM_WORK_SIDE = 384  # the border is found on a copy with this long side (faster; box mapped back)
+
+
+def _border_lines(lines: np.ndarray, level: float) -> int:
+    """How many of ``lines`` (L, n) grey, outermost first, are border of colour ``level``."""
+    near = (np.abs(lines - level) <= TRIM_TOLERANCE).mean(1) >= TRIM_SHARE
+    return len(near) if near.all() else int(np.argmin(near))
+
+
+def trim_box(g: Image.Image) -> Box:
+    """The box (left, top, right, bottom) of a grey picture inside its borders: edge lines are peeled
+    while most of their pixels keep the grey level of the outermost remaining line on that side (a
+    viewer's title bar, then its background; a letterbox; a frame), round after round until no side
+    moves. A whole picture (nothing peeled, or the rest under a tenth of a side) gives the full box."""
+    w, h = g.size
+    f = min(1.0, TRIM_WORK_SIDE / max(w, h))
+    a = np.asarray(g.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BOX), np.float32)
+    top, left, bottom, right = 0, 0, a.shape[0], a.shape[1]
+    moved = True
+    while moved and bottom - top > 2 and right - left > 2:
+        inner = a[top:bottom, left:right]
+        sides = (inner, inner[::-1], inner.T, inner.T[::-1])  # top, bottom, left, right: outermost first
+        cuts = [_border_lines(s, float(np.median(s[0]))) for s in sides]
+        moved = any(cuts)
+        top, bottom = top + cuts[0], bottom - cuts[1]
+        left, right = left + cuts[2], right - cuts[3]
+    if bottom - top < 0.1 * a.shape[0] or right - left < 0.1 * a.shape[1]:
+        return 0, 0, w, h
+    return round(left / f), round(top / f), min(w, round(right / f)), min(h, round(bottom / f))
 
 
 def boxes(w: int, h: int, views: str, role: str) -> list[Box]:
@@ -111,18 +187,29 @@ def boxes(w: int, h: int, views: str, role: str) -> list[Box]:
     return gallery_boxes(w, h, views) if role == "gallery" else query_boxes(w, h, views)
 
 
+#: Quarter turns of the whole picture added to a ``"crops"`` query (a phone that lost its orientation).
+QUERY_TURNS = (1, 3)
+
+
 def view_count(views: str, role: str = "gallery") -> int:
     """Views per picture (the same for every picture size)."""
-    return len(boxes(64, 64, views, role))
+    turns = len(QUERY_TURNS) if role == "query" and views == "crops" else 0
+    return len(boxes(64, 64, views, role)) + turns
 
 
 def image_views(im: Image.Image, size: int, views: str, role: str = "gallery") -> np.ndarray:
-    """A PIL image -> ``(V, size, size)`` uint8 grey views (view 0: the whole picture, as the single view)."""
+    """A PIL image -> ``(V, size, size)`` uint8 grey views (view 0: the whole picture, as the single view);
+    a ``"crops"`` query's boxes come from :func:`query_boxes` with its :func:`trim_box`, then view 0 turned
+    by each of :data:`QUERY_TURNS` quarter turns (the squashed picture turned is the turned picture squashed)."""
     g = to_gray(im)
+    crops = role == "query" and check_views(views) == "crops"
+    bxs = query_boxes(g.width, g.height, views, trim_box(g)) if crops else boxes(g.width, g.height, views, role)
     out = np.empty((view_count(views, role), size, size), np.uint8)
-    for v, box in enumerate(boxes(g.width, g.height, views, role)):
+    for v, box in enumerate(bxs):
         crop = g if box == (0, 0, g.width, g.height) else g.crop(box)
         out[v] = (resize_gray(crop, size) * 255.0 + 0.5).astype(np.uint8)
+    for v, k in enumerate(QUERY_TURNS if crops else (), len(bxs)):
+        out[v] = np.rot90(out[0], k)
     return out
 
 
@@ -253,6 +340,10 @@ __all__ = [
     "CROP_SIDE",
     "CROP_POSITIONS",
     "SQUARES",
+    "WINDOW_POSITIONS",
+    "BAND",
+    "QUERY_TURNS",
+    "trim_box",
     "AUTO_CROPS_MIN_SIDE",
     "auto_views",
     "check_views",

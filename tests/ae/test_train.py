@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
 import torch
 
 from encoder.ae.inference import load_encoder
@@ -154,3 +159,94 @@ def test_fit_with_the_issue_15_settings(folder, tmp_path, run, ckpt_of):
         assert torch.allclose(
             model.decode(model.encode(x)), model.decoder.raw(model.encoder.raw(x)).clamp(0, 1), atol=1e-4
         )
+
+
+def _photo_crops(root, skimage_data, n: int = 40):
+    """``n`` flat-folder photos: seeded 160-320 px crops of scikit-image's RGB sample photos."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    names = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg")
+    photos = [Image.open(skimage_data / n_).convert("RGB") for n_ in names]
+    root.mkdir(parents=True)
+    for i in range(n):
+        im = photos[i % len(photos)]
+        side = int(rng.integers(160, min(im.size)))
+        x, y = (int(rng.integers(0, s - side + 1)) for s in im.size)
+        im.crop((x, y, x + side, y + side)).save(root / f"{i:03d}.jpg", quality=90)
+    return root
+
+
+def test_default_config_trains_a_small_folder_past_its_start(skimage_data, tmp_path, run, ckpt_of):
+    # configs/default.yaml as a user runs it on a small photo folder (a smaller batch and epoch to run fast):
+    # the validation loss wavers while the learning rate is high after the PCA start; the run goes on and
+    # its best checkpoint is a trained one, below the start
+    folder = _photo_crops(tmp_path / "photos", skimage_data, n=48)
+    run(
+        "train.py",
+        "fit",
+        "--config",
+        "configs/default.yaml",
+        "--data.root",
+        folder,
+        "--data.batch_size",
+        32,
+        "--data.min_steps_per_epoch",
+        10,
+        "--trainer.max_epochs",
+        10,
+        "--trainer.default_root_dir",
+        tmp_path / "run",
+        "--trainer.logger.init_args.save_dir",
+        tmp_path / "run",
+        "--trainer.enable_progress_bar",
+        "false",
+    )
+    rows = list(csv.DictReader(open(next((tmp_path / "run").rglob("metrics.csv")))))
+    val = {int(r["epoch"]): float(r["val/loss"]) for r in rows if r.get("val/loss")}
+    assert max(val) == 9  # no stop before the end: patience counts from the schedule's middle (epoch 5)
+    best = torch.load(ckpt_of(tmp_path / "run", "best.ckpt"), map_location="cpu", weights_only=True)
+    assert best["epoch"] > 0, val
+    assert val[best["epoch"]] < val[0] and val[best["epoch"]] == min(val.values()), val
+
+
+class _ScriptedLoss(pl.LightningModule):
+    """A module whose validation loss per epoch is ``curve[epoch]``: the shape of a small folder's run."""
+
+    def __init__(self, curve):
+        super().__init__()
+        self.curve, self.w = curve, torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.w - 1).pow(2).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", float(self.curve[self.current_epoch]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_early_stopping_waits_for_the_schedule_then_counts_patience():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from encoder.cli.fit import ScheduledEarlyStopping
+
+    # rises for 5 epochs after the start, recovers below it at epoch 7, then flattens
+    curve = [1.0, 1.1, 1.3, 1.2, 1.25, 1.15, 1.05, 0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]
+    data = DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=1)  # 4 steps an epoch
+
+    def fit(min_fraction):
+        stop = ScheduledEarlyStopping(monitor="val/loss", patience=3, min_fraction=min_fraction)
+        trainer = pl.Trainer(
+            max_epochs=len(curve), callbacks=[stop], logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+        trainer.fit(_ScriptedLoss(curve), data, data)
+        return trainer.current_epoch, round(float(stop.best_score), 4)
+
+    assert fit(0.0) == (4, 1.0)  # plain patience: stops in the rise, the start is its best
+    # no check before half the 80 steps (the end of epoch 9: best 0.8), then 3 epochs without a gain
+    assert fit(0.5) == (13, 0.8)
+    with pytest.raises(ValueError, match="min_fraction"):
+        ScheduledEarlyStopping(monitor="val/loss", min_fraction=1.5)

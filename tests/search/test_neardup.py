@@ -116,3 +116,43 @@ def test_mirror_names_and_plain_hash_unchanged():
     assert f.shape == (3, 16) and np.array_equal(f[:, :8], plain.features(None, ims))
     with pytest.raises(ValueError, match="unknown"):
         evaluation_methods(["raw-mirror"])
+
+
+@pytest.mark.parametrize("size", [(480, 320), (320, 480)])
+def test_album_edits_deterministic_rgb_of_their_shape(size):
+    from encoder.search.neardup import ALBUM_EDITS, SCREEN
+
+    im = _photo(*size)
+    for name, edit in ALBUM_EDITS.items():
+        out = edit(im)
+        assert out.mode == "RGB", name
+        assert np.array_equal(np.asarray(out), np.asarray(edit(im.copy()))), name  # same picture, same copy
+        assert out.size != im.size or np.abs(np.asarray(out, np.int16) - np.asarray(im, np.int16)).mean() > 3, name
+    w, h = size
+    assert ALBUM_EDITS["screenshot"](im).size == SCREEN and ALBUM_EDITS["phone_crop"](im).size == (720, 1280)
+    assert ALBUM_EDITS["turn_90"](im).size == (h, w) and max(ALBUM_EDITS["thumbnail_q20"](im).size) == 256
+    cap = np.asarray(ALBUM_EDITS["caption"](im).convert("L"))
+    assert cap[-round(h * 0.15) :].mean() < 40 < cap[: -round(h * 0.15)].mean()  # a dark band over the bottom 15%
+    crop = ALBUM_EDITS["corner_crop60"](im)
+    assert crop.size == (round(w * 0.6), round(h * 0.6))
+    assert min(abs(np.asarray(crop, np.int16) - np.asarray(im.crop(b), np.int16)).max() for b in _corners(w, h)) == 0
+
+
+def _corners(w, h):
+    cw, ch = round(w * 0.6), round(h * 0.6)
+    return [(x, y, x + cw, y + ch) for x in (0, w - cw) for y in (0, h - ch)]
+
+
+def test_false_match_rate_counts_non_matches_nearer_than_the_threshold(tmp_path):
+    queries, distractors = tmp_path / "q", tmp_path / "d"
+    queries.mkdir(), distractors.mkdir()
+    for s in range(3):
+        _photo(seed=s).rotate(90 * s, expand=True).save(queries / f"a{s}.png")
+        _photo(seed=10 + s).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(distractors / f"b{s}.png")
+    copies = {"jpeg_q30": TRANSFORMS["jpeg_q30"]}
+    # a picture in no gallery, and a re-save of a gallery picture posing as one (it must count as a false match)
+    strangers = [Image.new("RGB", (300, 200), (90, 160, 40)), Image.open(distractors / "b1.png").convert("RGB")]
+    report = evaluate_neardup(distractors, methods=["phash"], queries=queries, transforms=copies, non_matches=strangers)
+    fm = report["results"][0]["false_match"]
+    assert report["results"][0]["transforms"]["jpeg_q30"]["R@1"] == 1.0
+    assert fm["n"] == 2 and fm["rate"] == 0.5 and 0 <= fm["threshold"] < 32

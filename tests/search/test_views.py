@@ -11,11 +11,14 @@ from encoder.search.index import Index
 from encoder.search.methods import AutoencoderMethod, evaluation_methods
 from encoder.search.views import (
     CROP_SIDE,
+    QUERY_TURNS,
+    WINDOW_POSITIONS,
     decode_views_u8,
     gallery_boxes,
     image_views,
     query_boxes,
     source_views,
+    trim_box,
     view_count,
 )
 
@@ -38,7 +41,7 @@ def enc(tmp_path_factory):
 def test_boxes_of_landscape_portrait_and_square_pictures(w, h):
     assert gallery_boxes(w, h, "full") == query_boxes(w, h, "full") == [(0, 0, w, h)]
     g = gallery_boxes(w, h, "crops")
-    assert len(g) == view_count("crops", "gallery") == 12 and g[0] == (0, 0, w, h)
+    assert len(g) == view_count("crops", "gallery") == 12 + len(WINDOW_POSITIONS) + 2 and g[0] == (0, 0, w, h)
     assert all(0 <= l < r <= w and 0 <= t < b <= h for l, t, r, b in g)
     cw, ch = round(w * CROP_SIDE), round(h * CROP_SIDE)
     crops = g[1:10]  # same aspect, half the area, on a 3x3 grid of positions: corners included
@@ -50,8 +53,17 @@ def test_boxes_of_landscape_portrait_and_square_pictures(w, h):
     short = min(w, h)
     for (l, t, r, b), s in zip(g[10:], (1.0, 0.5625)):  # centred squares of the short side
         assert r - l == b - t == round(short * s) and abs((l + r) - w) <= 1 and abs((t + b) - h) <= 1
-    q = query_boxes(w, h, "crops")
-    assert len(q) == view_count("crops", "query") == 2 and q[0] == (0, 0, w, h) and q[1] == g[10]
+    windows = g[12:-2]  # 9:16 along the long side (a square's are squares), from one end to the other
+    long, across = (w, h) if w >= h else (h, w)
+    for l, t, r, b in windows:
+        assert ((r - l, b - t) if w >= h else (b - t, r - l)) == (round(across * 9 / 16), across)
+    starts = [(l if w >= h else t) for l, t, _, _ in windows]
+    assert starts[0] == 0 and starts == sorted(starts) and starts[-1] == long - round(across * 9 / 16)
+    bh = round(h * 0.8)  # the top and bottom 80%: one of them whole under a caption band
+    assert g[-2:] == [(0, 0, w, bh), (0, h - bh, w, h)]
+    q = query_boxes(w, h, "crops")  # untrimmed: the trimmed views repeat the whole picture's
+    assert len(q) == 6 and q[0] == q[2] == (0, 0, w, h) and q[1] == q[3] == g[10] and q[4:] == g[-2:]
+    assert view_count("crops", "query") == 6 + len(QUERY_TURNS)
     with pytest.raises(ValueError, match="views='tiles' must be one of"):
         gallery_boxes(w, h, "tiles")
 
@@ -64,15 +76,16 @@ def test_view_zero_is_the_single_view_and_its_code(tmp_path, enc):
     for f in (big, small):
         views, reason = decode_views_u8((str(f), 64, "crops", "gallery"))
         single, _ = decode_gray_u8((str(f), 64))
-        assert reason is None and views.shape == (12, 64, 64) and views.dtype == np.uint8
+        assert reason is None and views.shape == (view_count("crops"), 64, 64) and views.dtype == np.uint8
         np.testing.assert_array_equal(views[0], single)
         assert not np.array_equal(views[1], views[0])
     assert decode_views_u8((str(tmp_path / "gone.png"), 64, "crops", "gallery"))[0] is None
     full = AutoencoderMethod(encoder=enc, views="full").vectors([big, small])
     crops = AutoencoderMethod(encoder=enc, views="crops").vectors([big, tmp_path / "gone.png", small], errors=[])
-    assert crops.vectors.shape == (24, enc.code_dim) and crops.paths == [big] * 12 + [small] * 12
+    v = view_count("crops")
+    assert crops.vectors.shape == (2 * v, enc.code_dim) and crops.paths == [big] * v + [small] * v
     # the same pixels in; the codes differ only by float rounding of another batch size in torch
-    np.testing.assert_allclose(crops.vectors[::12], full.vectors, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(crops.vectors[::v], full.vectors, rtol=0, atol=1e-5)
     # evaluation: PIL images and files give the same views
     np.testing.assert_array_equal(
         source_views([Image.open(small)], 64, "crops", "query"), source_views([small], 64, "crops", "query")
@@ -168,12 +181,12 @@ def test_evaluation_methods_with_views(tmp_path, enc):
     assert ms[1].encoder is ms[0].encoder and ms[2].views == "crops" and ms[2].mirror
     ims = [photo(200, 150, seed=s) for s in range(3)]
     gallery = ms[1].gallery_features(None, ims)
-    assert gallery.shape == (36, enc.code_dim)
+    assert gallery.shape == (3 * view_count("crops"), enc.code_dim)
     cw, ch = round(200 * CROP_SIDE), round(150 * CROP_SIDE)
     queries = [ims[2].crop((200 - cw, 0, 200, ch)), ims[0]]  # a top-right half-area crop, a whole picture
     for m in ms[1:3]:
         q = m.features(None, queries)
-        assert q.shape == (2, enc.code_dim * (4 if m.mirror else 2))
+        assert q.shape == (2, enc.code_dim * view_count("crops", "query") * (2 if m.mirror else 1))
         rows = m.knn(gallery, q, 3)
         assert rows.shape == (2, 3) and rows[:, 0].tolist() == [2, 0] and sorted(rows[0]) == [0, 1, 2]
         assert m.knn(gallery, q, 3, metric="cosine")[:, 0].tolist() == [2, 0]
@@ -184,4 +197,48 @@ def test_views_option_rules(tmp_path, enc):
         AutoencoderMethod(encoder=enc, views="tiles")
     with pytest.raises(ValueError, match="^views crops is not supported with distributed encoding"):
         AutoencoderMethod(encoder=enc, views="crops", devices=2)
-    assert image_views(photo(50, 80), 64, "crops", "query").shape == (2, 64, 64)
+    assert image_views(photo(50, 80), 64, "crops", "query").shape == (view_count("crops", "query"), 64, 64)
+
+
+def _screenshot(pic: Image.Image, bar: int = 30) -> tuple[Image.Image, tuple]:
+    """``pic`` pasted into a dark 800x500 window under a light title bar with text; (image, pasted box)."""
+    from PIL import ImageDraw
+
+    out = Image.new("RGB", (800, 500), (35, 35, 40))
+    d = ImageDraw.Draw(out)
+    d.rectangle((0, 0, 800, bar), fill=(225, 225, 228))
+    d.text((10, 8), "photo.jpg - Viewer", fill=(20, 20, 20))
+    left, top = 170, bar + 60
+    out.paste(pic, (left, top))
+    return out, (left, top, left + pic.width, top + pic.height)
+
+
+def test_trim_box_peels_a_screenshot_window_down_to_the_picture():
+    from encoder.data import to_gray
+
+    shot, box = _screenshot(photo(400, 300, seed=2))
+    got = trim_box(to_gray(shot))
+    assert all(abs(a - b) <= 4 for a, b in zip(got, box)), (got, box)
+    # letterbox bars of another grey on two sides only
+    bars = Image.new("RGB", (400, 400), (0, 0, 0))
+    bars.paste(photo(400, 250, seed=3), (0, 75))
+    assert all(abs(a - b) <= 3 for a, b in zip(trim_box(to_gray(bars)), (0, 75, 400, 325)))
+    # a photo and a flat gradient wallpaper keep their whole picture
+    assert trim_box(to_gray(photo(400, 300, seed=4))) == (0, 0, 400, 300)
+    ramp = Image.fromarray(np.tile(np.linspace(40, 200, 400).astype(np.uint8), (300, 1)))
+    assert trim_box(ramp) == (0, 0, 400, 300)
+
+
+def test_query_views_add_the_trimmed_picture_and_quarter_turns():
+    pic = photo(400, 300, seed=2)
+    shot, box = _screenshot(pic)
+    q = image_views(shot, 64, "crops", "query")
+    assert q.shape == (view_count("crops", "query"), 64, 64)
+    # the trimmed view is the picture itself (to a few grey levels of resampling), the whole view is not
+    alone = image_views(pic, 64, "full", "query")[0].astype(int)
+    assert np.abs(q[2].astype(int) - alone).mean() < 4 < np.abs(q[0].astype(int) - alone).mean()
+    for v, k in enumerate(QUERY_TURNS, 6):  # the squashed picture turned is the turned picture squashed
+        np.testing.assert_array_equal(q[v], np.rot90(q[0], k))
+    turned = image_views(pic.transpose(Image.Transpose.ROTATE_90), 64, "crops", "query")
+    assert min(np.abs(turned[v].astype(int) - alone).mean() for v in (6, 7)) < 3
+    assert image_views(pic, 64, "crops", "gallery").shape == (view_count("crops"), 64, 64)  # no turns in galleries
