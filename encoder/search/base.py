@@ -39,6 +39,13 @@ class OptionError(ValueError):
         return _OPTION.sub(lambda m: spell(m.group(1)), self.message)
 
 
+class CheckpointGone(FileNotFoundError, OptionError):
+    """The checkpoint an index records is gone (the message names the option that replaces it)."""
+
+    def __init__(self, message: str):
+        OptionError.__init__(self, message)
+
+
 class Vectors(NamedTuple):
     """Vectors of the readable files: ``vectors`` (N,8) uint8 or (N,D) float32, ``paths`` the N
     files in input order, ``flat`` (N,) bool for hashes (low-information images), else None."""

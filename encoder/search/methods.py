@@ -37,7 +37,7 @@ from encoder.ae.runtime import encode_paths, onnx_encoder_for_index
 from encoder.data import GRAY_PREPROCESS_VERSION
 from encoder.hashing.hashes import ALPHA_MODES, HASHES, hash_images, hash_paths, hash_version
 from encoder.search import ann
-from encoder.search.base import Method, Neighbours, OptionError, Vectors  # noqa: F401  (the interface, re-exported)
+from encoder.search.base import CheckpointGone, Method, Neighbours, OptionError, Vectors  # noqa: F401  (the interface, re-exported)
 from encoder.search.baselines import PcaMethod, RawMethod
 from encoder.search.errors import IndexMismatchError, check_meta
 from encoder.search.views import (
@@ -310,7 +310,7 @@ class AutoencoderMethod(Method):
             if not checkpoint:
                 raise OptionError("`checkpoint` is required for `method` ae")
             if not Path(checkpoint).is_file():
-                raise _CheckpointGone(
+                raise CheckpointGone(
                     f"the index was built with checkpoint {checkpoint}, which is gone; "
                     "pass `checkpoint` with the same model"
                 )
@@ -441,13 +441,6 @@ class AutoencoderMethod(Method):
         md, mi = merge_query_views(dist.tolist(), owners.tolist(), len(queries), k)
         rows = np.array([r + [-1] * (k - len(r)) for r in mi], np.int64)
         return (np.array([r + [np.inf] * (k - len(r)) for r in md], np.float32), rows) if distances else rows
-
-
-class _CheckpointGone(FileNotFoundError, OptionError):
-    """The checkpoint an index records is gone (the message names the option that replaces it)."""
-
-    def __init__(self, message: str):
-        OptionError.__init__(self, message)
 
 
 # ----------------------------------------------------------------------------- registry
