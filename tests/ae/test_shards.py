@@ -1,4 +1,5 @@
-"""Code shards: per-rank writer, merge (order, sampler padding), and 2-process DDP encoding end to end."""
+"""Code parts: writer named by rows, merge, resume after an interruption, refusal of another run's parts,
+and 2-process DDP encoding end to end."""
 
 import json
 import os
