@@ -276,6 +276,34 @@ def pending_groups(output_dir: str | os.PathLike, key: RunKey) -> list[tuple[int
     return [g for g in groups(key.n, key.group) if part_name(*g) not in done]
 
 
+def _encode_groups(model, paths, todo, out: Path, key: RunKey, trainer_kw: dict, batch_size, num_workers) -> int:
+    """Run Lightning ``predict`` over the row groups ``todo``, writing their parts; returns the global rank."""
+    trainer = pl.Trainer(
+        **trainer_kw,
+        callbacks=[CodeShardWriter(out, key)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=len(paths) > 1000,
+        default_root_dir=str(out),
+    )
+    # Lightning's predict sampler gives each rank its own groups without padding and needs one per rank
+    todo = todo + todo * (-(-trainer.world_size // len(todo)) - 1)
+    loader = torch.utils.data.DataLoader(
+        GroupDataset(paths, todo, model.image_size),
+        batch_size=1,
+        collate_fn=_only_item,
+        num_workers=num_workers,
+        shuffle=False,
+    )
+    home = next(model.parameters()).device
+    try:
+        trainer.predict(PredictModule(model, batch_size), dataloaders=loader, return_predictions=False)
+    finally:  # Lightning moved the model to its accelerator; the caller's Encoder still runs it where it was
+        model.to(home)
+    return trainer.global_rank
+
+
 def predict_codes(
     model: ConvAutoencoder | Encoder | str | os.PathLike,
     paths: Sequence[str | os.PathLike],
@@ -310,34 +338,11 @@ def predict_codes(
     key = RunKey(fingerprint(model), files_digest(paths), len(paths), group_size or default_group_size(len(paths)))
     todo = pending_groups(out, key)  # every rank lists before any writes: none writes before the group forms
     if todo:
-        trainer = pl.Trainer(
-            accelerator=accelerator,
-            devices=devices,
-            strategy=strategy,
-            num_nodes=num_nodes,
-            callbacks=[CodeShardWriter(out, key)],
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=len(paths) > 1000,
-            default_root_dir=str(out),
-        )
-        # Lightning's predict sampler gives each rank its own groups without padding and needs one per rank
-        todo = todo + todo * (-(-trainer.world_size // len(todo)) - 1)
-        loader = torch.utils.data.DataLoader(
-            GroupDataset(paths, todo, model.image_size),
-            batch_size=1,
-            collate_fn=_only_item,
-            num_workers=num_workers,
-            shuffle=False,
-        )
-        home = next(model.parameters()).device
-        try:
-            trainer.predict(PredictModule(model, batch_size), dataloaders=loader, return_predictions=False)
-        finally:  # Lightning moved the model to its accelerator; the caller's Encoder still runs it where it was
-            model.to(home)
-        if trainer.global_rank != 0:
+        trainer_kw = dict(accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes)
+        if _encode_groups(model, paths, todo, out, key, trainer_kw, batch_size, num_workers) != 0:
             return None
+    if not paths:
+        return PredictedCodes(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), [])
     res = merge_shards(out, key)
     seen = len(set(res.rows.tolist()) | {row for row, _ in res.skipped})
     if seen != len(paths):
