@@ -14,6 +14,10 @@
    edits do, then random hashes): :func:`encoder.jobs.dedup_job.find_groups_job` with IndexBinaryIVF
    against the exact flat range search: time, pair recall and precision, groups.
 4. A projection for 100 million images on N machines of C cores from the measured per-core rates.
+5. ``--hash-index`` random and near-duplicate-shaped 64-bit hashes (``--parts 5`` alone needs no
+   photos): IndexBinaryIVF at ``--hash-ivf`` settings (1024:256 is the search index's choice from
+   2M hashes; BinaryHNSW, the former one, up to ``--hnsw-max``) against exact BinaryFlat: ms/query on
+   one thread, recall@5.
 """
 
 from __future__ import annotations
@@ -260,6 +264,74 @@ def part4(rates: dict) -> None:
         print(f"   {method:<7}{per_core:>11.0f}{core_h:>11.0f}{cells}")
 
 
+def _hashes(n: int, shape: str, rng) -> np.ndarray:
+    """``n`` 64-bit hashes: uniform random, or near-duplicate-shaped (a quarter originals, each with
+    three copies 0-8 bits away, as edits move a pHash)."""
+    if shape == "random":
+        return rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    base = rng.integers(0, 256, (n // 4, 8), dtype=np.uint8)
+    bits = np.unpackbits(np.repeat(base, 3, axis=0), axis=1)
+    for row, k in enumerate(rng.integers(0, 9, len(bits))):
+        bits[row, rng.choice(64, k, replace=False)] ^= 1
+    return np.concatenate([base, np.packbits(bits, axis=1)])
+
+
+def _timed_search(index, q: np.ndarray, k: int = 5) -> tuple[np.ndarray, float]:
+    t = time.perf_counter()
+    dist, _ = index.search(q, k)
+    return dist, (time.perf_counter() - t) / len(q) * 1e3
+
+
+def _binary_ivf(xb: np.ndarray, nlist: int):
+    import faiss
+
+    index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(64), 64, nlist)
+    index.train(xb[np.random.default_rng(0).choice(len(xb), min(len(xb), nlist * 64), replace=False)])
+    index.add(xb)
+    return index
+
+
+def part5(sizes: list[int], ivf: list[tuple[int, int]], hnsw_max: int, n_queries: int = 500) -> None:
+    import faiss
+
+    from encoder.search.index import HNSW_MIN, IVF_LISTS, IVF_PROBE_SHARE, _binary_index
+
+    faiss.omp_set_num_threads(1)  # ms per query per core
+    print(f"\n5. hash index top-5 vs exact BinaryFlat (the search index's choice below {HNSW_MIN:,}; from there")
+    print(
+        f"   BinaryIVF{IVF_LISTS} nprobe {IVF_LISTS // IVF_PROBE_SHARE}; BinaryHNSW, the former choice, on the random"
+    )
+    print(
+        f"   hashes up to {hnsw_max:,}), {n_queries} queries (stored hashes with 0-4 bits flipped) batched, 1 thread;"
+    )
+    print("   recall@5 counts a returned hash at a distance <= the exact 5th (random hashes tie often);")
+    print("   build s 0.0: the index of the row above, probed differently")
+    print(f"   {'hashes':>10} {'shape':<9}{'index':<28}{'build s':>8}{'ms/query':>9}{'recall@5':>9}")
+    for n in sizes:
+        for shape in ("random", "near-dup"):
+            rng = np.random.default_rng(5)
+            xb = _hashes(n, shape, rng)
+            bits = np.unpackbits(xb[rng.choice(len(xb), n_queries, replace=False)], axis=1)
+            for row, k in enumerate(rng.integers(0, 5, n_queries)):
+                bits[row, rng.choice(64, k, replace=False)] ^= 1
+            xq = np.packbits(bits, axis=1)
+            exact, ms = _timed_search(_binary_index(xb, "BinaryFlat")[0], xq)
+            print(f"   {n:>10,} {shape:<9}{'BinaryFlat (exact)':<28}{0:>8.1f}{ms:>9.3f}{1:>9.3f}")
+            builds = [(f"BinaryIVF{nl} nprobe {npr}", nl, npr) for nl, npr in ivf]
+            builds += [("BinaryHNSW32 ef128", 0, 0)] if shape == "random" and n <= hnsw_max else []
+            built: dict[int, tuple] = {}
+            for name, nlist, nprobe in builds:
+                t = time.perf_counter()
+                if nlist not in built:
+                    built[nlist] = (_binary_ivf(xb, nlist) if nlist else _binary_index(xb, "BinaryHNSW")[0],)
+                index, build = built[nlist][0], time.perf_counter() - t
+                if nlist:
+                    index.nprobe = nprobe
+                got, ms = _timed_search(index, xq)
+                recall = float(np.mean((np.sort(got, 1) <= exact[:, 4:5]).sum(1) / 5))
+                print(f"   {n:>10,} {shape:<9}{name:<28}{build:>8.1f}{ms:>9.3f}{recall:>9.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default=str(ROOT / "data" / "photos200"))
@@ -269,12 +341,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scratch", default=str(ROOT / "runs" / "scale_bench"))
     p.add_argument("--ivf", default="1024:128", help="part 3's IndexBinaryIVF settings, NLIST:NPROBE,...")
     p.add_argument("--repeat", type=int, default=2, help="runs of part 1, the best kept")
-    p.add_argument("--parts", default="1234", help="which parts to run (4 needs 1)")
+    p.add_argument("--parts", default="1234", help="which parts to run (4 needs 1; 5 needs no photos)")
+    p.add_argument("--hash-index", default="1000000,4000000", help="part 5's hash counts, N,N,...")
+    p.add_argument("--hash-ivf", default="1024:256,1024:512,4096:1024", help="part 5's NLIST:NPROBE,...")
+    p.add_argument("--hnsw-max", type=int, default=1_000_000, help="part 5 builds BinaryHNSW up to this count")
     a = p.parse_args(argv)
     scratch = Path(a.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     folder = scratch / f"photos{a.n_photos}"
-    make_photos(Path(a.source), folder, a.n_photos)
+    if set(a.parts) - {"5"}:
+        make_photos(Path(a.source), folder, a.n_photos)
     rates = part1(folder, scratch, a.repeat) if "1" in a.parts else None
     if "2" in a.parts:
         part2(a.codes)
@@ -285,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         part3(hash_paths(sorted(folder.glob("*.jpg")), "phash", errors=[])[0], a.hashes, scratch, ivf)
     if "4" in a.parts and rates:
         part4(rates)
+    if "5" in a.parts:
+        hash_ivf = [tuple(int(x) for x in pair.split(":")) for pair in a.hash_ivf.split(",")]
+        part5([int(x) for x in a.hash_index.split(",")], hash_ivf, a.hnsw_max)
     return 0
 
 

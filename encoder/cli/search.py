@@ -292,7 +292,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--strategy", default=None, help="Lightning strategy for encoding, e.g. ddp (ae; default auto)")
     s.add_argument("--accelerator", default=None, help="cpu|gpu|auto for distributed encoding (ae; default auto)")
     s.add_argument("--num-nodes", type=int, default=None, help="(ae; default 1)")
-    s.add_argument("--shard-dir", default=None, help="where per-rank code shards go (ae; default OUTPUT.shards)")
+    s.add_argument(
+        "--shard-dir",
+        default=None,
+        help="where the resumable code parts go (ae; default OUTPUT.shards; a rerun keeps the finished ones)",
+    )
     s = sub.add_parser("add", help="add images to an index")
     s.add_argument("index")
     s.add_argument("images", nargs="+")

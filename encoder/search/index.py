@@ -21,8 +21,9 @@ Several views per image (code indexes made with ``views=V`` > 1, meta ``views``;
 (:meth:`Index.rows` gives it). ``len`` and meta ``count`` count images, :attr:`Index.n_rows` rows;
 :meth:`Index.search` returns distinct ids, each at the best distance of its views.
 
-Binary index choice: ``IndexBinaryFlat`` (exact) up to ``HNSW_MIN`` hashes, ``IndexBinaryHNSW``
-beyond (approximate; speed and recall vs exact at 1M are measured in bench/phash_bench.py).
+Binary index choice: ``IndexBinaryFlat`` (exact) up to ``HNSW_MIN`` hashes, ``IndexBinaryIVF``
+(1,024 lists, nprobe 256) beyond (approximate; ms/query and recall@5 vs exact flat at 1M and 4M
+are measured in bench/scale_bench.py part 5); ``IndexBinaryHNSW`` on request.
 
 Float codes: :mod:`encoder.search.ann` chooses the FAISS index by size and memory budget (``Flat``
 exact up to 100k codes, ``IVF`` beyond, ``OPQ+IVF+PQ`` under a memory budget, or any factory
@@ -68,27 +69,48 @@ from encoder.search.views import check_view_rows, merge_best
 __all__ = ["Index", "IndexMismatchError", "CorruptIndexError", "IndexBusyError", "HNSW_MIN"]
 
 FORMAT_VERSION = 1
-# Exact Hamming scans are cheap: bench/phash_bench.py measured 0.5 ms/query (batched, 2 shared
-# cores) at 1M hashes. HNSW only pays beyond a few million, and its recall
-# is modest on random 64-bit codes (recall@5 vs exact at 1M: 0.85 with M=32/ef=128 at
-# 0.15 ms/query, 0.33 with M=16/ef=64), so exact BinaryFlat is the default up to HNSW_MIN.
+# Exact Hamming scans stay cheap up to a few million hashes; from HNSW_MIN an IVF probed at a quarter
+# of its lists keeps top-5 recall >= 0.99 on random and near-duplicate 64-bit hashes at about a third
+# of the scan's time, where BinaryHNSW stays near 0.92 (bench/scale_bench.py part 5), so HNSW is
+# built only on request. The name HNSW_MIN is kept for the callers of the threshold.
 HNSW_MIN = 2_000_000
+IVF_LISTS = 1024
+IVF_PROBE_SHARE = 4  # nprobe = nlist / 4
+IVF_TRAIN_PER_LIST = 64
+
+
+def _binary_ivf(hashes: np.ndarray, d: int):
+    """IndexBinaryIVF over (N,8) uint8 hashes: ``IVF_LISTS`` lists (at most one per 39 hashes, FAISS's
+    least training per list), trained on a seeded sample, probed at ``nlist / IVF_PROBE_SHARE``."""
+    nlist = max(1, min(IVF_LISTS, len(hashes) // 39))
+    index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(d), d, nlist)
+    sample = np.random.default_rng(0).choice(len(hashes), min(len(hashes), nlist * IVF_TRAIN_PER_LIST), replace=False)
+    index.train(np.ascontiguousarray(hashes[np.sort(sample)], dtype=np.uint8))
+    index.nprobe = max(1, nlist // IVF_PROBE_SHARE)
+    return index
 
 
 def _binary_index(hashes: np.ndarray, faiss_type: str = "auto"):
-    """(FAISS binary index over (N,8) uint8 hashes, its type): BinaryFlat, or BinaryHNSW from HNSW_MIN."""
+    """(FAISS binary index over (N,8) uint8 hashes, its type): BinaryFlat, or BinaryIVF from HNSW_MIN;
+    BinaryHNSW on request."""
     if faiss_type == "auto":
-        faiss_type = "BinaryHNSW" if len(hashes) >= HNSW_MIN else "BinaryFlat"
+        faiss_type = "BinaryIVF" if len(hashes) >= HNSW_MIN else "BinaryFlat"
     d = hashes.shape[1] * 8
     index: faiss.IndexBinary
     if faiss_type == "BinaryFlat":
         index = faiss.IndexBinaryFlat(d)
+    elif faiss_type == "BinaryIVF":
+        if not len(hashes):
+            raise ValueError("faiss_type='BinaryIVF' needs hashes to train on, got none; use 'BinaryFlat'")
+        index = _binary_ivf(hashes, d)
     elif faiss_type == "BinaryHNSW":
         hnsw = faiss.IndexBinaryHNSW(d, 32)
         hnsw.hnsw.efSearch = 128
         index = hnsw
     else:
-        raise ValueError(f"faiss_type={faiss_type!r} must be 'auto', 'BinaryFlat' or 'BinaryHNSW' for hashes")
+        raise ValueError(
+            f"faiss_type={faiss_type!r} must be 'auto', 'BinaryFlat', 'BinaryIVF' or 'BinaryHNSW' for hashes"
+        )
     if len(hashes):
         index.add(np.ascontiguousarray(hashes, dtype=np.uint8))
     return index, faiss_type

@@ -176,8 +176,9 @@ class AutoencoderMethod(Method):
     """Codes of a trained autoencoder: (N,code_dim) float32, L2 or cosine; version = model fingerprint.
 
     ``devices`` != 1 or ``strategy`` != ``"auto"`` encodes with Lightning predict over several
-    processes (:func:`encoder.ae.shards.predict_codes`); per-rank shards go to ``shard_dir`` (kept)
-    or, when it is None, to the ``scratch_dir`` given to :meth:`vectors` (deleted once merged).
+    processes (:func:`encoder.ae.shards.predict_codes`); its resumable code parts go to ``shard_dir``
+    (kept) or, when it is None, to the ``scratch_dir`` given to :meth:`vectors` (deleted once merged;
+    a killed run's parts stay there and its rerun encodes only the rest).
 
     ``views="crops"`` (:mod:`encoder.search.views`): each gallery picture is encoded as several
     views (an index of several rows per id, meta ``view_set``) and each query as its whole picture

@@ -1,7 +1,9 @@
-"""Code shards: per-rank writer, merge (order, sampler padding), and 2-process DDP encoding end to end."""
+"""Code parts: writer named by rows, merge, resume after an interruption, refusal of another run's parts,
+and 2-process DDP encoding end to end."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +14,20 @@ import torch
 from helpers import class_folder, tiny_checkpoint
 
 import search
-from encoder.ae.inference import encode_paths, encoder_from_model, load_encoder
+from encoder.ae import shards
+from encoder.ae.inference import encode_paths, encoder_from_model, fingerprint, load_encoder
 from encoder.ae.model import ConvAutoencoder
-from encoder.ae.shards import PredictedCodes, PredictModule, merge_shards, predict_codes, write_shard
-from encoder.data import decode_gray_u8
+from encoder.ae.shards import (
+    PredictedCodes,
+    PredictModule,
+    RunKey,
+    default_group_size,
+    merge_shards,
+    part_name,
+    predict_codes,
+    write_part,
+)
+from encoder.data import decode_gray_u8, image_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,34 +44,116 @@ def _batch(rows, valid=None, d=4):
     }
 
 
-def test_merge_sorts_rows_and_drops_padding_duplicates(tmp_path):
-    # DistributedSampler, 2 ranks, 7 items: rank 0 gets 0,2,4,6; rank 1 gets 1,3,5 + 0 again (padding)
-    write_shard(tmp_path, 0, [_batch([0, 2]), _batch([4, 6], valid=[True, False])])
-    write_shard(tmp_path, 1, [_batch([1, 3, 5, 6], valid=[True, True, True, False])])  # 6 padded, unreadable
-    assert sorted(p.name for p in (tmp_path / "rank_00000").iterdir()) == ["codes.npy", "rows.npy", "skipped.json"]
-    assert json.loads((tmp_path / "rank_00000" / "skipped.json").read_text()) == [[6, "reason 6"]]  # plain JSON
-    codes, rows, skipped = merge_shards(tmp_path)
-    assert rows.tolist() == [0, 1, 2, 3, 4, 5] and skipped == [(6, "reason 6")]
+KEY = RunKey("0123456789abcdef", "fedcba9876543210", 8, 4)
+
+
+def test_parts_are_named_by_rows_and_merge_in_row_order(tmp_path):
+    write_part(tmp_path, KEY, [_batch([4, 5]), _batch([6, 7], valid=[True, False])])
+    write_part(tmp_path, KEY, [_batch([0, 1, 2, 3])])
+    write_part(tmp_path, KEY, [_batch([0, 1, 2, 3])])  # a sampler-padded repeat rewrites the same part
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "part-000000000000-000000000004",
+        "part-000000000004-000000000008",
+    ]
+    part = tmp_path / "part-000000000004-000000000008"
+    assert sorted(p.name for p in part.iterdir()) == ["codes.npy", "part.json", "rows.npy"]
+    meta = json.loads((part / "part.json").read_text())  # plain JSON
+    assert meta == {"model": KEY.model, "files": KEY.files, "rows": [4, 8], "skipped": [[7, "reason 7"]]}
+    codes, rows, skipped = merge_shards(tmp_path, KEY)
+    assert rows.tolist() == [0, 1, 2, 3, 4, 5, 6] and skipped == [(7, "reason 7")]
     np.testing.assert_allclose(codes[:, 0], rows / 10)
-    assert codes.dtype == np.float32 and codes.shape == (6, 4)
-    write_shard(tmp_path, 1, [_batch([1, 3, 5, 0])])  # padding with a readable row
-    assert merge_shards(tmp_path).rows.tolist() == [0, 1, 2, 3, 4, 5]
+    assert codes.dtype == np.float32 and codes.shape == (7, 4)
+    with pytest.raises(ValueError, match="consecutive rows"):
+        write_part(tmp_path, KEY, [_batch([0, 2])])
 
 
 def test_merge_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no code shards"):
+    with pytest.raises(FileNotFoundError, match="no code parts"):
         merge_shards(tmp_path)
-    write_shard(tmp_path, 0, [_batch([0, 1])])
-    np.save(tmp_path / "rank_00000" / "rows.npy", np.arange(3))
-    with pytest.raises(ValueError, match="rank_00000"):
+    part = write_part(tmp_path, KEY, [_batch([0, 1])])
+    np.save(part / "rows.npy", np.arange(3))
+    with pytest.raises(ValueError, match=part.name):
         merge_shards(tmp_path)
-    (tmp_path / "rank_00000" / "codes.npy").write_bytes(b"garbage")
+    (part / "codes.npy").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="unreadable"):
         merge_shards(tmp_path)
-    write_shard(tmp_path, 0, [_batch([0, 1])])
-    (tmp_path / "rank_00000" / "skipped.json").write_text('{"row": 1}')
-    with pytest.raises(ValueError, match=r"rank_00000.*\[row, reason\]"):
+    part = write_part(tmp_path, KEY, [_batch([0, 1])])
+    meta = json.loads((part / "part.json").read_text())
+    (part / "part.json").write_text(json.dumps({**meta, "skipped": {"row": 1}}))
+    with pytest.raises(ValueError, match=rf"{part.name}.*\[row, reason\]"):
         merge_shards(tmp_path)
+    write_part(tmp_path, KEY._replace(model="another0model000"), [_batch([0, 1])])
+    with pytest.raises(ValueError, match=rf"{part.name} was written by model another0model000"):
+        merge_shards(tmp_path, KEY)
+
+
+def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("part-*/*")}
+
+
+def test_interrupted_run_resumes_without_redoing_finished_rows(tmp_path, monkeypatch):
+    folder = class_folder(tmp_path / "imgs", per_class=4)
+    paths = sorted(folder.rglob("*.png"))  # 12 images: 4 parts of 3 rows
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    paths.insert(5, tmp_path / "broken.png")  # 13 rows: parts 0-3, 3-6, 6-9, 9-12, 12-13
+    ckpt = tiny_checkpoint(tmp_path / "model.pt")
+    kw = dict(accelerator="cpu", batch_size=2, group_size=3)
+    whole = predict_codes(ckpt, paths, tmp_path / "whole", **kw)
+    real_write, calls = shards.write_part, []
+
+    def dies_after_two(out, key, batches):
+        if len(calls) == 2:
+            raise RuntimeError("killed mid-run")
+        calls.append(real_write(out, key, batches))
+        return calls[-1]
+
+    monkeypatch.setattr(shards, "write_part", dies_after_two)
+    with pytest.raises(RuntimeError, match="killed mid-run"):
+        predict_codes(ckpt, paths, tmp_path / "resumed", **kw)
+    monkeypatch.setattr(shards, "write_part", real_write)
+    parts = tmp_path / "resumed"
+    assert sorted(p.name for p in parts.glob("part-*")) == [part_name(0, 3), part_name(3, 6)]
+    before = _stamps(parts)
+    decoded = []
+    real_item = shards.GroupDataset.__getitem__
+    monkeypatch.setattr(
+        shards.GroupDataset, "__getitem__", lambda ds, i: decoded.append(ds.ranges[i]) or real_item(ds, i)
+    )
+    res = predict_codes(ckpt, paths, parts, **kw)
+    assert decoded == [(6, 9), (9, 12), (12, 13)]  # the finished rows were not decoded again
+    after = _stamps(parts)
+    assert {k: after[k] for k in before} == before  # nor rewritten: same inodes, same mtimes
+    assert res.rows.tolist() == whole.rows.tolist() and res.skipped == whole.skipped and res.skipped[0][0] == 5
+    np.testing.assert_array_equal(res.codes, whole.codes)
+    decoded.clear()
+    again = predict_codes(ckpt, paths, parts, **kw)  # all done: nothing decoded, the same result
+    assert decoded == [] and _stamps(parts) == after
+    np.testing.assert_array_equal(again.codes, whole.codes)
+
+
+def test_parts_of_another_model_or_file_list_are_refused(tmp_path):
+    folder = class_folder(tmp_path / "imgs", per_class=2)
+    paths = sorted(folder.rglob("*.png"))
+    ckpt = tiny_checkpoint(tmp_path / "model.pt")
+    torch.manual_seed(1)
+    other = ConvAutoencoder(code_dim=128, width=4)
+    kw = dict(accelerator="cpu", batch_size=2, group_size=2)
+    predict_codes(ckpt, paths, tmp_path / "parts", **kw)
+    manifest = tmp_path / "parts" / "manifest.json"
+    with pytest.raises(ValueError, match=rf"code parts in {tmp_path / 'parts'} were written for .*another model"):
+        predict_codes(other, paths, tmp_path / "parts", **kw)
+    with pytest.raises(ValueError, match="another model, file list"):
+        predict_codes(ckpt, paths[::-1], tmp_path / "parts", **kw)
+    # a part of the other model dropped among this run's parts is named and refused
+    predict_codes(other, paths, tmp_path / "other", **kw)
+    foreign = tmp_path / "other" / part_name(2, 4)
+    shutil.rmtree(tmp_path / "parts" / part_name(2, 4))
+    shutil.copytree(foreign, tmp_path / "parts" / part_name(2, 4))
+    with pytest.raises(ValueError, match=rf"code part .*{part_name(2, 4)} was written by model {fingerprint(other)}"):
+        predict_codes(ckpt, paths, tmp_path / "parts", **kw)
+    manifest.unlink()
+    with pytest.raises(ValueError, match="have no manifest.json"):
+        predict_codes(ckpt, paths, tmp_path / "parts", **kw)
 
 
 def test_predict_codes_returns_unreadable_rows_with_their_reasons(tmp_path):
@@ -120,8 +214,14 @@ def test_ddp_two_cpu_processes_equal_single_process(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Starting with 2 processes" in r.stderr + r.stdout and "broken.png" in r.stderr
-    shards = sorted(p.name for p in (tmp_path / "shards").iterdir())
-    assert shards == ["rank_00000", "rank_00001"]
+    names = sorted(p.name for p in (tmp_path / "shards").iterdir())
+    n = len(list(folder.rglob("*.png")))
+    assert n == 43 and default_group_size(n) == 1  # 43 parts of one row: named by rows, not by rank
+    assert names == sorted([part_name(i, i + 1) for i in range(n)] + ["manifest.json"])
+    stamps = _stamps(tmp_path / "shards")
+    one = predict_codes(ckpt, image_paths([folder]).paths, tmp_path / "shards", accelerator="cpu", devices=1)
+    assert _stamps(tmp_path / "shards") == stamps  # one device reuses the parts that two wrote
+    np.testing.assert_array_equal(one.codes, np.load(ddp / "codes.npy"))
     assert json.loads((ddp / "ids.json").read_text()) == json.loads((single / "ids.json").read_text())
     np.testing.assert_allclose(np.load(ddp / "codes.npy"), np.load(single / "codes.npy"), rtol=1e-4, atol=1e-5)
     assert (

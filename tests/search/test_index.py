@@ -194,3 +194,37 @@ def test_writer_lock_timeout(tmp_path, capsys):
                 pass
     assert (idx / "ids.json").read_text() == before
     assert search.main(["remove", str(idx), "down/00.png"]) == 0  # free again
+
+
+def test_hash_index_past_the_threshold_is_a_binary_ivf_answering_as_exact(tmp_path, monkeypatch):
+    import encoder.search.index as index_module
+
+    monkeypatch.setattr(index_module, "HNSW_MIN", 20_000)  # the real threshold is millions of hashes
+    monkeypatch.setattr(index_module, "IVF_LISTS", 64)
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (6_000, 8), dtype=np.uint8)
+    bits = np.unpackbits(np.repeat(base, 3, axis=0), axis=1)
+    for row, k in enumerate(rng.integers(0, 9, len(bits))):  # near-duplicate-shaped: edited copies
+        bits[row, rng.choice(64, k, replace=False)] ^= 1
+    h = np.concatenate([base, np.packbits(bits, axis=1)])  # 24,000 hashes
+    ids = [str(i) for i in range(len(h))]
+    assert Index.create("phash", "v1", h[:19_999], ids[:19_999], kind="hash").meta["faiss_type"] == "BinaryFlat"
+    idx = Index.create("phash", "v1", h, ids, kind="hash")
+    assert idx.meta["faiss_type"] == "BinaryIVF"
+    assert (idx.faiss_index.nlist, idx.faiss_index.nprobe) == (64, 16)
+    exact = Index.create("phash", "v1", h, ids, kind="hash", faiss_type="BinaryFlat")
+    q = h[rng.choice(len(h), 300, replace=False)]
+    d_ivf, ids_ivf = idx.search(q, k=5)
+    d_exact, _ = exact.search(q, k=5)
+    assert np.array_equal(d_ivf[:, 0], d_exact[:, 0])  # every query finds its own hash
+    near = d_exact <= 8  # the edited copies of the same picture
+    assert near.sum() > 600 and np.mean(np.sort(d_ivf, 1)[near] <= d_exact[near]) >= 0.99
+    # the random rest of the top-5, at this toy size of 64 lists (the bench measures the real sizes)
+    assert np.mean(np.sort(d_ivf, 1) <= d_exact[:, 4:5]) >= 0.95
+    idx.save(tmp_path / "idx")
+    back = Index.load(tmp_path / "idx")
+    assert back.meta["faiss_type"] == "BinaryIVF" and back.faiss_index.nprobe == 16
+    d_back, ids_back = back.search(q, k=5)
+    assert np.array_equal(d_back, d_ivf) and ids_back == ids_ivf
+    with pytest.raises(ValueError, match="BinaryIVF.*needs hashes"):
+        Index.create("phash", "v1", h[:0], [], kind="hash", faiss_type="BinaryIVF")
