@@ -23,17 +23,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from encoder.cli import VersionAction
+
 # Only argparse above: `--help` and bad arguments answer before numpy, faiss and Pillow load
 # (0.5 s); matplotlib (0.8 s) loads only when a figure is drawn.
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    from encoder._version import __version__
-
     p = argparse.ArgumentParser(
         prog="quantize.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--version", action="version", version=f"encoder {__version__}")
+    p.add_argument("--version", action=VersionAction)
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
     p.add_argument(
         "-k",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from encoder.atomic import write_json, write_text
+from encoder.cli import VersionAction
 from encoder.data import image_paths, relative_id, report_skipped, skipped_report_path, summarise_skipped, write_skipped
 from encoder.hashing.dedup import DEFAULT_THRESHOLD, find_groups
 from encoder.hashing.hashes import ALPHA_MODES
@@ -260,10 +261,8 @@ COMMANDS = {
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """The command line. Options that apply to one kind of method default to None, so that
     ``main`` can tell which were given (and refuse those that do not apply)."""
-    from encoder._version import __version__
-
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"encoder {__version__}")
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("index", help="hash or encode a folder into a new index")
     s.add_argument("images", nargs="+")
