@@ -336,24 +336,3 @@ def folder_labels(ids: list[str]) -> tuple[list[int], list[str]]:
     names = sorted({i.split("/", 1)[0] for i in ids})
     lookup = {n: k for k, n in enumerate(names)}
     return [lookup[i.split("/", 1)[0]] for i in ids], names
-
-
-# ----------------------------------------------------------------------------- bytes (object stores)
-
-
-def open_image_bytes(
-    data: bytes,
-    name: str,
-    *,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    draft_size: tuple[int, int] | None = None,
-    luma_only: bool = False,
-):
-    """:func:`open_image` of a file's bytes (read from an object store), with the same checks.
-
-    ``name`` (a URL or path) only names the image in errors; nothing is written to disk.
-
-    Raises:
-        ImageLoadError: empty, unreadable, truncated, not an image, or too large.
-    """
-    return open_image(data, name=name, max_pixels=max_pixels, draft_size=draft_size, luma_only=luma_only)

@@ -28,7 +28,7 @@ from typing import Any
 from PIL import Image
 
 from encoder.atomic import atomic_path, write_json
-from encoder.data import IMAGE_EXTENSIONS, ImageLoadError, open_image, open_image_bytes, scan_folder
+from encoder.data import IMAGE_EXTENSIONS, ImageLoadError, open_image, scan_folder
 
 DEFAULT_SHARD_SIZE = 10_000
 MANIFEST = "manifest.json"
@@ -148,7 +148,7 @@ def shard_rows(work: str | os.PathLike, shard: int) -> tuple[list[str], list[str
 
 def open_item(location: str, **options: Any) -> Image.Image:
     """Decode one image of a source: a local path through :func:`encoder.data.open_image`, a URL's
-    bytes (never a temp copy) through :func:`encoder.data.open_image_bytes`; same checks, same
+    bytes (never a temp copy) through the same :func:`encoder.data.open_image`; same checks, same
     ``options`` (``max_pixels``, ``draft_size``, ``luma_only``).
 
     Raises:
@@ -165,4 +165,4 @@ def open_item(location: str, **options: Any) -> Image.Image:
         raise ImageLoadError(location, "no such file") from e
     except OSError as e:
         raise ImageLoadError(location, f"cannot read: {e}") from e
-    return open_image_bytes(data, location, **options)
+    return open_image(data, name=location, **options)

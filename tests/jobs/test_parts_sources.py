@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("pyarrow", reason="jobs need the [ray] extra (pyarrow, fsspec): pip install '.[ray]'")
 fsspec = pytest.importorskip("fsspec", reason="jobs need the [ray] extra (pyarrow, fsspec): pip install '.[ray]'")
 
-from encoder.data import ImageLoadError, open_image, open_image_bytes  # noqa: E402
+from encoder.data import ImageLoadError, open_image  # noqa: E402
 from encoder.jobs import parts, sources  # noqa: E402
 
 
@@ -70,14 +70,14 @@ def test_folder_file_url_memory_url_and_list_file_list_the_same(folder):
         assert np.array_equal(np.asarray(sources.open_item(mloc, draft_size=(64, 64), luma_only=True)), want)
 
 
-def test_open_image_bytes_checks_like_open_image(folder):
+def test_open_image_of_bytes_checks_like_a_path(folder):
     data = (folder / "photo_0.jpg").read_bytes()
     with pytest.raises(ImageLoadError, match="s3://b/x.jpg: empty file"):
-        open_image_bytes(b"", "s3://b/x.jpg")
+        open_image(b"", name="s3://b/x.jpg")
     with pytest.raises(ImageLoadError, match="exceeds max_pixels=100"):
-        open_image_bytes(data, "s3://b/x.jpg", max_pixels=100)
+        open_image(data, name="s3://b/x.jpg", max_pixels=100)
     with pytest.raises(ImageLoadError, match="not a recognised image format"):
-        open_image_bytes(b"GIF89a but not really", "x.gif")
+        open_image(b"GIF89a but not really", name="x.gif")
     with pytest.raises(ImageLoadError, match="no such file"):
         sources.open_item("memory://nowhere/x.jpg")
 
