@@ -323,6 +323,11 @@ def to_gray(im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROU
     return to_rgb(im, background).convert("L")
 
 
+STRIP_PIXELS = 1 << 20
+# modes whose conversion to RGB is pixel by pixel (a strip converts as the whole image would)
+PER_PIXEL_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+
+
 def load_rgb(
     path: Source,
     *,
@@ -333,10 +338,21 @@ def load_rgb(
 ) -> np.ndarray:
     """Read an image as an ``(H, W, 3)`` ``uint8`` RGB array (orientation applied).
 
-    ``path`` may also be bytes or a binary file object; every failure is an :class:`ImageLoadError`."""
+    ``path`` may also be bytes or a binary file object; every failure is an :class:`ImageLoadError`.
+    Per-pixel modes convert in strips of ``STRIP_PIXELS`` into one preallocated array (the decoded
+    image plus 3 bytes per pixel, where a whole conversion holds its RGB copy and numpy's copy of it
+    too); modes scaled by their range (16-bit, 32-bit, float grey) convert whole."""
     shown = _shown(path, name)
     with guarded(shown), time_limit(timeout):
-        return np.asarray(to_rgb(open_image(path, max_pixels=max_pixels, timeout=None, name=name), background))
+        im = open_image(path, max_pixels=max_pixels, timeout=None, name=name)
+        if im.mode not in PER_PIXEL_MODES:
+            return np.asarray(to_rgb(im, background))
+        w, h = im.size
+        out = np.empty((h, w, 3), np.uint8)
+        rows = max(1, STRIP_PIXELS // w)
+        for y in range(0, h, rows):
+            out[y : y + rows] = np.asarray(to_rgb(im.crop((0, y, w, min(h, y + rows))), background))
+        return out
 
 
 def resize_gray(im: Image.Image, size: int = 64) -> np.ndarray:

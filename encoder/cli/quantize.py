@@ -114,11 +114,11 @@ def process(
     """Quantize one image file at each size in ``n_colors`` (or the one ``auto`` picks), write
     its PNGs and figures under ``out`` (named after ``ident``), return its :func:`palette_stats` rows."""
     from encoder.atomic import write_bytes
+    from encoder.data import load_rgb
     from encoder.palette.api import quantize
-    from encoder.palette.load import read_rgb
     from encoder.palette.report import auto_n_colors, lossless_png_size, palette_stats
 
-    img = read_rgb(path)
+    img = load_rgb(path)
     stem = out / Path(ident).with_suffix("").as_posix().replace("/", "__")
     sizes, rows, results = list(n_colors), [], []
     before = lossless_png_size(img) if stats else None  # the lossless reference, once per image

@@ -19,7 +19,7 @@ Alpha: images are loaded by :mod:`encoder.data` and composited on white.
 Memory: every step over the pixels (packing, the lookup, the used-colour pass, the quantized
 image) runs in chunks of ``colors.CHUNK`` pixels, so the peak is the image, its packed
 colours (int32) and their sorted copy; files are read in strips by
-:func:`encoder.palette.load.read_rgb` (measured by bench/palette_memory_bench.py).
+:func:`encoder.data.load_rgb` (measured by bench/palette_memory_bench.py).
 
 Example::
 

@@ -34,7 +34,6 @@ from encoder.data import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
 from encoder.hashing.dedup import find_groups
 from encoder.hashing.hashes import HASH_BITS
 from encoder.palette.limits import check_n_colors
-from encoder.palette.load import read_rgb
 from encoder.search.index import Index
 from encoder.search.methods import applicable_options, method_for_index
 from encoder.web.sandbox import Sandbox, remove_stale, upload_file
@@ -301,7 +300,7 @@ def _palette_size(n_colors: str) -> int | None:
 
 def _load_rgb(path: Path, shown: str) -> np.ndarray:
     try:
-        return read_rgb(path)
+        return load_rgb(path)
     except ImageLoadError as e:
         raise BadInput(f"{shown}: {e.reason}") from None
 

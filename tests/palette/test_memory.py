@@ -1,5 +1,5 @@
 """The palette path in bounded memory: chunked steps give the whole-array results, the strip
-loader gives load_rgb's pixels, and quantize's numpy peak stays a few bytes per pixel."""
+loader gives the whole conversion's pixels, and quantize's numpy peak stays a few bytes per pixel."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from PIL import Image
 from encoder import data, metrics
 from encoder.palette import api, colors
 from encoder.palette.api import Quantized, quantize
-from encoder.palette.load import read_rgb
 from encoder.palette.report import mean_ciede2000
 
 
@@ -78,34 +77,34 @@ def _images(rgb: np.ndarray) -> dict[str, Image.Image]:
     }
 
 
-def test_read_rgb_equals_load_rgb(tmp_path, smooth, monkeypatch):
-    monkeypatch.setattr("encoder.palette.load.STRIP_PIXELS", 500)  # 500 // 70 = 7 rows a strip
+def test_load_rgb_in_strips_equals_the_whole_conversion(tmp_path, smooth, monkeypatch):
+    monkeypatch.setattr("encoder._imagefile.STRIP_PIXELS", 500)  # 500 // 70 = 7 rows a strip
     rgb = smooth(4, size=(70, 45))
     for name, im in _images(rgb).items():
         path = tmp_path / name
         im.save(path)
-        got = read_rgb(path)
+        got = data.load_rgb(path)
         assert got.dtype == np.uint8 and got.shape == (45, 70, 3), name
-        assert np.array_equal(got, data.load_rgb(path)), name
+        assert np.array_equal(got, np.asarray(data.to_rgb(data.open_image(path)))), name
 
 
-def test_read_rgb_applies_orientation(tmp_path, smooth, monkeypatch):
-    monkeypatch.setattr("encoder.palette.load.STRIP_PIXELS", 300)
+def test_load_rgb_in_strips_applies_orientation(tmp_path, smooth, monkeypatch):
+    monkeypatch.setattr("encoder._imagefile.STRIP_PIXELS", 300)
     rgb = smooth(5, size=(40, 30))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated 90 degrees: the upright image is 30 wide, 40 high
     path = tmp_path / "rotated.png"
     Image.fromarray(rgb).save(path, exif=exif)
-    got = read_rgb(path)
+    got = data.load_rgb(path)
     assert got.shape == (40, 30, 3)
-    assert np.array_equal(got, data.load_rgb(path))
+    assert np.array_equal(got, np.asarray(data.to_rgb(data.open_image(path))))
 
 
-def test_read_rgb_names_a_bad_file(tmp_path):
+def test_load_rgb_names_a_bad_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(data.ImageLoadError, match="broken.png"):
-        read_rgb(bad)
+        data.load_rgb(bad)
 
 
 def _numpy_peak(fn, *args) -> int:
