@@ -54,7 +54,7 @@ import faiss
 import numpy as np
 
 from encoder.atomic import atomic_dir, save_npy, write_json
-from encoder.search import ann
+from encoder.search import ann, ondisk
 from encoder.search.errors import CorruptIndexError, IndexBusyError, IndexMismatchError
 from encoder.search.index_files import (
     ATTACHMENT_NAME,
@@ -165,6 +165,8 @@ class _CodeKind:
             want = have
             if idx.source is not None:  # a memory-mapped index is read-only: read it whole
                 idx.faiss_index, idx.source = ann.read(str(idx.source / "index.faiss")), None
+            # lists merged on disk are read-only and served: changes go to a copy in RAM
+            idx.faiss_index = ondisk.in_memory(idx.faiss_index)
             if appended is not None:  # keep the training (IVF lists, PQ codebooks), add the new rows
                 ann.add_chunked(idx.faiss_index, idx.vectors[n - appended :], metric)
             else:
@@ -192,7 +194,7 @@ class _CodeKind:
         return f"{meta['method']} {meta['version']}, {meta['faiss_type']}, {meta['metric']}{params}{recall}"
 
     def write(self, index, file: Path) -> None:
-        faiss.write_index(index, str(file))
+        ondisk.write(index, file)
 
     def read(self, file: Path, meta: dict, mmap: bool):
         index = ann.read(str(file), mmap)
@@ -232,6 +234,7 @@ class Index:
         search_params: str = "auto",
         attachments: Mapping[str, bytes] | None = None,
         views: int = 1,
+        built: ann.Built | None = None,
     ) -> Index:
         """New index of N vectors ((N,8) uint8 hashes or (N,D) float32 codes) and N ids.
 
@@ -241,6 +244,8 @@ class Index:
         or a FAISS factory string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or
         e.g. ``"nprobe=32"`` (see :mod:`encoder.search.ann`). ``attachments``: see :meth:`attach`.
         ``views`` (codes): rows per image, each id's ``views`` rows consecutive (module docstring).
+        ``built`` (codes): a FAISS index already built and tuned over ``vectors`` (row i = vector i;
+        e.g. an IVF merged on disk from parts, :mod:`encoder.jobs.ivf_job`), kept instead of a new one.
         """
         if kind not in _KINDS:
             raise ValueError(f"kind={kind!r} must be one of {tuple(_KINDS)}")
@@ -271,7 +276,14 @@ class Index:
         idx = cls(meta, list(ids), vectors)
         idx._set_flat([], ids, flat)
         idx.attach(attachments or {})
-        idx._rebuild()
+        if built is None:
+            idx._rebuild()
+        elif kind != "code" or built.index.ntotal != len(vectors):
+            raise ValueError(f"built index holds {built.index.ntotal} rows, expected {len(vectors)} codes")
+        else:
+            idx.faiss_index = built.index
+            tuned = {"search_params": built.search_params, "tuned_recall": built.recall, "count": len(idx)}
+            idx.meta.update(faiss_type=built.factory, **tuned)
         return idx
 
     def attach(self, files: Mapping[str, bytes]) -> None:
@@ -421,9 +433,17 @@ class Index:
         return np.array([pos[x] for x in ids], dtype=np.int64)
 
     def save(self, path: str | Path) -> None:
-        """Write the directory atomically (old contents survive a crash)."""
+        """Write the directory atomically (old contents survive a crash).
+
+        Memory-mapped codes and on-disk IVF lists (files nothing ever writes into once renamed in)
+        are hard-linked into the new folder, or copied where the file system cannot link.
+        """
         with atomic_dir(path) as tmp:
-            save_npy(tmp / self.vector_file, self.vectors)
+            backing = ondisk.npy_file(self.vectors)
+            if backing is not None:  # memory-mapped from a whole .npy: link it, never read it into RAM
+                ondisk.link_or_copy(backing, tmp / self.vector_file)
+            else:
+                save_npy(tmp / self.vector_file, self.vectors)
             write_json(tmp / "ids.json", self.ids)
             write_json(tmp / "meta.json", self.meta)
             self._kind.write(self.faiss_index, tmp / "index.faiss")
