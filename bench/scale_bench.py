@@ -163,37 +163,135 @@ def _mixture(n: int, d: int = 128, centres: int = 4096, seed: int = 0) -> np.nda
     return out
 
 
-def part2(n: int, n_parts: int = 10) -> None:
-    import faiss
+def _peak_rss() -> dict[str, float]:
+    """GB: this process's peak RSS (mapped file pages included), and the largest finished child's."""
+    import resource
 
-    from encoder.jobs.index_job import ivf_from_parts
+    kb = {w: resource.getrusage(getattr(resource, f"RUSAGE_{w}")).ru_maxrss for w in ("SELF", "CHILDREN")}
+    return {"driver": kb["SELF"] / 2**20, "workers": kb["CHILDREN"] / 2**20}
+
+
+class _AnonPeak:
+    """Peak anonymous RSS (heap, not mapped files) of this process, sampled every 0.2 s, in GB."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    self.peak = max(self.peak, int(line.split()[1]) / 2**20)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _timed_rows(index, queries: np.ndarray, params: str) -> tuple[list, float]:
+    """Top-5 rows of the queries (one warm-up pass first) and ms per query, batched."""
     from encoder.search import ann
 
-    both = _mixture(n + 1000)  # queries from the same clusters, not in the index
-    codes, queries = both[:n], both[n:]
-    exact = faiss.IndexFlatL2(128)
-    exact.add(codes)
-    truth = exact.search(queries, 5)[1]
+    ann.search(index, queries, 5, "l2", params)
     t = time.perf_counter()
-    built = ann.build(codes, "l2", f"IVF{ann.nlist_for(n)},Flat", search_params="auto")
-    one_s = time.perf_counter() - t
-    params = built.search_params  # tuned by ann.build to recall@5 >= 0.95 on stored rows
-    ann.set_params(built.index, params)
-    t = time.perf_counter()
-    merged = ivf_from_parts(np.array_split(codes, n_parts), ann.nlist_for(n))
-    parts_s = time.perf_counter() - t
-    ann.set_params(merged, params)
-    print(f"\n2. {n:,} x 128 float codes, IVF{ann.nlist_for(n)},Flat at {params}, 1,000 new queries")
-    print(f"   {'build':<22}{'build s':>9}{'recall@5':>10}{'ms/query':>10}")
-    for name, index, secs in (
-        ("one build (ann.build)", built.index, one_s),
-        (f"{n_parts} parts merged", merged, parts_s),
-    ):
+    rows = ann.search(index, queries, 5, "l2", params)[1]
+    return rows.tolist(), (time.perf_counter() - t) * 1000 / len(queries)
+
+
+def _part2_child(which: str, scratch: Path, n: int, n_queries: int, also: str) -> None:
+    """One build of part 2 in its own process (so peak RSS is its own); results to scratch/part2-WHICH.json."""
+    import json
+
+    from encoder.jobs import ivf_job
+    from encoder.search import ann
+    from encoder.search.index import Index
+
+    watch = _AnonPeak()
+    factory = f"IVF{ann.nlist_for(n)},Flat"
+    if which == "one":
+        codes = _mixture(n + n_queries)
+        queries = codes[n:].copy()
         t = time.perf_counter()
-        got = index.search(queries, 5)[1]
-        ms = (time.perf_counter() - t) * 1000 / len(queries)
-        recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, truth)])
-        print(f"   {name:<22}{secs:>9.1f}{recall:>10.3f}{ms:>10.3f}")
+        built = ann.build(codes[:n], "l2", factory)
+        index, params = built.index, built.search_params
+    else:
+        queries = np.load(scratch / "part2-queries.npy")
+        t = time.perf_counter()
+        codes, ids, _, built = ivf_job.build(scratch / "p2work", n_parts(scratch), factory, engine="local", workers=2)
+        Index.create("ae", "bench", codes, ids, kind="code", built=built).save(scratch / "p2idx")
+        secs = time.perf_counter() - t
+        del codes, ids, built
+        loaded = Index.load(scratch / "p2idx", mmap=True)  # as search.py query and the web page read it
+        index, params = loaded.faiss_index, loaded.meta["search_params"]
+    secs = time.perf_counter() - t if which == "one" else secs
+    rows, ms = _timed_rows(index, queries, params)
+    extra = _timed_rows(index, queries, also)[0] if also and also != params else rows
+    out = {"secs": secs, "params": params, "rows": rows, "ms": ms, "also_rows": extra, **_peak_rss()}
+    out["anon"] = watch.stop()
+    (scratch / f"part2-{which}.json").write_text(json.dumps(out))
+
+
+def n_parts(scratch: Path) -> int:
+    return len(list((scratch / "p2work" / "parts").glob("part-*.parquet")))
+
+
+def _write_parts2(scratch: Path, n: int, n_parts: int, n_queries: int) -> np.ndarray:
+    """The codes as ``n_parts`` job parts (ids ``00000042``) and the exact top-5 of the queries: (Q,5) rows."""
+    from encoder.jobs import parts
+    from encoder.search import ann
+
+    work = scratch / "p2work"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(scratch / "p2idx", ignore_errors=True)
+    both = _mixture(n + n_queries)  # queries from the same clusters, not in the index
+    codes, queries = both[:n], both[n:]
+    np.save(scratch / "part2-queries.npy", queries)
+    truth = ann.exact_knn(queries, codes, 5, "l2")[1]
+    for s, rows in enumerate(np.array_split(np.arange(n), n_parts)):
+        ids = [f"{i:08d}" for i in rows]
+        parts.write_part(parts.part_path(work, s), ids, codes[rows[0] : rows[-1] + 1], np.zeros(len(rows), bool), {})
+    return truth
+
+
+def part2(n: int, scratch: Path, n_parts: int = 10, n_queries: int = 200) -> None:
+    """The one-build IVF (ann.build, codes in RAM) against the job's path (parts -> IVF merged on disk)."""
+    import json
+    import subprocess
+
+    from encoder.search import ann
+
+    truth = _write_parts2(scratch, n, n_parts, n_queries)
+    results = {}
+    also = ""
+    for which in ("one", "parts"):  # the one build first: the parts' index is also probed at its nprobe
+        cmd = [sys.executable, __file__, "--part2-child", which, "--codes", str(n), "--scratch", str(scratch)]
+        subprocess.run(cmd + ["--part2-also", also, "--part2-queries", str(n_queries)], check=True)
+        results[which] = json.loads((scratch / f"part2-{which}.json").read_text())
+        also = results["one"]["params"]
+
+    def recall(rows) -> float:
+        return float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(rows, truth.tolist())]))
+
+    print(f"\n2. {n:,} x 128 float codes (4,096 clusters), IVF{ann.nlist_for(n)},Flat, nprobe tuned by each build")
+    print(f"   (ann.tune, recall@5 >= 0.95 on stored rows); {n_queries} new queries, recall@5 vs exact brute force;")
+    print(f"   the job path: {n_parts} parts, local engine, 2 workers, the index saved and loaded memory-mapped")
+    print(f"   {'build':<30}{'build s':>8}{'RSS GB':>8}{'anon GB':>8}{'workers GB':>11}{'params':>11}{'recall@5':>9}")
+    head = f"{'':<30}{'':>8}{'':>8}{'':>8}{'':>11}"
+    one, job = results["one"], results["parts"]
+    for name, r in (("one build (ann.build, in RAM)", one), (f"{n_parts} parts merged on disk", job)):
+        workers = f"{r['workers']:.2f}" if r is job else "-"
+        print(
+            f"   {name:<30}{r['secs']:>8.0f}{r['driver']:>8.2f}{r['anon']:>8.2f}{workers:>11}"
+            f"{r['params']:>11}{recall(r['rows']):>9.3f}   {r['ms']:.3f} ms/query"
+        )
+    print(f"   {head}{one['params']:>11}{recall(job['also_rows']):>9.3f}   (parts' index at the one build's nprobe)")
+    gap = recall(one["rows"]) - recall(job["rows"])
+    print(f"   recall gap (one build - parts, each at its own nprobe): {gap:+.3f}; target: within 0.01")
 
 
 def _links(work: Path) -> set:
@@ -344,16 +442,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="1234", help="which parts to run (4 needs 1; 5 needs no photos)")
     p.add_argument("--hash-index", default="1000000,4000000", help="part 5's hash counts, N,N,...")
     p.add_argument("--hash-ivf", default="1024:256,1024:512,4096:1024", help="part 5's NLIST:NPROBE,...")
+    p.add_argument("--part2-child", default="", help=argparse.SUPPRESS)  # one build of part 2 in its own process
+    p.add_argument("--part2-also", default="", help=argparse.SUPPRESS)
+    p.add_argument("--part2-queries", type=int, default=200, help=argparse.SUPPRESS)
     p.add_argument("--hnsw-max", type=int, default=1_000_000, help="part 5 builds BinaryHNSW up to this count")
     a = p.parse_args(argv)
     scratch = Path(a.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     folder = scratch / f"photos{a.n_photos}"
-    if set(a.parts) - {"5"}:
+    if set(a.parts) - {"2", "5"} and not a.part2_child:  # parts 2 and 5 need no photos
         make_photos(Path(a.source), folder, a.n_photos)
+    if a.part2_child:
+        _part2_child(a.part2_child, scratch, a.codes, a.part2_queries, a.part2_also)
+        return 0
     rates = part1(folder, scratch, a.repeat) if "1" in a.parts else None
     if "2" in a.parts:
-        part2(a.codes)
+        part2(a.codes, scratch)
     if "3" in a.parts:
         from encoder.hashing.hashes import hash_paths
 
