@@ -203,7 +203,7 @@ def _timed_rows(index, queries: np.ndarray, params: str) -> tuple[list, float]:
     return rows.tolist(), (time.perf_counter() - t) * 1000 / len(queries)
 
 
-def _part2_child(which: str, scratch: Path, n: int, n_queries: int, also: str) -> None:
+def _part2_child(which: str, scratch: Path, n: int, n_queries: int, also: str, nlist: int) -> None:
     """One build of part 2 in its own process (so peak RSS is its own); results to scratch/part2-WHICH.json."""
     import json
 
@@ -212,7 +212,7 @@ def _part2_child(which: str, scratch: Path, n: int, n_queries: int, also: str) -
     from encoder.search.index import Index
 
     watch = _AnonPeak()
-    factory = f"IVF{ann.nlist_for(n)},Flat"
+    factory = f"IVF{nlist or ann.nlist_for(n)},Flat"
     if which == "one":
         codes = _mixture(n + n_queries)
         queries = codes[n:].copy()
@@ -258,7 +258,7 @@ def _write_parts2(scratch: Path, n: int, n_parts: int, n_queries: int) -> np.nda
     return truth
 
 
-def part2(n: int, scratch: Path, n_parts: int = 10, n_queries: int = 200) -> None:
+def part2(n: int, scratch: Path, nlist: int = 0, n_parts: int = 10, n_queries: int = 200) -> None:
     """The one-build IVF (ann.build, codes in RAM) against the job's path (parts -> IVF merged on disk)."""
     import json
     import subprocess
@@ -270,14 +270,16 @@ def part2(n: int, scratch: Path, n_parts: int = 10, n_queries: int = 200) -> Non
     also = ""
     for which in ("one", "parts"):  # the one build first: the parts' index is also probed at its nprobe
         cmd = [sys.executable, __file__, "--part2-child", which, "--codes", str(n), "--scratch", str(scratch)]
-        subprocess.run(cmd + ["--part2-also", also, "--part2-queries", str(n_queries)], check=True)
+        cmd += ["--part2-also", also, "--part2-queries", str(n_queries), "--nlist", str(nlist)]
+        subprocess.run(cmd, check=True)
         results[which] = json.loads((scratch / f"part2-{which}.json").read_text())
         also = results["one"]["params"]
 
     def recall(rows) -> float:
         return float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(rows, truth.tolist())]))
 
-    print(f"\n2. {n:,} x 128 float codes (4,096 clusters), IVF{ann.nlist_for(n)},Flat, nprobe tuned by each build")
+    lists = f"IVF{nlist or ann.nlist_for(n)},Flat" + (f" (automatic: IVF{ann.nlist_for(n)})" if nlist else "")
+    print(f"\n2. {n:,} x 128 float codes (4,096 clusters), {lists}, nprobe tuned by each build")
     print(f"   (ann.tune, recall@5 >= 0.95 on stored rows); {n_queries} new queries, recall@5 vs exact brute force;")
     print(f"   the job path: {n_parts} parts, local engine, 2 workers, the index saved and loaded memory-mapped")
     print(f"   {'build':<30}{'build s':>8}{'RSS GB':>8}{'anon GB':>8}{'workers GB':>11}{'params':>11}{'recall@5':>9}")
@@ -436,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-photos", type=int, default=5000)
     p.add_argument("--codes", type=int, default=1_000_000)
     p.add_argument("--hashes", type=int, default=300_000)
+    p.add_argument("--nlist", type=int, default=0, help="part 2's IVF lists (0: the automatic choice for --codes)")
     p.add_argument("--scratch", default=str(ROOT / "runs" / "scale_bench"))
     p.add_argument("--ivf", default="1024:128", help="part 3's IndexBinaryIVF settings, NLIST:NPROBE,...")
     p.add_argument("--repeat", type=int, default=2, help="runs of part 1, the best kept")
@@ -453,11 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     if set(a.parts) - {"2", "5"} and not a.part2_child:  # parts 2 and 5 need no photos
         make_photos(Path(a.source), folder, a.n_photos)
     if a.part2_child:
-        _part2_child(a.part2_child, scratch, a.codes, a.part2_queries, a.part2_also)
+        _part2_child(a.part2_child, scratch, a.codes, a.part2_queries, a.part2_also, a.nlist)
         return 0
     rates = part1(folder, scratch, a.repeat) if "1" in a.parts else None
     if "2" in a.parts:
-        part2(a.codes, scratch)
+        part2(a.codes, scratch, a.nlist)
     if "3" in a.parts:
         from encoder.hashing.hashes import hash_paths
 

@@ -120,7 +120,7 @@ def _merge_parts(work: str | os.PathLike, n_shards: int, m, run: dict[str, Any])
     """(the parts as one :class:`parts.Part`, a built FAISS index or None). Codes whose automatic choice
     is an IVF: memory-mapped codes and an IVF merged on disk (:func:`ivf_job.build`); else read into RAM."""
     options = m.index_options()
-    factory = ivf_job.factory_for(*ivf_job.count(work, n_shards), options) if m.kind == "code" else None
+    factory = ivf_job.factory_for(*ivf_job.count(work, n_shards), options)  # None for hashes (no code width)
     if factory is None:
         return read_parts(work, n_shards), None
     search = {"metric": options["metric"], "search_params": options["search_params"]}

@@ -72,7 +72,7 @@ def _rows(work: str | os.PathLike, n_shards: int) -> tuple[list[int], list[str],
 
 
 def count(work: str | os.PathLike, n_shards: int) -> tuple[int, int]:
-    """(codes in all parts, their width D; 0 when no part has a code column) from the parts' reason column."""
+    """(codes in all parts, their width D; 0 for parts of hashes) from the parts' reason column and schema."""
     import pyarrow.parquet as pq
 
     n, d = 0, 0

@@ -132,6 +132,9 @@ class _HashKind:
     def rebuild(self, idx: Index, appended: int | None) -> None:
         idx.faiss_index, idx.meta["faiss_type"] = _binary_index(idx.vectors, idx.meta.get("faiss_type_request", "auto"))
 
+    def adopt(self, idx: Index, built: ann.Built) -> None:
+        raise ValueError("a FAISS index built elsewhere is for code indexes; a hash index builds its own")
+
     def search(self, idx: Index, q: np.ndarray, k: int, params: str | None):
         return idx.faiss_index.search(q, k)
 
@@ -183,6 +186,13 @@ class _CodeKind:
             idx.faiss_index, want, params, recall = built.index, built.factory, built.search_params, built.recall
             idx.source = None
         m["faiss_type"], m["search_params"], m["tuned_recall"] = want, params, recall
+
+    def adopt(self, idx: Index, built: ann.Built) -> None:
+        """Keep ``built`` (over exactly the index's rows) as the FAISS index, with its type and tuning."""
+        if built.index.ntotal != len(idx.vectors):
+            raise ValueError(f"built index holds {built.index.ntotal} rows, expected {len(idx.vectors)} codes")
+        idx.faiss_index = built.index
+        idx.meta.update(faiss_type=built.factory, search_params=built.search_params, tuned_recall=built.recall)
 
     def search(self, idx: Index, q: np.ndarray, k: int, params: str | None):
         params = idx.meta.get("search_params", "") if params is None else params
@@ -240,12 +250,11 @@ class Index:
 
         ``kind`` (``"hash"``/``"code"``): what ``method`` makes (its :attr:`Method.kind`); the index
         does not know methods. ``flat`` (N,) bool marks low-information images (hash indexes; dedup
-        leaves them out). For codes: ``metric`` ``"l2"``/``"cosine"``, ``faiss_type`` ``"auto"``
-        or a FAISS factory string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or
-        e.g. ``"nprobe=32"`` (see :mod:`encoder.search.ann`). ``attachments``: see :meth:`attach`.
-        ``views`` (codes): rows per image, each id's ``views`` rows consecutive (module docstring).
-        ``built`` (codes): a FAISS index already built and tuned over ``vectors`` (row i = vector i;
-        e.g. an IVF merged on disk from parts, :mod:`encoder.jobs.ivf_job`), kept instead of a new one.
+        leaves them out). For codes: ``metric`` ``"l2"``/``"cosine"``, ``faiss_type`` ``"auto"`` or a
+        FAISS factory string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or e.g.
+        ``"nprobe=32"`` (:mod:`encoder.search.ann`), ``built`` a FAISS index tuned over them elsewhere.
+        ``attachments``: see :meth:`attach`. ``views`` (codes): rows per image, each id's ``views``
+        rows consecutive (module docstring).
         """
         if kind not in _KINDS:
             raise ValueError(f"kind={kind!r} must be one of {tuple(_KINDS)}")
@@ -276,14 +285,7 @@ class Index:
         idx = cls(meta, list(ids), vectors)
         idx._set_flat([], ids, flat)
         idx.attach(attachments or {})
-        if built is None:
-            idx._rebuild()
-        elif kind != "code" or built.index.ntotal != len(vectors):
-            raise ValueError(f"built index holds {built.index.ntotal} rows, expected {len(vectors)} codes")
-        else:
-            idx.faiss_index = built.index
-            tuned = {"search_params": built.search_params, "tuned_recall": built.recall, "count": len(idx)}
-            idx.meta.update(faiss_type=built.factory, **tuned)
+        idx._rebuild(built=built)
         return idx
 
     def attach(self, files: Mapping[str, bytes]) -> None:
@@ -329,9 +331,13 @@ class Index:
             {i for i in old if i in present and i not in new} | {i for i, f in zip(ids, flat) if f}
         )
 
-    def _rebuild(self, appended: int | None = None) -> None:
-        """Rebuild the FAISS index after a change; ``appended``: only that many rows were added at the end."""
-        self._kind.rebuild(self, appended)
+    def _rebuild(self, appended: int | None = None, built: ann.Built | None = None) -> None:
+        """Rebuild the FAISS index after a change; ``appended``: only that many rows were added at the end;
+        ``built``: a FAISS index over these rows built elsewhere, kept instead."""
+        if built is None:
+            self._kind.rebuild(self, appended)
+        else:
+            self._kind.adopt(self, built)
         self.meta["count"] = len(self)
 
     def __len__(self) -> int:
