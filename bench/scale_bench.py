@@ -2,14 +2,17 @@
 
     .venv/bin/python bench/scale_bench.py                       # 5,000 photos, 1M codes, 300k hashes
     .venv/bin/python bench/scale_bench.py --photos 2000 --codes 200000 --hashes 100000   # quicker
+    .venv/bin/python bench/scale_bench.py --parts 2 --codes 10000000 --nlist 4096       # 10M codes, ~25 GB disk
 
 1. images/s of pHash and ae codes (128-d, 64x64 grey): the one-machine path (hash_paths /
    encode_paths) against the job's shard tasks on Ray with 1 and 2 workers (Ray started before the
    clock; its start is printed apart). The photos: ``--n-photos`` edited copies (crops, 640x480,
    JPEG q90) of the real photos in data/photos200 (``make bench-data``), made once into runs/.
-2. ``--codes`` synthetic 128-d codes (a seeded mixture of 4,096 Gaussian clusters): the one-build
-   IVF index of encoder.search.ann against :func:`encoder.jobs.index_job.ivf_from_parts` over 10
-   parts (same lists, same nprobe): build time, top-5 recall vs exact and query latency.
+2. ``--codes`` synthetic 128-d codes (a seeded mixture of 4,096 Gaussian clusters) in 10 job parts:
+   the one build (ann.build, every code in RAM) against the job's path (encoder.jobs.ivf_job: IVF
+   trained on a sample, one task per part on the local engine, merged on disk, saved and loaded
+   memory-mapped), each in its own process: build s, peak RSS, top-5 recall vs exact brute force
+   on 200 new queries, ms/query. ``--nlist`` overrides the automatic list count for both.
 3. ``--hashes`` real-shaped 64-bit hashes (the photos' pHashes, copies with 0-8 bits flipped as
    edits do, then random hashes): :func:`encoder.jobs.dedup_job.find_groups_job` with IndexBinaryIVF
    against the exact flat range search: time, pair recall and precision, groups.

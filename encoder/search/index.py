@@ -8,6 +8,10 @@ An index directory holds::
     hashes.npy    (N,8) uint8 packed 64-bit hashes   (kind "hash", Hamming metric)
      or codes.npy (N,D) float32 codes                 (kind "code", "l2" or "cosine" metric)
     index.faiss   the FAISS index built from the vectors
+    index.ivfdata (an IVF merged on disk from a job's parts, :mod:`encoder.search.ondisk`) its
+                  inverted lists, memory-mapped read-only from beside index.faiss wherever the
+                  folder is moved; ``add``/``remove`` read them into RAM first and the folder
+                  saved after holds them in index.faiss
 
 Every write replaces the whole directory atomically (encoder.atomic.atomic_dir), so an
 interrupted ``add`` or ``remove`` leaves the old index intact. Writers of one index exclude
