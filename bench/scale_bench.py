@@ -166,34 +166,44 @@ def _mixture(n: int, d: int = 128, centres: int = 4096, seed: int = 0) -> np.nda
     return out
 
 
-def _peak_rss() -> dict[str, float]:
-    """GB: this process's peak RSS (mapped file pages included), and the largest finished child's."""
-    import resource
+def _status_gb(pid: str, field: str) -> float:
+    """A field of /proc/PID/status (``VmRSS``, ``RssAnon``, ``VmHWM``) in GB; 0 for a process gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0.0
+    return next((int(x.split()[1]) / 2**20 for x in lines if x.startswith(field + ":")), 0.0)
 
-    kb = {w: resource.getrusage(getattr(resource, f"RUSAGE_{w}")).ru_maxrss for w in ("SELF", "CHILDREN")}
-    return {"driver": kb["SELF"] / 2**20, "workers": kb["CHILDREN"] / 2**20}
 
-
-class _AnonPeak:
-    """Peak anonymous RSS (heap, not mapped files) of this process, sampled every 0.2 s, in GB."""
+class _Peaks:
+    """Peaks sampled every 0.2 s, in GB: this process's anonymous RSS (heap, not mapped files) and the
+    largest RSS of any of its child processes (the local engine's workers). Sampled, because a child's
+    own ru_maxrss starts from its parent's RSS at the fork that precedes its exec."""
 
     def __init__(self) -> None:
         import threading
 
-        self.peak, self._stop = 0.0, threading.Event()
+        self.anon, self.worker, self._stop = 0.0, 0.0, threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
 
     def _watch(self) -> None:
         while not self._stop.wait(0.2):
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    self.peak = max(self.peak, int(line.split()[1]) / 2**20)
+            self.anon = max(self.anon, _status_gb("self", "RssAnon"))
+            kids = [c for t in Path("/proc/self/task").iterdir() for c in _children(t)]
+            self.worker = max([self.worker] + [_status_gb(pid, "VmRSS") for pid in kids])
 
-    def stop(self) -> float:
+    def stop(self) -> dict[str, float]:
         self._stop.set()
         self._thread.join()
-        return self.peak
+        return {"driver": _status_gb("self", "VmHWM"), "anon": self.anon, "workers": self.worker}
+
+
+def _children(task: Path) -> list[str]:
+    try:
+        return (task / "children").read_text().split()
+    except OSError:
+        return []
 
 
 def _timed_rows(index, queries: np.ndarray, params: str) -> tuple[list, float]:
@@ -214,7 +224,7 @@ def _part2_child(which: str, scratch: Path, n: int, n_queries: int, also: str, n
     from encoder.search import ann
     from encoder.search.index import Index
 
-    watch = _AnonPeak()
+    watch = _Peaks()
     factory = f"IVF{nlist or ann.nlist_for(n)},Flat"
     if which == "one":
         codes = _mixture(n + n_queries)
@@ -234,8 +244,7 @@ def _part2_child(which: str, scratch: Path, n: int, n_queries: int, also: str, n
     secs = time.perf_counter() - t if which == "one" else secs
     rows, ms = _timed_rows(index, queries, params)
     extra = _timed_rows(index, queries, also)[0] if also and also != params else rows
-    out = {"secs": secs, "params": params, "rows": rows, "ms": ms, "also_rows": extra, **_peak_rss()}
-    out["anon"] = watch.stop()
+    out = {"secs": secs, "params": params, "rows": rows, "ms": ms, "also_rows": extra, **watch.stop()}
     (scratch / f"part2-{which}.json").write_text(json.dumps(out))
 
 
@@ -285,13 +294,14 @@ def part2(n: int, scratch: Path, nlist: int = 0, n_parts: int = 10, n_queries: i
     print(f"\n2. {n:,} x 128 float codes (4,096 clusters), {lists}, nprobe tuned by each build")
     print(f"   (ann.tune, recall@5 >= 0.95 on stored rows); {n_queries} new queries, recall@5 vs exact brute force;")
     print(f"   the job path: {n_parts} parts, local engine, 2 workers, the index saved and loaded memory-mapped")
-    print(f"   {'build':<30}{'build s':>8}{'RSS GB':>8}{'anon GB':>8}{'workers GB':>11}{'params':>11}{'recall@5':>9}")
-    head = f"{'':<30}{'':>8}{'':>8}{'':>8}{'':>11}"
+    print("   peak RSS: the build's process (mapped files included), its heap (anon), its largest worker")
+    print(f"   {'build':<30}{'build s':>8}{'RSS GB':>8}{'anon GB':>8}{'worker GB':>10}{'params':>11}{'recall@5':>9}")
+    head = f"{'':<30}{'':>8}{'':>8}{'':>8}{'':>10}"
     one, job = results["one"], results["parts"]
     for name, r in (("one build (ann.build, in RAM)", one), (f"{n_parts} parts merged on disk", job)):
-        workers = f"{r['workers']:.2f}" if r is job else "-"
+        workers = f"{r['workers']:.2f}" if r is job else "-"  # the one build runs in one process
         print(
-            f"   {name:<30}{r['secs']:>8.0f}{r['driver']:>8.2f}{r['anon']:>8.2f}{workers:>11}"
+            f"   {name:<30}{r['secs']:>8.0f}{r['driver']:>8.2f}{r['anon']:>8.2f}{workers:>10}"
             f"{r['params']:>11}{recall(r['rows']):>9.3f}   {r['ms']:.3f} ms/query"
         )
     print(f"   {head}{one['params']:>11}{recall(job['also_rows']):>9.3f}   (parts' index at the one build's nprobe)")
