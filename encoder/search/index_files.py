@@ -1,16 +1,37 @@
 """Reading an index directory's files (:mod:`encoder.search.index`): each refused with a message
-naming the file when it is missing, truncated, edited or not what it should be; nothing is unpickled."""
+naming the file when it is missing, truncated, edited or not what it should be; nothing is unpickled.
+
+Ids are ``ids.json`` (a list of str) or, from ``IDS_PARQUET_MIN`` rows when pyarrow is installed,
+``ids.parquet`` (one string column ``id``, row r = vector row r), read into an :class:`IdColumn`:
+the Arrow strings stay as they are and only the rows asked for become ``str``. :func:`ids_at`,
+:func:`ids_in` and :func:`n_distinct` answer for either form, a list with Python, a column in Arrow.
+
+Example:
+    >>> ids = ["a.jpg", "b.jpg", "a.jpg"]
+    >>> ids_at(ids, np.array([2, 1])), ids_in(ids, ["a.jpg"]).tolist(), n_distinct(ids)
+    (['a.jpg', 'b.jpg'], [True, False, True], 2)
+"""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import operator
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from encoder.atomic import write_json
 from encoder.search.errors import CorruptIndexError
+
+# Below this many rows ids stay JSON and pyarrow is never imported (its import costs a small query
+# about 0.15-0.4 s); from it Parquet is smaller and faster both ways (bench/ids_bench.py).
+IDS_PARQUET_MIN = 1_000_000
+_ITER_ROWS = 65_536  # rows turned into str at a time when a column is iterated
 
 
 def read_json(file: Path, want: type):
@@ -49,7 +70,7 @@ def faiss_reason(e: RuntimeError) -> str:
     return re.sub(r"^.* at \S+:\d+: (Error: )?", "", msg)[:200]
 
 
-INDEX_FILES = frozenset({"meta.json", "ids.json", "hashes.npy", "codes.npy", "index.faiss"})
+INDEX_FILES = frozenset({"meta.json", "ids.json", "ids.parquet", "hashes.npy", "codes.npy", "index.faiss"})
 ATTACHMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -68,3 +89,173 @@ def read_attachments(path: Path, meta: dict) -> dict[str, bytes]:
             raise CorruptIndexError(f"{file}: contents differ from meta.json's SHA-256 (edited or truncated)")
         out[name] = data
     return out
+
+
+class IdColumn(Sequence[str]):
+    """Immutable ids over a pyarrow string column (an ``Array`` or ``ChunkedArray`` without nulls).
+
+    ``len``; ``col[i]`` -> str; ``col[a:b:s]`` -> IdColumn (a plain slice shares the buffers);
+    iteration yields str chunk by chunk; ``x in col`` and ``==`` a sequence of str are answered
+    without a Python list of every id. :meth:`take`, :meth:`isin` and :meth:`n_distinct` serve
+    :func:`ids_at`, :func:`ids_in` and :func:`n_distinct`.
+    """
+
+    __slots__ = ("_col", "_starts")
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, so unhashable like them
+
+    def __init__(self, column: Any) -> None:
+        import pyarrow as pa
+
+        if isinstance(column, pa.Array):
+            column = pa.chunked_array([column], column.type)
+        if not isinstance(column, pa.ChunkedArray) or not (
+            pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        ):
+            raise TypeError(f"IdColumn needs a pyarrow string array, got {type(column).__name__}")
+        if column.null_count:
+            raise ValueError(f"ids must not be null: {column.null_count} nulls in the column")
+        self._col = column
+        self._starts = np.cumsum([0] + [len(c) for c in column.chunks], dtype=np.int64)
+
+    @classmethod
+    def concat(cls, columns: Iterable[Sequence[str]]) -> IdColumn:
+        """One column of the rows of ``columns`` (IdColumns, whose chunks are shared, or lists) in order."""
+        import pyarrow as pa
+
+        arrow = [
+            col.arrow if isinstance(col, IdColumn) else pa.chunked_array([pa.array(col, pa.string())])
+            for col in columns
+        ]
+        chunks = [c.cast(pa.string()) for col in arrow for c in col.chunks]
+        return cls(pa.chunked_array(chunks, pa.string()))
+
+    @property
+    def arrow(self):
+        """The ``pyarrow.ChunkedArray`` of strings."""
+        return self._col
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step == 1:
+                return IdColumn(self._col.slice(start, max(0, stop - start)))
+            return IdColumn(self._col.take(np.arange(start, stop, step, dtype=np.int64)))
+        n, i = len(self), operator.index(i)
+        if not -n <= i < n:
+            raise IndexError(f"id row {i} out of range for {n} ids")
+        i %= n
+        c = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return self._col.chunk(c)[i - int(self._starts[c])].as_py()
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self._col.chunks:
+            for s in range(0, len(chunk), _ITER_ROWS):
+                yield from chunk.slice(s, _ITER_ROWS).to_pylist()
+
+    def __contains__(self, x: object) -> bool:
+        import pyarrow.compute as pc
+
+        return isinstance(x, str) and len(self) > 0 and pc.index(self._col, x).as_py() >= 0
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        if len(other) != len(self):
+            return False
+        if isinstance(other, IdColumn) and other.arrow.type == self._col.type:
+            return bool(self._col.equals(other.arrow))
+        return all(a == b for a, b in zip(self, other))
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(x) for x in self[:3])
+        return f"IdColumn({len(self)} ids: {head}{', ...' if len(self) > 3 else ''})"
+
+    def take(self, rows: np.ndarray) -> list[str]:
+        """The ids of ``rows`` ((M,) int, each in range), as str."""
+        rows = np.asarray(rows, np.int64)
+        return self._col.take(rows).to_pylist() if len(rows) else []
+
+    def isin(self, values: Iterable[str]) -> np.ndarray:
+        """(N,) bool: which rows hold one of ``values``."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        want = pa.array(list(dict.fromkeys(values)), pa.string())
+        if not len(want) or not len(self):
+            return np.zeros(len(self), bool)
+        return pc.is_in(self._col, value_set=want).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+    def n_distinct(self) -> int:
+        """How many different ids (Arrow's hash count, not a Python set)."""
+        import pyarrow.compute as pc
+
+        return int(pc.count_distinct(self._col).as_py()) if len(self) else 0
+
+
+def ids_at(ids: Sequence[str], rows: np.ndarray) -> list[str]:
+    """The ids (a list or an :class:`IdColumn`) of ``rows`` ((M,) int), as a list of str."""
+    if isinstance(ids, IdColumn):
+        return ids.take(rows)
+    return [ids[int(r)] for r in rows]
+
+
+def ids_in(ids: Sequence[str], values: Iterable[str]) -> np.ndarray:
+    """(N,) bool: which of the N ids (a list or an :class:`IdColumn`) are among ``values``."""
+    if isinstance(ids, IdColumn):
+        return ids.isin(values)
+    want = set(values)
+    return np.fromiter((x in want for x in ids), bool, len(ids))
+
+
+def n_distinct(ids: Sequence[str]) -> int:
+    """How many different ids (a list or an :class:`IdColumn`)."""
+    return ids.n_distinct() if isinstance(ids, IdColumn) else len(set(ids))
+
+
+def own_ids(ids: Sequence[str]) -> Sequence[str]:
+    """Ids an index may keep: a column as it is (immutable), anything else copied into a list."""
+    return ids if isinstance(ids, IdColumn) else list(ids)
+
+
+def write_ids(folder: Path, ids: Sequence[str]) -> str:
+    """Write ``ids.parquet`` (from ``IDS_PARQUET_MIN`` rows, pyarrow installed) or ``ids.json`` into
+    ``folder`` (a fresh directory of :func:`encoder.atomic.atomic_dir`); returns the file name."""
+    if len(ids) < IDS_PARQUET_MIN or importlib.util.find_spec("pyarrow") is None:
+        write_json(folder / "ids.json", list(ids))
+        return "ids.json"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    column = ids.arrow if isinstance(ids, IdColumn) else pa.array(ids, pa.string())
+    # page checksums: an edited byte is refused on load instead of read as another id
+    pq.write_table(pa.table({"id": column}), folder / "ids.parquet", write_page_checksum=True)
+    return "ids.parquet"
+
+
+def read_ids(path: Path) -> Sequence[str]:
+    """The ids of index directory ``path``: ``ids.parquet`` as an :class:`IdColumn`, else ``ids.json``
+    as a list. Refused (CorruptIndexError naming the file) when unreadable or not one string column."""
+    pq_file, json_file = path / "ids.parquet", path / "ids.json"
+    if not pq_file.is_file():
+        ids = read_json(json_file, list)
+        if not all(isinstance(i, str) for i in ids):
+            raise CorruptIndexError(f"{json_file}: expected a list of path strings")
+        return ids
+    if json_file.exists():
+        raise CorruptIndexError(f"{path}: holds both ids.json and ids.parquet; an index has one of them")
+    if importlib.util.find_spec("pyarrow") is None:
+        raise ImportError(f"{pq_file}: reading a Parquet id column needs pyarrow: pip install '.[ray]'")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pq_file, page_checksum_verification=True)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise CorruptIndexError(f"{pq_file}: not a readable Parquet file ({str(e)[:200]})") from None
+    col = table.column(0) if table.num_columns == 1 and table.column_names == ["id"] else None
+    if col is None or not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) or col.null_count:
+        raise CorruptIndexError(f"{pq_file}: expected one string column 'id' without nulls, got {table.schema}")
+    return IdColumn(col)
