@@ -32,6 +32,7 @@ from encoder.search.errors import CorruptIndexError
 # about 0.15-0.4 s); from it Parquet is smaller and faster both ways (bench/ids_bench.py).
 IDS_PARQUET_MIN = 1_000_000
 _ITER_ROWS = 65_536  # rows turned into str at a time when a column is iterated
+_FEW_ROWS = 64  # up to this many rows (a query's hits) are read one by one, past it a take per chunk
 
 
 def read_json(file: Path, want: type):
@@ -142,13 +143,36 @@ class IdColumn(Sequence[str]):
             start, stop, step = i.indices(len(self))
             if step == 1:
                 return IdColumn(self._col.slice(start, max(0, stop - start)))
-            return IdColumn(self._col.take(np.arange(start, stop, step, dtype=np.int64)))
+            rows = np.arange(start, stop, step, dtype=np.int64)
+            if step < 0:
+                return IdColumn.concat([self.take(rows)])
+            return IdColumn(self._taken(rows))
         n, i = len(self), operator.index(i)
         if not -n <= i < n:
             raise IndexError(f"id row {i} out of range for {n} ids")
-        i %= n
+        return self._one(i % n)
+
+    def _one(self, i: int) -> str:
         c = int(np.searchsorted(self._starts, i, side="right")) - 1
         return self._col.chunk(c)[i - int(self._starts[c])].as_py()
+
+    def _by_chunk(self, rows: np.ndarray):
+        """``(chunk, positions in rows, rows within the chunk)`` for each chunk that ``rows`` touch, in
+        chunk order; Arrow's take on a chunked column joins every chunk first, a copy of all ids."""
+        rows = np.asarray(rows, np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"id rows must lie in [0, {len(self)}), got {rows.min()}..{rows.max()}")
+        chunk = np.searchsorted(self._starts, rows, side="right") - 1
+        order = np.argsort(chunk, kind="stable")
+        for pos in np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1) if len(rows) else []:
+            c = int(chunk[pos[0]])
+            yield self._col.chunk(c), pos, rows[pos] - self._starts[c]
+
+    def _taken(self, rows: np.ndarray):
+        """The ChunkedArray of ascending ``rows``."""
+        import pyarrow as pa
+
+        return pa.chunked_array([chunk.take(local) for chunk, _, local in self._by_chunk(rows)], self._col.type)
 
     def __iter__(self) -> Iterator[str]:
         for chunk in self._col.chunks:
@@ -174,9 +198,14 @@ class IdColumn(Sequence[str]):
         return f"IdColumn({len(self)} ids: {head}{', ...' if len(self) > 3 else ''})"
 
     def take(self, rows: np.ndarray) -> list[str]:
-        """The ids of ``rows`` ((M,) int, each in range), as str."""
+        """The ids of ``rows`` ((M,) int in [0, N), any order), as str."""
         rows = np.asarray(rows, np.int64)
-        return self._col.take(rows).to_pylist() if len(rows) else []
+        if len(rows) <= _FEW_ROWS and (not len(rows) or 0 <= rows.min() and rows.max() < len(self)):
+            return [self._one(int(r)) for r in rows]
+        out = np.empty(len(rows), object)
+        for chunk, pos, local in self._by_chunk(rows):
+            out[pos] = chunk.take(local).to_pylist()
+        return out.tolist()
 
     def isin(self, values: Iterable[str]) -> np.ndarray:
         """(N,) bool: which rows hold one of ``values``."""
@@ -220,18 +249,30 @@ def own_ids(ids: Sequence[str]) -> Sequence[str]:
     return ids if isinstance(ids, IdColumn) else list(ids)
 
 
+def pyarrow_installed() -> bool:
+    """Whether pyarrow (the ``[ray]`` extra) can be imported; asked without importing it."""
+    return importlib.util.find_spec("pyarrow") is not None
+
+
 def write_ids(folder: Path, ids: Sequence[str]) -> str:
     """Write ``ids.parquet`` (from ``IDS_PARQUET_MIN`` rows, pyarrow installed) or ``ids.json`` into
     ``folder`` (a fresh directory of :func:`encoder.atomic.atomic_dir`); returns the file name."""
-    if len(ids) < IDS_PARQUET_MIN or importlib.util.find_spec("pyarrow") is None:
+    if len(ids) < IDS_PARQUET_MIN or not pyarrow_installed():
         write_json(folder / "ids.json", list(ids))
         return "ids.json"
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     column = ids.arrow if isinstance(ids, IdColumn) else pa.array(ids, pa.string())
-    # page checksums: an edited byte is refused on load instead of read as another id
-    pq.write_table(pa.table({"id": column}), folder / "ids.parquet", write_page_checksum=True)
+    # page checksums: an edited byte is refused on load instead of read as another id; unique ids
+    # gain nothing from a dictionary, and zstd halves snappy's file at the same read time
+    pq.write_table(
+        pa.table({"id": column}),
+        folder / "ids.parquet",
+        compression="zstd",
+        use_dictionary=False,
+        write_page_checksum=True,
+    )
     return "ids.parquet"
 
 
@@ -246,7 +287,7 @@ def read_ids(path: Path) -> Sequence[str]:
         return ids
     if json_file.exists():
         raise CorruptIndexError(f"{path}: holds both ids.json and ids.parquet; an index has one of them")
-    if importlib.util.find_spec("pyarrow") is None:
+    if not pyarrow_installed():
         raise ImportError(f"{pq_file}: reading a Parquet id column needs pyarrow: pip install '.[ray]'")
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -257,5 +298,8 @@ def read_ids(path: Path) -> Sequence[str]:
         raise CorruptIndexError(f"{pq_file}: not a readable Parquet file ({str(e)[:200]})") from None
     col = table.column(0) if table.num_columns == 1 and table.column_names == ["id"] else None
     if col is None or not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) or col.null_count:
-        raise CorruptIndexError(f"{pq_file}: expected one string column 'id' without nulls, got {table.schema}")
+        got = ", ".join(f"{f.name}: {f.type}" for f in table.schema) + (
+            f", {col.null_count} nulls" if col is not None and col.null_count else ""
+        )
+        raise CorruptIndexError(f"{pq_file}: expected one string column 'id' without nulls, got {got}")
     return IdColumn(col)
