@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import importlib.util
 import json
@@ -101,7 +102,7 @@ class IdColumn(Sequence[str]):
     :func:`ids_at`, :func:`ids_in` and :func:`n_distinct`.
     """
 
-    __slots__ = ("_col", "_starts")
+    __slots__ = ("_col", "_chunks", "_starts", "_start_list")
     __hash__ = None  # type: ignore[assignment]  # equal to lists, so unhashable like them
 
     def __init__(self, column: Any) -> None:
@@ -116,7 +117,9 @@ class IdColumn(Sequence[str]):
         if column.null_count:
             raise ValueError(f"ids must not be null: {column.null_count} nulls in the column")
         self._col = column
-        self._starts = np.cumsum([0] + [len(c) for c in column.chunks], dtype=np.int64)
+        self._chunks = column.chunks  # held once: ChunkedArray.chunk(i) builds a new wrapper per call
+        self._starts = np.cumsum([0] + [len(c) for c in self._chunks], dtype=np.int64)
+        self._start_list = self._starts.tolist()
 
     @classmethod
     def concat(cls, columns: Iterable[Sequence[str]]) -> IdColumn:
@@ -153,8 +156,8 @@ class IdColumn(Sequence[str]):
         return self._one(i % n)
 
     def _one(self, i: int) -> str:
-        c = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return self._col.chunk(c)[i - int(self._starts[c])].as_py()
+        c = bisect.bisect_right(self._start_list, i) - 1
+        return self._chunks[c][i - self._start_list[c]].as_py()
 
     def _by_chunk(self, rows: np.ndarray):
         """``(chunk, positions in rows, rows within the chunk)`` for each chunk that ``rows`` touch, in
@@ -166,7 +169,7 @@ class IdColumn(Sequence[str]):
         order = np.argsort(chunk, kind="stable")
         for pos in np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1) if len(rows) else []:
             c = int(chunk[pos[0]])
-            yield self._col.chunk(c), pos, rows[pos] - self._starts[c]
+            yield self._chunks[c], pos, rows[pos] - self._starts[c]
 
     def _taken(self, rows: np.ndarray):
         """The ChunkedArray of ascending ``rows``."""
@@ -201,7 +204,7 @@ class IdColumn(Sequence[str]):
         """The ids of ``rows`` ((M,) int in [0, N), any order), as str."""
         rows = np.asarray(rows, np.int64)
         if len(rows) <= _FEW_ROWS and (not len(rows) or 0 <= rows.min() and rows.max() < len(self)):
-            return [self._one(int(r)) for r in rows]
+            return [self._one(r) for r in rows.tolist()]
         out = np.empty(len(rows), object)
         for chunk, pos, local in self._by_chunk(rows):
             out[pos] = chunk.take(local).to_pylist()
@@ -228,7 +231,7 @@ def ids_at(ids: Sequence[str], rows: np.ndarray) -> list[str]:
     """The ids (a list or an :class:`IdColumn`) of ``rows`` ((M,) int), as a list of str."""
     if isinstance(ids, IdColumn):
         return ids.take(rows)
-    return [ids[int(r)] for r in rows]
+    return [ids[r] for r in np.asarray(rows, np.int64).tolist()]
 
 
 def ids_in(ids: Sequence[str], values: Iterable[str]) -> np.ndarray:
