@@ -10,7 +10,9 @@ the threshold forced to pick each): file size, save and load seconds (best of ``
 load in a fresh process (a one-shot query: pyarrow's import included), the memory the loaded ids
 hold (a list of str: the list and its strings; a column: Arrow's buffers), and the microseconds a
 query spends turning 5 found rows into str. Printed first: what importing pyarrow costs a fresh
-process (a small index below the threshold never pays it).
+process (a small index below the threshold never pays it). Last, the job merge's id work at
+``--merge`` ids from ``--parts`` parts: a list of str (the former path) against the parts' columns
+joined into an IdColumn.
 """
 
 from __future__ import annotations
@@ -99,10 +101,31 @@ def one_format(ids: list[str], folder: Path, parquet: bool, repeat: int) -> dict
     return out
 
 
+def merge_ids(ids: list[str], n_parts: int) -> tuple[dict, dict]:
+    """The job merge's id work on ``n_parts`` parts' id columns, as a list (the former path: each
+    part's column to str, joined, a set for the uniqueness check) and as the parts' columns joined
+    into an IdColumn (Arrow's distinct count). -> (list figures, column figures): seconds, held bytes."""
+    import pyarrow as pa
+
+    step = -(-len(ids) // n_parts)
+    cols = [pa.array(ids[a : a + step], pa.string()) for a in range(0, len(ids), step)]
+    t = time.perf_counter()
+    joined = [i for c in cols for i in c.to_pylist()]
+    assert len(set(joined)) == len(joined)
+    as_list = {"s": time.perf_counter() - t, "held": held_bytes(joined)}
+    del joined
+    t = time.perf_counter()
+    col = IdColumn.concat(IdColumn(c) for c in cols)
+    assert col.n_distinct() == len(col)
+    return as_list, {"s": time.perf_counter() - t, "held": held_bytes(col)}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     p.add_argument("--repeat", type=int, default=3, help="best of this many saves and loads (default 3)")
+    p.add_argument("--merge", type=int, default=10_000_000, help="ids of the job-merge part (0: skip it)")
+    p.add_argument("--parts", type=int, default=1000, help="parts of the job-merge part (default 1000)")
     a = p.parse_args(argv)
     print(f"import pyarrow.parquet in a fresh process: {import_seconds('pyarrow.parquet', a.repeat):.3f} s")
     print("| ids | format | file MB | save s | load s | load s, fresh process | held MB | 5 ids to str, us |")
@@ -118,6 +141,12 @@ def main(argv: list[str] | None = None) -> None:
                     f"| {r['query_us']:.1f} |",
                     flush=True,
                 )
+    if a.merge:
+        as_list, as_column = merge_ids(make_ids(a.merge), a.parts)
+        print(f"\njob merge, {a.merge:,} ids from {a.parts} parts (join + uniqueness check):")
+        print("| ids as | s | held MB |\n|---|---|---|")
+        print(f"| a list (anchor) | {as_list['s']:.2f} | {as_list['held'] / 1e6:.0f} |")
+        print(f"| an IdColumn | {as_column['s']:.2f} | {as_column['held'] / 1e6:.0f} |")
 
 
 if __name__ == "__main__":
