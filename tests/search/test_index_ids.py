@@ -159,6 +159,8 @@ def test_views_index_with_an_id_column(tmp_path, parquet_from_10):
     assert i0 == i1 and all(len(set(row)) == 4 for row in i1)
     np.testing.assert_allclose(d0, d1)
     assert back.rows([ids[6]]).tolist() == [6]
+    mapped = Index.load(tmp_path / "v", mmap=True)  # codes and FAISS index memory-mapped, ids a column
+    assert isinstance(mapped.ids, IdColumn) and mapped.search(codes[::5], k=4)[1] == i0
     back.add(codes[:2] + 1, ["extra.jpg", "extra.jpg"])
     assert back.n_rows == 26 and back.search(codes[:1] + 1, k=1)[1] == [["extra.jpg"]]
     swapped = ids[:1] + ids[2:3] + ids[1:2] + ids[3:]  # the rows of two images interleaved
