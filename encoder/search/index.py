@@ -5,9 +5,8 @@ An index directory holds::
     meta.json     method, version (hash definition or model fingerprint), metric, vector kind,
                   faiss type, count, root folder, decode mode
     ids.json      relative POSIX paths, in row order (an id repeated per view, see below)
-     or ids.parquet the same as one string column ``id`` (row r = vector row r), written from
-                  ``IDS_PARQUET_MIN`` rows when pyarrow is installed; read into an immutable
-                  :class:`~encoder.search.index_files.IdColumn` (no Python list of every id)
+     or ids.parquet one string column ``id`` (from ``IDS_PARQUET_MIN`` rows, pyarrow installed),
+                  read as an immutable :class:`~encoder.search.index_files.IdColumn`, not a list
     hashes.npy    (N,8) uint8 packed 64-bit hashes   (kind "hash", Hamming metric)
      or codes.npy (N,D) float32 codes                 (kind "code", "l2" or "cosine" metric)
     index.faiss   the FAISS index built from the vectors
@@ -64,9 +63,9 @@ from encoder.search.index_files import (
     INDEX_FILES,
     IdColumn,
     faiss_reason,
+    first_rows,
     ids_at,
     ids_in,
-    own_ids,
     read_attachments,
     read_ids,
     read_json,
@@ -279,7 +278,7 @@ class Index:
             **({"views": views} if views != 1 else {}),
             **(extra or {}),
         }
-        idx = cls(meta, own_ids(ids), vectors)
+        idx = cls(meta, ids if isinstance(ids, IdColumn) else list(ids), vectors)
         idx._set_flat([], ids, flat)
         idx.attach(attachments or {})
         idx._rebuild()
@@ -427,16 +426,10 @@ class Index:
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         """Row numbers of ids, each id's first row (with views: the whole picture; KeyError names a missing one)."""
-        want = list(ids)
-        hits = np.flatnonzero(ids_in(self.ids, want))
-        pos: dict[str, int] = {}
-        for r, x in zip(hits.tolist(), ids_at(self.ids, hits)):
-            pos.setdefault(x, r)
-        return np.array([pos[x] for x in want], dtype=np.int64)
+        return first_rows(self.ids, ids)
 
     def save(self, path: str | Path) -> None:
-        """Write the directory atomically (old contents survive a crash); ids as ids.parquet from
-        ``IDS_PARQUET_MIN`` rows when pyarrow is installed, else ids.json."""
+        """Write the directory atomically (old contents survive a crash); ids.json or ids.parquet by size."""
         with atomic_dir(path) as tmp:
             save_npy(tmp / self.vector_file, self.vectors)
             write_ids(tmp, self.ids)
@@ -464,7 +457,6 @@ class Index:
         if kind is None:
             raise CorruptIndexError(f"{path / 'meta.json'}: kind={meta.get('kind')!r}, expected one of {tuple(_KINDS)}")
         ids = read_ids(path)
-        ids_file = path / ("ids.parquet" if isinstance(ids, IdColumn) else "ids.json")
         vf = path / kind.file
         mmap = mmap and kind.mmap
         vectors = read_vectors(vf, kind.dtype, mmap)
@@ -477,7 +469,8 @@ class Index:
             else (check_view_rows(ids, views) if views > 1 else None)
         )
         if problem:
-            raise CorruptIndexError(f"{ids_file}: {problem} (meta.json says views={views!r})")
+            ids_file = "ids.parquet" if isinstance(ids, IdColumn) else "ids.json"
+            raise CorruptIndexError(f"{path / ids_file}: {problem} (meta.json says views={views!r})")
         bits = vectors.shape[1] * kind.bits
         if meta.get("dim", bits) != bits:
             raise CorruptIndexError(f"{vf}: vectors of width {bits} but meta.json says dim={meta.get('dim')}")

@@ -248,9 +248,15 @@ def n_distinct(ids: Sequence[str]) -> int:
     return ids.n_distinct() if isinstance(ids, IdColumn) else len(set(ids))
 
 
-def own_ids(ids: Sequence[str]) -> Sequence[str]:
-    """Ids an index may keep: a column as it is (immutable), anything else copied into a list."""
-    return ids if isinstance(ids, IdColumn) else list(ids)
+def first_rows(ids: Sequence[str], want: Iterable[str]) -> np.ndarray:
+    """(M,) int64: the first row of each wanted id among ``ids`` (a list or an :class:`IdColumn`);
+    KeyError names one that is missing. Only the rows holding a wanted id become str."""
+    want = list(want)
+    hits = np.flatnonzero(ids_in(ids, want))
+    pos: dict[str, int] = {}
+    for r, x in zip(hits.tolist(), ids_at(ids, hits)):
+        pos.setdefault(x, r)
+    return np.array([pos[x] for x in want], dtype=np.int64)
 
 
 def pyarrow_installed() -> bool:
