@@ -29,8 +29,8 @@ import numpy as np
 from encoder.atomic import write_json
 from encoder.search.errors import CorruptIndexError
 
-# Below this many rows ids stay JSON and pyarrow is never imported (its import costs a small query
-# about 0.15-0.4 s); from it Parquet is smaller and faster both ways (bench/ids_bench.py).
+# Below this many rows ids stay JSON and pyarrow is never imported, so a small query does not pay its
+# import; from here Parquet loads faster even counting that import, and saves faster (bench/ids_bench.py).
 IDS_PARQUET_MIN = 1_000_000
 _ITER_ROWS = 65_536  # rows turned into str at a time when a column is iterated
 _FEW_ROWS = 64  # up to this many rows (a query's hits) are read one by one, past it a take per chunk
@@ -224,7 +224,7 @@ class IdColumn(Sequence[str]):
         """How many different ids (Arrow's hash table, not a Python set)."""
         import pyarrow.compute as pc
 
-        # unique() measured about 1.7x faster than count_distinct() on path-like ids
+        # unique() is faster than count_distinct() on path-like ids
         return len(pc.unique(self._col)) if len(self) else 0
 
 
@@ -275,7 +275,7 @@ def write_ids(folder: Path, ids: Sequence[str]) -> str:
 
     column = ids.arrow if isinstance(ids, IdColumn) else pa.array(ids, pa.string())
     # page checksums: an edited byte is refused on load instead of read as another id; unique ids
-    # gain nothing from a dictionary, and zstd halves snappy's file at the same read time
+    # gain nothing from a dictionary, and zstd gives a smaller file than snappy at the same read time
     pq.write_table(
         pa.table({"id": column}),
         folder / "ids.parquet",
