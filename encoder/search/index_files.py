@@ -130,8 +130,9 @@ class IdColumn(Sequence[str]):
             col.arrow if isinstance(col, IdColumn) else pa.chunked_array([pa.array(col, pa.string())])
             for col in columns
         ]
-        chunks = [c.cast(pa.string()) for col in arrow for c in col.chunks]
-        return cls(pa.chunked_array(chunks, pa.string()))
+        chunks = [c for col in arrow for c in col.chunks]
+        kind = pa.string() if all(c.type == pa.string() for c in chunks) else pa.large_string()
+        return cls(pa.chunked_array([c.cast(kind) for c in chunks], kind))
 
     @property
     def arrow(self):
@@ -222,10 +223,12 @@ class IdColumn(Sequence[str]):
 
     def n_distinct(self) -> int:
         """How many different ids (Arrow's hash table, not a Python set)."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
-        # unique() is faster than count_distinct() on path-like ids
-        return len(pc.unique(self._col)) if len(self) else 0
+        # unique() is faster than count_distinct() on path-like ids; 64-bit offsets (the text is shared,
+        # not copied) because the distinct ids of a big column outgrow a string array's 2 GB
+        return len(pc.unique(self._col.cast(pa.large_string()))) if len(self) else 0
 
 
 def ids_at(ids: Sequence[str], rows: np.ndarray) -> list[str]:

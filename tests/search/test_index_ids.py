@@ -58,6 +58,8 @@ def test_id_column_reads_like_the_list_across_chunks():
     assert col.take(many) == [ids[r] for r in many] and col.take(np.array([], np.int64)) == []
     assert col.isin([ids[1], ids[8], "other"]).tolist() == [i in (1, 8) for i in range(11)]
     assert col.n_distinct() == 11 and _column(ids[:5] + ids[:6], (2, 2, 8)).n_distinct() == 6
+    joined = IdColumn.concat([col, ["x.jpg"], IdColumn(pa.array([ids[0]], pa.large_string()))])
+    assert joined == [*ids, "x.jpg", ids[0]] and joined.n_distinct() == 12 and joined.arrow.num_chunks == 6
     for bad in (11, -12):
         with pytest.raises(IndexError, match="out of range"):
             col[bad]
