@@ -51,6 +51,7 @@ from PIL import Image
 from encoder.data import ImageLoadError, decode_folder, guarded, image_size, open_image, resize_gray, to_gray
 from encoder.search.base import OptionError
 from encoder.search.errors import IndexMismatchError
+from encoder.search.index_files import n_distinct
 
 VIEWS = ("full", "crops")
 ROLES = ("gallery", "query")
@@ -306,7 +307,7 @@ def check_view_rows(ids: Sequence[str], per: int) -> str | None:
     """None when ``ids`` (one per row) come in runs of ``per`` equal ids, each id in one run (an index
     with ``per`` views per image); else what is wrong, for an error message."""
     if per == 1:
-        return None if len(set(ids)) == len(ids) else "ids must be unique"
+        return None if n_distinct(ids) == len(ids) else "ids must be unique"
     if len(ids) % per:
         return f"{len(ids)} rows is not a whole number of images of {per} views"
     heads = list(ids[::per])
