@@ -6,9 +6,11 @@ from helpers import tiny_checkpoint
 from PIL import Image
 
 from encoder.data import decode_gray_u8
+from encoder.search.ae_eval import HASH_COLUMNS
 from encoder.search.errors import CorruptIndexError
 from encoder.search.index import Index
 from encoder.search.methods import AutoencoderMethod, evaluation_methods
+from encoder.search.verify import hash_view_count
 from encoder.search.views import (
     CROP_SIDE,
     QUERY_TURNS,
@@ -181,12 +183,13 @@ def test_evaluation_methods_with_views(tmp_path, enc):
     assert ms[1].encoder is ms[0].encoder and ms[2].views == "crops" and ms[2].mirror
     ims = [photo(200, 150, seed=s) for s in range(3)]
     gallery = ms[1].gallery_features(None, ims)
-    assert gallery.shape == (3 * view_count("crops"), enc.code_dim)
+    hash_cols = HASH_COLUMNS * hash_view_count()  # the verifying pHash's columns after the codes
+    assert gallery.shape == (3 * view_count("crops"), enc.code_dim + HASH_COLUMNS)
     cw, ch = round(200 * CROP_SIDE), round(150 * CROP_SIDE)
     queries = [ims[2].crop((200 - cw, 0, 200, ch)), ims[0]]  # a top-right half-area crop, a whole picture
     for m in ms[1:3]:
         q = m.features(None, queries)
-        assert q.shape == (2, enc.code_dim * view_count("crops", "query") * (2 if m.mirror else 1))
+        assert q.shape == (2, enc.code_dim * view_count("crops", "query") * (2 if m.mirror else 1) + hash_cols)
         rows = m.knn(gallery, q, 3)
         assert rows.shape == (2, 3) and rows[:, 0].tolist() == [2, 0] and sorted(rows[0]) == [0, 1, 2]
         assert m.knn(gallery, q, 3, metric="cosine")[:, 0].tolist() == [2, 0]
