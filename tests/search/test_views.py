@@ -15,6 +15,7 @@ from encoder.search.views import (
     CROP_SIDE,
     QUERY_TURNS,
     WINDOW_POSITIONS,
+    _peel,
     decode_views_u8,
     gallery_boxes,
     image_views,
@@ -230,6 +231,20 @@ def test_trim_box_peels_a_screenshot_window_down_to_the_picture():
     assert trim_box(to_gray(photo(400, 300, seed=4))) == (0, 0, 400, 300)
     ramp = Image.fromarray(np.tile(np.linspace(40, 200, 400).astype(np.uint8), (300, 1)))
     assert trim_box(ramp) == (0, 0, 400, 300)
+
+
+def test_trim_box_stops_at_a_smooth_picture_whose_edge_is_near_the_background_grey():
+    from encoder.data import to_gray
+
+    # a dark gradient wallpaper: its left edge (grey 50) is 12 levels from the window's background (38)
+    ramp = np.tile(np.linspace(50, 130, 400), (300, 1)).astype(np.uint8)
+    shot, box = _screenshot(Image.fromarray(ramp).convert("RGB"))
+    got = trim_box(to_gray(shot))
+    assert all(abs(a - b) <= 4 for a, b in zip(got, box)), (got, box)
+    # peeling each side's outermost grey round after round instead eats the gradient from its dark edge
+    g = to_gray(shot).resize((384, 240), Image.Resampling.BOX)
+    (_, _, left, _), _ = _peel(np.asarray(g, np.float32), surround=False)
+    assert left / 384 * 800 > box[0] + 40
 
 
 def test_query_views_add_the_trimmed_picture_and_quarter_turns():
