@@ -122,3 +122,37 @@ def test_an_add_hashes_the_new_pictures(tmp_path, enc, gallery):
     q = tmp_path / "q.png"
     flip_dark(Image.open(gallery[5])).save(q)
     assert m.query(idx, [q], k=3).ids[0][0] == "p5.png"
+
+
+def test_the_command_line_index_keeps_the_hashes_and_a_plain_query_uses_them(tmp_path, enc, capsys):
+    import json
+
+    import search
+    from encoder.ae.inference import save_encoder
+
+    save_encoder(enc.model, tmp_path / "m.pt")
+    idx, folder = tmp_path / "idx", tmp_path / "photos"
+    folder.mkdir()
+    for s in range(6):
+        photo(400, 300, seed=s).save(folder / f"p{s}.png")
+    gallery = sorted(folder.iterdir())
+    assert (
+        search.main(
+            ["index", str(gallery[0].parent), "--method", "ae", "--checkpoint", str(tmp_path / "m.pt"), "-o", str(idx)]
+        )
+        == 0
+    )
+    assert json.loads((idx / "meta.json").read_text())["view_set"] == "crops"  # chosen for 400x300 pictures
+    assert HASH_FILE in json.loads((idx / "meta.json").read_text())["attachments"]
+    q = tmp_path / "q.png"
+    flip_dark(Image.open(gallery[4])).save(q)
+    capsys.readouterr()
+    assert search.main(["query", str(idx), str(q), "--json", "-k", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["neighbours"][0]["id"] == "p4.png"
+    # an added picture is hashed too: its edited copy is found through its hash
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    photo(320, 240, seed=42).save(extra / "new.png")
+    assert search.main(["add", str(idx), str(extra / "new.png")]) == 0
+    hashes, usable = gallery_hashes(Index.load(idx).attachments, Index.load(idx).ids[:: Index.load(idx).views])
+    assert usable.all() and len(usable) == 7
