@@ -8,7 +8,9 @@ attachment :data:`HASH_FILE`, the 64-bit hash of each picture's view 0 (its whol
 views that make sense for a whole-picture hash (:data:`QUERY_HASH_VIEWS`: its whole picture, the
 picture inside its borders, both mirrored, and its quarter turns). A gallery picture within
 :data:`VERIFY_BITS` bits of any of them (neither flat) is a confident match: those rank first, the
-nearest hash first, then the autoencoder's ranking goes on without them.
+nearest hash first, then the autoencoder's ranking goes on without them. With none, the picture
+nearest to the query's upright hashes counts as one when it is near and far ahead of the others
+(:data:`NEAREST_BITS`, :data:`GAP_BITS`).
 
 The hash function is given by the caller (:mod:`encoder.search.methods` passes the pHash of
 :mod:`encoder.hashing.hashes`): ``hash_fn((M, S, S) uint8) -> (hashes (M, 8) uint8, flat (M,) bool)``.
@@ -20,7 +22,7 @@ Example:
     >>> import numpy as np
     >>> g = np.array([[0] * 8, [255] * 8], np.uint8)           # two gallery hashes
     >>> q = np.array([[[0] * 7 + [1], [255] * 8]], np.uint8)    # one query, two hash views
-    >>> confident_matches(q, np.zeros((1, 2), bool), g, np.ones(2, bool), bits=2)
+    >>> confident_matches(q, np.zeros((1, 2), bool), g, np.ones(2, bool), bits=2, nearest=None)
     [[(1, 0), (0, 1)]]
 """
 
@@ -39,15 +41,25 @@ HASH_FILE = "verify_phash.json"
 #: What the hashes are; an attachment of another version is not used.
 HASH_VERSION = "phash-of-view0-64px-v1"
 #: A gallery picture this many bits or fewer from a query hash is a confident match. Measured on the
-#: album (bench/album_bench.py): edited copies of pictures outside the gallery were 10 bits or more
-#: from every gallery picture, and sepia, flipped-dark, turned and screenshot copies mostly 0-8 bits
-#: from their original.
+#: album (bench/album_bench.py, 64-bit pHash of 64x64 views): the edited copies of pictures outside the
+#: gallery were 10 bits or more from every gallery picture; sepia, flipped-dark, turned, screenshot
+#: and thumbnail copies mostly 0-8 from their original. On the photo bench 2 of 37,675 pairs of
+#: distinct gallery pictures were within 8 bits (a stereo pair among them).
 VERIFY_BITS = 8
+#: ... for a quarter-turned query view: a turned copy hashes to 0-2 bits from its original, and each
+#: turn is one more chance to meet a smooth picture (a gradient's turn came 8 bits from a tile).
+TURN_BITS = 4
 #: Query views hashed, as indexes of the ``"crops"`` query views (encoder.search.views.query_boxes,
 #: then QUERY_TURNS): the whole picture, the picture inside its borders, the two quarter turns; the
-#: first two are hashed mirrored as well.
+#: first two are hashed mirrored as well. VIEW_BITS: the threshold of each, in that order.
 QUERY_HASH_VIEWS = (0, 2, 6, 7)
 MIRRORED_HASH_VIEWS = (0, 2)
+VIEW_BITS = (VERIFY_BITS, VERIFY_BITS, TURN_BITS, TURN_BITS, VERIFY_BITS, VERIFY_BITS)
+#: With no confident match, the picture nearest to the query's upright views is one still when it is
+#: within NEAREST_BITS and every other picture is GAP_BITS further (a sepia copy with a vignette
+#: lands 10-14 bits from its original and 18-20 from the rest; the album's non-match queries were
+#: within 12 bits of no picture so far ahead of the next).
+NEAREST_BITS, GAP_BITS = 12, 6
 HashFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 THUMB = (32, 32)  # the hash's thumbnail of a view
 
@@ -71,18 +83,32 @@ def hamming(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
 
 
 def confident_matches(
-    q_hashes: np.ndarray, q_flat: np.ndarray, g_hashes: np.ndarray, g_usable: np.ndarray, bits: int = VERIFY_BITS
+    q_hashes: np.ndarray,
+    q_flat: np.ndarray,
+    g_hashes: np.ndarray,
+    g_usable: np.ndarray,
+    bits: Sequence[int] | int = VIEW_BITS,
+    nearest: tuple[int, int] | None = (NEAREST_BITS, GAP_BITS),
 ) -> list[list[tuple[int, int]]]:
-    """Per query, ``[(gallery picture, bits), ...]`` of the pictures within ``bits`` of one of its
-    hashes, nearest first (ties: the lower picture). ``q_hashes`` (Q, H, 8), ``q_flat`` (Q, H) bool,
+    """Per query, ``[(gallery picture, bits), ...]`` of the pictures within ``bits`` (one per hash view,
+    or one for all) of one of its hashes, nearest first (ties: the lower picture); when there is none,
+    ``nearest`` ``(most, gap)``: the picture nearest to the views of the largest ``bits`` if it is within
+    ``most`` and ``gap`` nearer than any other. ``q_hashes`` (Q, H, 8), ``q_flat`` (Q, H) bool,
     ``g_hashes`` (N, 8), ``g_usable`` (N,) bool (False: flat or no hash)."""
+    limit = np.broadcast_to(np.asarray(bits), q_hashes.shape[1:2])
+    far = 1 << 30
     out = []
     for q in range(len(q_hashes)):
         d = hamming(q_hashes[q : q + 1], g_hashes)[0]  # one query at a time: (H, N) stays small
-        d[q_flat[q]] = 1 << 30
-        best = d.min(0) if len(d) else np.full(len(g_hashes), 1 << 30)
-        best[~g_usable] = 1 << 30
-        hits = np.flatnonzero(best <= bits)
+        d[q_flat[q]] = far
+        d[:, ~g_usable] = far
+        best = np.where(d <= limit[:, None], d, far).min(0) if len(d) else np.full(len(g_hashes), far)
+        hits = np.flatnonzero(best < far)
+        if not len(hits) and nearest is not None and len(g_hashes) > 1 and len(d):
+            upright = d[limit == limit.max()].min(0)
+            order = np.argsort(upright, kind="stable")
+            if upright[order[0]] <= nearest[0] and upright[order[1]] - upright[order[0]] >= nearest[1]:
+                hits, best = order[:1], upright
         out.append([(int(i), int(best[i])) for i in hits[np.lexsort((hits, best[hits]))]])
     return out
 
@@ -146,7 +172,7 @@ class Verifier:
     """Hashes views with ``hash_fn`` (``(M, 32, 32)`` float64 grey in [0, 255] -> ``(hashes (M, 8) uint8,
     flat (M,) bool)``) and puts the confident matches of a query first (module docstring)."""
 
-    def __init__(self, hash_fn: HashFn, bits: int = VERIFY_BITS):
+    def __init__(self, hash_fn: HashFn, bits: Sequence[int] | int = VIEW_BITS):
         self.hash_fn, self.bits = hash_fn, bits
         self._cache: tuple = (None, None, None)
 
@@ -213,6 +239,10 @@ def _best_distance(index, codes: np.ndarray, image_id: str) -> float:
 __all__ = [
     "HASH_FILE",
     "VERIFY_BITS",
+    "TURN_BITS",
+    "VIEW_BITS",
+    "NEAREST_BITS",
+    "GAP_BITS",
     "QUERY_HASH_VIEWS",
     "MIRRORED_HASH_VIEWS",
     "hash_view_count",

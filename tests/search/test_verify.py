@@ -85,11 +85,22 @@ def test_evaluation_promotes_the_hash_match_at_distance_zero_and_leaves_a_non_ma
 def test_confident_matches_need_few_bits_and_no_flat_hash():
     g = np.array([[0] * 8, [0] * 7 + [0xFF], [0xF0] * 8], np.uint8)  # 0, 8 and 32 bits from zero
     q = np.zeros((1, 2, 8), np.uint8)
-    usable = np.ones(3, bool)
-    assert confident_matches(q, np.zeros((1, 2), bool), g, usable) == [[(0, 0), (1, 8)]]
-    assert confident_matches(q, np.zeros((1, 2), bool), g, usable, bits=VERIFY_BITS - 1) == [[(0, 0)]]
-    assert confident_matches(q, np.ones((1, 2), bool), g, usable) == [[]]  # a flat query view verifies nothing
-    assert confident_matches(q, np.zeros((1, 2), bool), g, np.array([False, True, True])) == [[(1, 8)]]
+    usable, sharp = np.ones(3, bool), np.zeros((1, 2), bool)
+    assert confident_matches(q, sharp, g, usable, bits=VERIFY_BITS) == [[(0, 0), (1, 8)]]
+    assert confident_matches(q, sharp, g, usable, bits=VERIFY_BITS - 1) == [[(0, 0)]]
+    assert confident_matches(q, np.ones((1, 2), bool), g, usable, bits=8) == [[]]  # a flat query view verifies nothing
+    assert confident_matches(q, sharp, g, np.array([False, True, True]), bits=8) == [[(1, 8)]]
+    # one threshold per hash view: the second view (a turn) must be nearer
+    q2 = np.array([[[0xF0] * 7 + [0xF1], [0] * 7 + [0x0F]]], np.uint8)  # 1 bit from g[2]; 4 from g[1], 4 from g[0]
+    assert confident_matches(q2, sharp, g, usable, bits=(0, 4), nearest=None) == [[(0, 4), (1, 4)]]
+    assert confident_matches(q2, sharp, g, usable, bits=(1, 3), nearest=None) == [[(2, 1)]]
+    # no confident match: the nearest picture counts when it is near and far ahead of the next
+    far = np.array([[[0] * 6 + [0x3F, 0xFF]]], np.uint8)  # 14 bits from g[0], 6 from g[1], 34 from g[2]
+    assert confident_matches(far, np.zeros((1, 1), bool), g, usable, bits=4, nearest=(6, 6)) == [[(1, 6)]]
+    assert confident_matches(far, np.zeros((1, 1), bool), g, usable, bits=4, nearest=(6, 9)) == [
+        []
+    ]  # not far enough ahead
+    assert confident_matches(far, np.zeros((1, 1), bool), g, usable, bits=4, nearest=(5, 6)) == [[]]  # not near enough
     d, i = promote([[0.1, 0.2, 0.3]], [["a", "b", "c"]], [[("c", 0.3), ("z", 0.9)]], k=3)
     assert i == [["c", "z", "a"]] and d == [[0.3, 0.9, 0.1]]
 
