@@ -120,7 +120,9 @@ def cmd_add(a, opts: dict[str, Any]) -> int:
         root = Path(idx.meta["root"])
         _, got = _vectors(method, a.images)
         ids = [relative_id(p, root) for p in got.paths]
-        idx.attach(method.index_attachments(ids, idx))  # before add: it reads the hashes the index has
+        extra = method.index_attachments(ids, idx)  # before add: it reads the hashes the index has
+        if extra:
+            idx.attach(extra)
         idx.add(got.vectors, ids, flat=got.flat)
         idx.save(a.index)
     print(f"added {len(dict.fromkeys(ids))} images; index now holds {len(idx)}")
