@@ -44,7 +44,7 @@ HASH_VERSION = "phash-of-view0-64px-v1"
 #: album (bench/album_bench.py, 64-bit pHash of 64x64 views): the edited copies of pictures outside the
 #: gallery were 10 bits or more from every gallery picture; sepia, flipped-dark, turned, screenshot
 #: and thumbnail copies mostly 0-8 from their original. On the photo bench 2 of 37,675 pairs of
-#: distinct gallery pictures were within 8 bits (a stereo pair among them).
+#: distinct gallery pictures were within 8 bits (a stereo pair, and two 25x25 faces).
 VERIFY_BITS = 8
 #: ... for a quarter-turned query view: a turned copy hashes to 0-2 bits from its original, and each
 #: turn is one more chance to meet a smooth picture (a gradient's turn came 8 bits from a tile).
