@@ -15,7 +15,8 @@ finds 90% of the thumbnail copies' originals (the threshold a user would set to 
 
 Ours go through :func:`encoder.search.evaluate.evaluate_neardup` (``search.py evaluate --neardup``):
 phash, phash-mirror and, with ``--checkpoint``, the autoencoder as ``search.py index`` picks it for
-photos (``ae-crops``: crop views in the gallery) and mirror-aware (``ae-crops-mirror``). The anchor,
+photos (``ae-crops``: crop views in the gallery, verified by a pHash, :mod:`encoder.search.verify`) and
+mirror-aware (``ae-crops-mirror``); ``--unverified`` adds ``ae-crops-unverified`` (codes alone). The anchor,
 ``imagehash.crop_resistant_hash``, is computed with imagehash itself and ranked by its own distance.
 """
 
@@ -35,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from encoder.data import open_image, to_rgb  # noqa: E402
 from encoder.search.evaluate import evaluate_neardup  # noqa: E402
-from encoder.search.methods import evaluation_methods  # noqa: E402
+from encoder.search.methods import AutoencoderMethod, evaluation_methods  # noqa: E402
 from encoder.search.neardup import ALBUM_EDITS  # noqa: E402
 
 FOLDER = Path(__file__).resolve().parents[1] / "data" / "photos200"
@@ -103,10 +104,16 @@ def main(argv=None) -> int:
         "--methods", nargs="+", default=["ae-crops", "ae-crops-mirror", "phash", "phash-mirror"], help="ours to run"
     )
     ap.add_argument("--no-crop-resistant", action="store_true", help="skip imagehash.crop_resistant_hash (slow)")
+    ap.add_argument(
+        "--unverified", action="store_true", help="also ae-crops without the pHash verification (before/after)"
+    )
     a = ap.parse_args(argv)
     print(f"cpus={os.cpu_count()} (machine may be shared; timings are indicative)")
     names = [n for n in a.methods if a.checkpoint or not n.startswith("ae")]
     methods = evaluation_methods(names, checkpoint=a.checkpoint)
+    enc = next((m.encoder for m in methods if m.encoder is not None), None)
+    if a.unverified and enc is not None:
+        methods.append(AutoencoderMethod(encoder=enc, views="crops", verify=False))
     album_p, other_p, held_p = split(pictures(a.folder), a.seed)
     album, others, held = ([load(p) for p in ps] for ps in (album_p, other_p, held_p))
     tiles = [

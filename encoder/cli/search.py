@@ -91,16 +91,17 @@ def cmd_index(a, opts: dict[str, Any]) -> int:
             f"crops from {auto['crops_from']} px; --views full|crops to choose)",
             file=sys.stderr,
         )
+    ids = [scan.relative(p) for p in got.paths]
     idx = Index.create(
         method.name,
         method.version,
         got.vectors,
-        [scan.relative(p) for p in got.paths],
+        ids,
         kind=method.kind,
         flat=got.flat,
         root=str(scan.root),
         extra=method.index_meta(),
-        attachments=method.index_attachments(),
+        attachments=method.index_attachments(ids),
         **method.index_options(),
     )
     with writer_lock(out, timeout=a.lock_timeout):  # an add running on the old index must not win
@@ -119,6 +120,9 @@ def cmd_add(a, opts: dict[str, Any]) -> int:
         root = Path(idx.meta["root"])
         _, got = _vectors(method, a.images)
         ids = [relative_id(p, root) for p in got.paths]
+        extra = method.index_attachments(ids, idx)  # before add: it reads the hashes the index has
+        if extra:
+            idx.attach(extra)
         idx.add(got.vectors, ids, flat=got.flat)
         idx.save(a.index)
     print(f"added {len(dict.fromkeys(ids))} images; index now holds {len(idx)}")

@@ -104,12 +104,15 @@ def encode_shard(work: str, shard: int) -> dict[str, int]:
 
 
 def read_parts(work: str | os.PathLike, n_shards: int) -> parts.Part:
-    """All parts in shard order as one :class:`encoder.jobs.parts.Part`."""
+    """All parts in shard order as one :class:`encoder.jobs.parts.Part`; its ids are the parts' Arrow
+    columns joined (an :class:`~encoder.search.index_files.IdColumn`), never a list of every id."""
+    from encoder.search.index_files import IdColumn
+
     got = [parts.read_part(parts.part_path(work, s)) for s in range(n_shards)]
     if not got:
         return parts.Part([], np.zeros((0, 8), np.uint8), np.zeros(0, bool), [])
     return parts.Part(
-        [i for p in got for i in p.ids],
+        IdColumn.concat(p.ids for p in got),
         np.concatenate([p.vectors for p in got]),
         np.concatenate([p.flat for p in got]),
         [s for p in got for s in p.skipped],

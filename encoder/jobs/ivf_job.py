@@ -41,6 +41,7 @@ import numpy as np
 from encoder.atomic import atomic_path, write_json
 from encoder.jobs import parts, runners
 from encoder.search import ann, ondisk
+from encoder.search.index_files import IdColumn
 
 SEED = 0  # the training sample's, as ann.build's default
 
@@ -53,22 +54,22 @@ def part_index(work: str | os.PathLike, shard: int) -> Path:
     return ivf_dir(work) / f"part-{shard:05d}.index"
 
 
-def _rows(work: str | os.PathLike, n_shards: int) -> tuple[list[int], list[str], list[tuple[str, str]], int]:
-    """(codes per part, ids of the codes in order, ``[(id, reason)]`` skipped, code width) from the parts'
-    id and reason columns (the vectors are not read)."""
+def _rows(work: str | os.PathLike, n_shards: int) -> tuple[list[int], IdColumn, list[tuple[str, str]], int]:
+    """(codes per part, ids of the codes in order (the parts' Arrow columns joined), ``[(id, reason)]``
+    skipped, code width) from the parts' id and reason columns (the vectors are not read)."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    counts, ids, skipped, d = [], [], [], 0
+    counts, columns, skipped, d = [], [], [], 0
     for s in range(n_shards):
         path = parts.part_path(work, s)
         t = pq.read_table(path, columns=["id", "reason"])
-        got, reasons = t.column("id").to_pylist(), t.column("reason").to_pylist()
-        ids += [i for i, r in zip(got, reasons) if r is None]
-        skipped += [(i, r) for i, r in zip(got, reasons) if r is not None]
-        counts.append(t.column("reason").null_count)  # a readable row has no reason
-        vector = pq.read_schema(path).field("vector").type
-        d = getattr(vector, "list_size", 0) or d
-    return counts, ids, skipped, d
+        bad = pc.is_valid(t.column("reason"))  # a readable row has no reason
+        columns.append(IdColumn(t.column("id").filter(pc.invert(bad))))
+        skipped += zip(t.column("id").filter(bad).to_pylist(), t.column("reason").filter(bad).to_pylist())
+        counts.append(t.column("reason").null_count)
+        d = getattr(pq.read_schema(path).field("vector").type, "list_size", 0) or d
+    return counts, IdColumn.concat(columns), skipped, d
 
 
 def count(work: str | os.PathLike, n_shards: int) -> tuple[int, int]:
@@ -181,14 +182,14 @@ def build(
     search_params: str = "auto",
     target_recall: float = 0.95,
     **run: Any,
-) -> tuple[np.ndarray, list[str], list[tuple[str, str]], ann.Built]:
+) -> tuple[np.ndarray, IdColumn, list[tuple[str, str]], ann.Built]:
     """The parts' codes in one IVF merged on disk (module docstring); ``run``: :func:`runners.run`'s
     ``engine``, ``workers``, ``address``, ``progress``.
 
     Returns:
-        (codes (N,D) float32 memory-mapped from ``ivf/codes.npy``, their N ids, ``[(id, reason)]`` of the
-        skipped files, the tuned :class:`encoder.search.ann.Built` whose lists are mapped from
-        ``ivf/merged/index.ivfdata``).
+        (codes (N,D) float32 memory-mapped from ``ivf/codes.npy``, their N ids (an IdColumn),
+        ``[(id, reason)]`` of the skipped files, the tuned :class:`encoder.search.ann.Built` whose
+        lists are mapped from ``ivf/merged/index.ivfdata``).
     """
     counts, ids, skipped, d = _rows(work, n_shards)
     plan = _plan(work, counts, d, factory, metric)

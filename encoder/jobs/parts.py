@@ -18,20 +18,23 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from encoder.atomic import atomic_path
+from encoder.search.index_files import IdColumn
 
 
 @dataclass
 class Part:
-    """A shard's results: ``ids`` and ``vectors`` ((M,8) uint8 hashes or (M,D) float32 codes) of the
-    M readable files, ``flat`` (M,) bool, ``skipped`` ``[(id, reason)]`` of the others."""
+    """A shard's results: ``ids`` (a list or, read back, an :class:`~encoder.search.index_files.IdColumn`)
+    and ``vectors`` ((M,8) uint8 hashes or (M,D) float32 codes) of the M readable files, ``flat``
+    (M,) bool, ``skipped`` ``[(id, reason)]`` of the others."""
 
-    ids: list[str]
+    ids: Sequence[str]
     vectors: np.ndarray
     flat: np.ndarray
     skipped: list[tuple[str, str]]
@@ -93,14 +96,15 @@ def write_part(
 
 
 def read_part(path: str | os.PathLike) -> Part:
-    """A part back as arrays (see :class:`Part`)."""
+    """A part back as arrays (see :class:`Part`); its ids stay an Arrow column (an IdColumn)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     t = pq.read_table(path)
-    reasons = t.column("reason").to_pylist()
-    good = np.array([r is None for r in reasons], bool)
-    ids = t.column("id").to_pylist()
+    bad = pc.is_valid(t.column("reason"))
+    good = ~bad.to_numpy(zero_copy_only=False).astype(bool)
+    ids = t.column("id")
     col = t.column("vector").combine_chunks().filter(pa.array(good))
     if pa.types.is_fixed_size_binary(col.type):
         w = col.type.byte_width
@@ -109,9 +113,5 @@ def read_part(path: str | os.PathLike) -> Part:
         d = col.type.list_size
         vectors = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d)
     flat = np.asarray(t.column("flat").to_numpy(zero_copy_only=False), bool)[good]
-    return Part(
-        [i for i, g in zip(ids, good) if g],
-        vectors,
-        flat,
-        [(i, r) for i, r in zip(ids, reasons) if r is not None],
-    )
+    skipped = zip(ids.filter(bad).to_pylist(), t.column("reason").filter(bad).to_pylist())
+    return Part(IdColumn(ids.filter(pa.array(good))), vectors, flat, list(skipped))

@@ -96,8 +96,9 @@ class Method:
         """Keyword arguments of :meth:`encoder.search.index.Index.create` this method sets."""
         return {}
 
-    def index_attachments(self) -> dict[str, bytes]:
-        """Files an index made by this method keeps beside its vectors (:meth:`Index.attach`)."""
+    def index_attachments(self, ids: Sequence[str] | None = None, index=None) -> dict[str, bytes]:
+        """Files an index made by this method keeps beside its vectors (:meth:`Index.attach`); ``ids``: those
+        of the rows of the last :meth:`vectors`, ``index``: the index they are added to (None: a new one)."""
         return {}
 
     @classmethod

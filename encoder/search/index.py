@@ -5,6 +5,8 @@ An index directory holds::
     meta.json     method, version (hash definition or model fingerprint), metric, vector kind,
                   faiss type, count, root folder, decode mode
     ids.json      relative POSIX paths, in row order (an id repeated per view, see below)
+     or ids.parquet one string column ``id`` (from ``IDS_PARQUET_MIN`` rows, pyarrow installed),
+                  read as an immutable :class:`~encoder.search.index_files.IdColumn`, not a list
     hashes.npy    (N,8) uint8 packed 64-bit hashes   (kind "hash", Hamming metric)
      or codes.npy (N,D) float32 codes                 (kind "code", "l2" or "cosine" metric)
     index.faiss   the FAISS index built from the vectors
@@ -63,14 +65,20 @@ from encoder.search.errors import CorruptIndexError, IndexBusyError, IndexMismat
 from encoder.search.index_files import (
     ATTACHMENT_NAME,
     INDEX_FILES,
+    IdColumn,
     faiss_reason,
+    first_rows,
+    ids_at,
+    ids_in,
     read_attachments,
+    read_ids,
     read_json,
     read_vectors,
+    write_ids,
 )
 from encoder.search.views import check_view_rows, merge_best
 
-__all__ = ["Index", "IndexMismatchError", "CorruptIndexError", "IndexBusyError", "HNSW_MIN"]
+__all__ = ["Index", "IdColumn", "IndexMismatchError", "CorruptIndexError", "IndexBusyError", "HNSW_MIN"]
 
 FORMAT_VERSION = 1
 # Exact Hamming scans stay cheap up to a few million hashes; from HNSW_MIN an IVF probed at a quarter
@@ -221,10 +229,11 @@ _KINDS: dict[str, _HashKind | _CodeKind] = {"hash": _HashKind(), "code": _CodeKi
 
 @dataclass
 class Index:
-    """Vectors, their ids and how they were made; see the module docstring for the files."""
+    """Vectors, their ids (a list, or an :class:`IdColumn` read from ids.parquet) and how they were
+    made; see the module docstring for the files."""
 
     meta: dict[str, Any]
-    ids: list[str]
+    ids: Sequence[str]
     vectors: np.ndarray
     faiss_index: Any = field(default=None, repr=False)
     source: Path | None = field(default=None, repr=False)  # directory it was memory-mapped from
@@ -250,7 +259,8 @@ class Index:
         views: int = 1,
         built: ann.Built | None = None,
     ) -> Index:
-        """New index of N vectors ((N,8) uint8 hashes or (N,D) float32 codes) and N ids.
+        """New index of N vectors ((N,8) uint8 hashes or (N,D) float32 codes) and N ids (an
+        :class:`IdColumn` is kept as it is, anything else copied into a list).
 
         ``kind`` (``"hash"``/``"code"``): what ``method`` makes (its :attr:`Method.kind`); the index
         does not know methods. ``flat`` (N,) bool marks low-information images (hash indexes; dedup
@@ -286,7 +296,7 @@ class Index:
             **({"views": views} if views != 1 else {}),
             **(extra or {}),
         }
-        idx = cls(meta, list(ids), vectors)
+        idx = cls(meta, ids if isinstance(ids, IdColumn) else list(ids), vectors)
         idx._set_flat([], ids, flat)
         idx.attach(attachments or {})
         idx._rebuild(built=built)
@@ -320,20 +330,20 @@ class Index:
 
     def _set_flat(self, old: Sequence[str], ids: Sequence[str], flat) -> None:
         """meta["flat"] (hash indexes): the ``old`` flat ids still present plus the flagged new ones, sorted."""
-        if flat is None:
-            if self.binary:
-                present = set(self.ids)
-                self.meta["flat"] = sorted(i for i in old if i in present)
-            return
-        if not self.binary:
+        if flat is not None and not self.binary:
             raise ValueError("flat flags belong to hash indexes; this index holds codes")
+        if not self.binary:
+            return
+        # the old flat ids (few) looked up in the index's ids, never a set of every id
+        present = set(ids_at(self.ids, np.flatnonzero(ids_in(self.ids, old)))) if len(old) else set()
+        if flat is None:
+            self.meta["flat"] = sorted(present)
+            return
         flat = np.asarray(flat, bool)
         if flat.shape != (len(ids),):
             raise ValueError(f"flat has shape {flat.shape}, expected ({len(ids)},)")
-        present, new = set(self.ids), set(ids)
-        self.meta["flat"] = sorted(
-            {i for i in old if i in present and i not in new} | {i for i, f in zip(ids, flat) if f}
-        )
+        new = set(ids) if present else set()
+        self.meta["flat"] = sorted({i for i in present if i not in new} | set(ids_at(ids, np.flatnonzero(flat))))
 
     def _rebuild(self, appended: int | None = None, built: ann.Built | None = None) -> None:
         """Rebuild the FAISS index after a change; ``appended``: only that many rows were added at the end;
@@ -378,21 +388,21 @@ class Index:
         problem = check_view_rows(ids, self.views)
         if problem:
             raise ValueError(f"ids to add: {problem}")
-        keep = [i for i, x in enumerate(self.ids) if x not in new]
+        keep = np.flatnonzero(~ids_in(self.ids, new))
         replaced = len(keep) < len(self.ids)
         self.vectors = np.concatenate([self.vectors[keep], vectors])
-        self.ids = [self.ids[i] for i in keep] + list(ids)
+        self.ids = ids_at(self.ids, keep) + list(ids)
         self._set_flat(self.meta.get("flat", []), ids, flat)
         self._rebuild(None if replaced else len(vectors))
 
     def remove(self, ids: Sequence[str]) -> list[str]:
         """Drop the rows of ids (and from the flat list); returns the ids that were not in the index."""
-        gone = set(ids)
-        present = set(self.ids)
+        hit = ids_in(self.ids, ids)
+        present = set(ids_at(self.ids, np.flatnonzero(hit)))
         missing = [x for x in ids if x not in present]
-        keep = [i for i, x in enumerate(self.ids) if x not in gone]
+        keep = np.flatnonzero(~hit)
         self.vectors = self.vectors[keep]
-        self.ids = [self.ids[i] for i in keep]
+        self.ids = ids_at(self.ids, keep)
         self._set_flat(self.meta.get("flat", []), [], None)
         self._rebuild()
         return missing
@@ -407,8 +417,7 @@ class Index:
 
     def flat_mask(self) -> np.ndarray:
         """(N,) bool: which rows are flat (low-information) images."""
-        flat = set(self.meta.get("flat", []))
-        return np.array([i in flat for i in self.ids], bool)
+        return ids_in(self.ids, self.meta.get("flat", []))
 
     def search(
         self,
@@ -431,7 +440,7 @@ class Index:
         if kk == 0 or len(q) == 0:
             return np.zeros((len(q), 0), self._kind.dist_dtype), [[] for _ in range(len(q))]
         D, I = self._kind.search(self, q, min(kk * self.views, self.n_rows), params)
-        found = [[self.ids[j] for j in row if j >= 0] for row in I]
+        found = [ids_at(self.ids, row[row >= 0]) for row in I]  # only the found rows become str
         if self.views == 1:
             return D, found
         dist, ids = merge_best([(D, found)], kk)  # one id per image, at its best view
@@ -439,11 +448,10 @@ class Index:
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         """Row numbers of ids, each id's first row (with views: the whole picture; KeyError names a missing one)."""
-        pos = {x: i for i, x in reversed(list(enumerate(self.ids)))}
-        return np.array([pos[x] for x in ids], dtype=np.int64)
+        return first_rows(self.ids, ids)
 
     def save(self, path: str | Path) -> None:
-        """Write the directory atomically (old contents survive a crash).
+        """Write the directory atomically (old contents survive a crash); ids.json or ids.parquet by size.
 
         Memory-mapped codes and on-disk IVF lists (files nothing ever writes into once renamed in)
         are hard-linked into the new folder, or copied where the file system cannot link.
@@ -454,7 +462,7 @@ class Index:
                 ondisk.link_or_copy(backing, tmp / self.vector_file)
             else:
                 save_npy(tmp / self.vector_file, self.vectors)
-            write_json(tmp / "ids.json", self.ids)
+            write_ids(tmp, self.ids)
             write_json(tmp / "meta.json", self.meta)
             self._kind.write(self.faiss_index, tmp / "index.faiss")
             for name, data in self.attachments.items():
@@ -478,9 +486,7 @@ class Index:
         kind = _KINDS.get(meta.get("kind"))
         if kind is None:
             raise CorruptIndexError(f"{path / 'meta.json'}: kind={meta.get('kind')!r}, expected one of {tuple(_KINDS)}")
-        ids = read_json(path / "ids.json", list)
-        if not all(isinstance(i, str) for i in ids):
-            raise CorruptIndexError(f"{path / 'ids.json'}: expected a list of path strings")
+        ids = read_ids(path)
         vf = path / kind.file
         mmap = mmap and kind.mmap
         vectors = read_vectors(vf, kind.dtype, mmap)
@@ -493,7 +499,8 @@ class Index:
             else (check_view_rows(ids, views) if views > 1 else None)
         )
         if problem:
-            raise CorruptIndexError(f"{path / 'ids.json'}: {problem} (meta.json says views={views!r})")
+            ids_file = "ids.parquet" if isinstance(ids, IdColumn) else "ids.json"
+            raise CorruptIndexError(f"{path / ids_file}: {problem} (meta.json says views={views!r})")
         bits = vectors.shape[1] * kind.bits
         if meta.get("dim", bits) != bits:
             raise CorruptIndexError(f"{vf}: vectors of width {bits} but meta.json says dim={meta.get('dim')}")

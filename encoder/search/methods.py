@@ -35,11 +35,13 @@ from PIL import Image
 
 from encoder.ae.runtime import encode_paths, onnx_encoder_for_index
 from encoder.data import GRAY_PREPROCESS_VERSION
-from encoder.hashing.hashes import ALPHA_MODES, HASHES, hash_images, hash_paths, hash_version
+from encoder.hashing.hashes import ALPHA_MODES, HASHES, hash_images, hash_paths, hash_pixels, hash_version, is_flat
 from encoder.search import ann
+from encoder.search.ae_eval import AutoencoderEvaluation
 from encoder.search.base import CheckpointGone, Method, Neighbours, OptionError, Vectors  # noqa: F401  (the interface, re-exported)
 from encoder.search.baselines import PcaMethod, RawMethod
 from encoder.search.errors import IndexMismatchError, check_meta
+from encoder.search.verify import HASH_FILE, Verifier, attachment
 from encoder.search.views import (
     AUTO_CROPS_MIN_SIDE,
     VIEWS,
@@ -48,10 +50,8 @@ from encoder.search.views import (
     index_view_set,
     merge_best,
     merge_query_views,
-    source_views,
     view_count,
     views_decoder,
-    with_mirror,
 )
 
 DEFAULT_ALPHA = "imagehash"
@@ -172,7 +172,11 @@ class HashMethod(Method):
 # ----------------------------------------------------------------------------- autoencoder codes
 
 
-class AutoencoderMethod(Method):
+#: The pHash that verifies an ae search of view set "crops" (encoder.search.verify).
+VERIFIER = Verifier(lambda px: (hash_pixels(px, "phash"), is_flat(px)))
+
+
+class AutoencoderMethod(AutoencoderEvaluation, Method):
     """Codes of a trained autoencoder: (N,code_dim) float32, L2 or cosine; version = model fingerprint.
 
     ``devices`` != 1 or ``strategy`` != ``"auto"`` encodes with Lightning predict over several
@@ -216,6 +220,7 @@ class AutoencoderMethod(Method):
         show_recon: bool = False,
         mirror: bool = False,
         views: str = "auto",
+        verify: bool = True,
     ):
         if views not in ("auto", *VIEWS):
             raise OptionError(f"`views`={views!r} must be one of {('auto', *VIEWS)}")
@@ -234,6 +239,7 @@ class AutoencoderMethod(Method):
         self.batch_size, self.workers, self.faiss_type, self.metric = batch_size, workers, faiss_type, metric
         self.memory_budget, self.search_params, self.show_recon = memory_budget, search_params, show_recon
         self.shard_dir, self.mirror = shard_dir, bool(mirror)
+        self.verifier, self._hashes = (VERIFIER if verify else None), []  # hashes: see index_attachments
 
     @property
     def distributed(self) -> bool:
@@ -259,7 +265,10 @@ class AutoencoderMethod(Method):
 
     @property
     def label(self) -> str:
-        return f"{self.name}{CROPS_SUFFIX if self.views == 'crops' else ''}{MIRROR_SUFFIX if self.mirror else ''}"
+        plain = "-unverified" if self.views == "crops" and self.verifier is None else ""  # verify=False, for comparison
+        return (
+            f"{self.name}{CROPS_SUFFIX if self.views == 'crops' else ''}{MIRROR_SUFFIX if self.mirror else ''}{plain}"
+        )
 
     def index_meta(self) -> dict[str, Any]:
         if self.views == "auto":
@@ -283,11 +292,20 @@ class AutoencoderMethod(Method):
             "views": view_count(self.views, "gallery"),
         }
 
-    def index_attachments(self) -> dict[str, bytes]:
-        """The model's ONNX graphs (checked against torch): queries then need neither torch nor the checkpoint."""
-        from encoder.ae.export import onnx_attachments  # torch: the index is being built with it anyway
+    def index_attachments(self, ids: Sequence[str] | None = None, index=None) -> dict[str, bytes]:
+        """A new index's model ONNX graphs (checked against torch): queries then need neither torch nor the
+        checkpoint. With ``ids`` (of the rows of the last :meth:`vectors`), the pictures' hashes that verify
+        a search (:mod:`encoder.search.verify`), with those of ``index`` when adding to one that has them."""
+        out = {}
+        if index is None and hasattr(self.encoder, "model"):
+            from encoder.ae.export import onnx_attachments  # torch: the index is being built with it anyway
 
-        return onnx_attachments(self.encoder.model) if hasattr(self.encoder, "model") else {}
+            out = onnx_attachments(self.encoder.model)
+        old = None if index is None else index.attachments.get(HASH_FILE, b"")
+        if ids is not None and self.verifying and self._hashes and old != b"":
+            hashes, flat = (np.concatenate(a) for a in zip(*self._hashes))
+            out.update(attachment(list(ids)[:: view_count(self.views)], hashes, flat, old))
+        return out
 
     @classmethod
     def from_index(
@@ -347,6 +365,8 @@ class AutoencoderMethod(Method):
             if self.views != "full"
             else None
         )
+        if self.verifying:  # each picture's hash, from its view 0, for index_attachments
+            decode, self._hashes = self.verifier.recording(decode, "gallery")
         codes, kept = encode_paths(
             self.encoder, paths, self.batch_size, errors, progress, self.workers or 0, decode=decode
         )
@@ -393,10 +413,13 @@ class AutoencoderMethod(Method):
             decode = views_decoder(
                 self.encoder.image_size, self.views, "query", mirror=self.mirror, workers=self.workers or 0
             )
+            decode, hashes = self.verifier.recording(decode, "query") if self.verifying else (decode, [])
             codes, kept = encode_paths(
                 self.encoder, paths, self.batch_size, errors, progress, self.workers or 0, decode=decode
             )
             distances, ids = merge_query_views(*index.search(codes, k, params=self.search_params), len(kept), k)
+            if self.verifying:
+                distances, ids = self.verifier.verify_query(index, codes, hashes, distances, ids, k)
         recons = None
         if self.show_recon:  # each neighbour decoded from its stored code
             recons = [self.encoder.decode(np.asarray(index.vectors[index.rows(row)])) if row else [] for row in ids]
@@ -406,42 +429,6 @@ class AutoencoderMethod(Method):
         """``views="auto"`` chooses from the gallery's ``sources`` (files or PIL images); nothing is learnt."""
         self._resolve_views(sources)
         return self
-
-    def features(self, images, sources) -> np.ndarray:
-        """(N,D) codes; with ``mirror`` (N,2D): each code, then the code of the mirrored image; with
-        views (N,R*D): the codes of the query views (then of each flipped)."""
-        if self.views == "full" and not self.mirror:
-            return self.encoder.encode(images)
-        arrays = (
-            images[:, None]
-            if self.views == "full"
-            else source_views(sources, self.image_size, self.views, "query", self.workers or 0)
-        )
-        arrays = with_mirror(arrays) if self.mirror else arrays
-        return self.encoder.encode(np.ascontiguousarray(arrays.reshape(-1, *arrays.shape[2:]))).reshape(len(arrays), -1)
-
-    def gallery_features(self, images, sources) -> np.ndarray:
-        """(N,D) codes: only queries are mirrored; with views (N*V,D): V rows per image, in order."""
-        if self.views == "full":
-            return self.encoder.encode(images)
-        arrays = source_views(sources, self.image_size, self.views, "gallery", self.workers or 0)
-        return self.encoder.encode(arrays.reshape(-1, *arrays.shape[2:]))
-
-    def knn(self, gallery, queries, k, metric="l2", *, distances: bool = False):
-        """Top-k gallery images by ``metric``; with ``mirror`` or views each at its best distance over
-        the query's views (and their mirrors) and, with views, over its own V rows (as :meth:`query`);
-        ``distances``: ``(distances, rows)``, smaller nearer."""
-        d = gallery.shape[1]
-        per = view_count(self.views, "gallery")
-        q = np.ascontiguousarray(queries.reshape(-1, d))
-        dist, rows = ann.exact_knn(q, gallery, min(k * per, len(gallery)), metric)
-        dist = 1 - dist if metric == "cosine" else dist  # exact_knn's cosine scores: larger is nearer
-        if q.shape[0] == len(queries) and per == 1:
-            return (dist, rows) if distances else rows
-        owners = np.where(rows >= 0, rows // per, -1)
-        md, mi = merge_query_views(dist.tolist(), owners.tolist(), len(queries), k)
-        rows = np.array([r + [-1] * (k - len(r)) for r in mi], np.int64)
-        return (np.array([r + [np.inf] * (k - len(r)) for r in md], np.float32), rows) if distances else rows
 
 
 # ----------------------------------------------------------------------------- registry

@@ -51,6 +51,7 @@ from PIL import Image
 from encoder.data import ImageLoadError, decode_folder, guarded, image_size, open_image, resize_gray, to_gray
 from encoder.search.base import OptionError
 from encoder.search.errors import IndexMismatchError
+from encoder.search.index_files import n_distinct
 
 VIEWS = ("full", "crops")
 ROLES = ("gallery", "query")
@@ -151,6 +152,7 @@ def query_boxes(w: int, h: int, views: str, trim: Box | None = None) -> list[Box
 TRIM_TOLERANCE = 10  # grey levels: a line belongs to the border when its pixels stay this near its colour
 TRIM_SHARE = 0.9  # ... for at least this share of them (a title bar's text or buttons are the rest)
 TRIM_WORK_SIDE = 384  # the border is found on a copy with this long side (faster; box mapped back)
+TRIM_SEAM = 2  # lines of the work copy: a blended line between two borders
 
 
 def _border_lines(lines: np.ndarray, level: float) -> int:
@@ -159,23 +161,58 @@ def _border_lines(lines: np.ndarray, level: float) -> int:
     return len(near) if near.all() else int(np.argmin(near))
 
 
+def _peel(a: np.ndarray, surround: bool) -> tuple[tuple[int, int, int, int], list[list[float]]]:
+    """Peel the borders of ``a`` (H, W) float32 grey: ``((top, bottom, left, right), grey levels peeled per
+    side)``; ``surround``: after the first round a side peels only a level some side has peeled, or
+    once at most :data:`TRIM_SEAM` lines of another."""
+    top, left, bottom, right = 0, 0, a.shape[0], a.shape[1]
+    peeled: list[list[float]] = [[], [], [], []]
+    seams = [1, 1, 1, 1]
+    moved, first = True, True
+    while moved and bottom - top > 2 and right - left > 2:
+        inner = a[top:bottom, left:right]
+        sides = (inner, inner[::-1], inner.T, inner.T[::-1])  # top, bottom, left, right: outermost first
+        levels = [float(np.median(s[0])) for s in sides]
+        cuts = [_border_lines(s, level) for s, level in zip(sides, levels)]
+        seen = [p for side in peeled for p in side]
+        for j, level in enumerate(levels):
+            if not surround or first or not cuts[j] or any(abs(level - p) <= TRIM_TOLERANCE for p in seen):
+                continue
+            if cuts[j] <= TRIM_SEAM and seams[j]:
+                seams[j] -= 1
+            else:
+                cuts[j] = 0
+        for j, c in enumerate(cuts):
+            peeled[j] += [levels[j]] if c else []
+        moved, first = any(cuts), False
+        top, bottom = top + cuts[0], bottom - cuts[1]
+        left, right = left + cuts[2], right - cuts[3]
+    return (top, bottom, left, right), peeled
+
+
+def _surrounded(peeled: list[list[float]]) -> bool:
+    """Whether some grey level was peeled on two sides or more (a background around the picture)."""
+    return any(
+        any(abs(p - q) <= TRIM_TOLERANCE for q in peeled[k] for p in peeled[j])
+        for j in range(4)
+        for k in range(j + 1, 4)
+    )
+
+
 def trim_box(g: Image.Image) -> Box:
     """The box (left, top, right, bottom) of a grey picture inside its borders: edge lines are peeled
     while most of their pixels keep the grey level of the outermost remaining line on that side (a
     viewer's title bar, then its background; a letterbox; a frame), round after round until no side
-    moves. A whole picture (nothing peeled, or the rest under a tenth of a side) gives the full box."""
+    moves. When one grey surrounds the picture (peeled on two sides or more), a side goes on after
+    the first round only through a grey some side has peeled, or a seam of :data:`TRIM_SEAM` lines
+    once: a smooth picture's edge near the background's grey is not peeled away line by line.
+    A whole picture (nothing peeled, or the rest under a tenth of a side) gives the full box."""
     w, h = g.size
     f = min(1.0, TRIM_WORK_SIDE / max(w, h))
     a = np.asarray(g.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BOX), np.float32)
-    top, left, bottom, right = 0, 0, a.shape[0], a.shape[1]
-    moved = True
-    while moved and bottom - top > 2 and right - left > 2:
-        inner = a[top:bottom, left:right]
-        sides = (inner, inner[::-1], inner.T, inner.T[::-1])  # top, bottom, left, right: outermost first
-        cuts = [_border_lines(s, float(np.median(s[0]))) for s in sides]
-        moved = any(cuts)
-        top, bottom = top + cuts[0], bottom - cuts[1]
-        left, right = left + cuts[2], right - cuts[3]
+    (top, bottom, left, right), peeled = _peel(a, surround=True)
+    if not _surrounded(peeled):
+        (top, bottom, left, right), _ = _peel(a, surround=False)
     if bottom - top < 0.1 * a.shape[0] or right - left < 0.1 * a.shape[1]:
         return 0, 0, w, h
     return round(left / f), round(top / f), min(w, round(right / f)), min(h, round(bottom / f))
@@ -306,7 +343,7 @@ def check_view_rows(ids: Sequence[str], per: int) -> str | None:
     """None when ``ids`` (one per row) come in runs of ``per`` equal ids, each id in one run (an index
     with ``per`` views per image); else what is wrong, for an error message."""
     if per == 1:
-        return None if len(set(ids)) == len(ids) else "ids must be unique"
+        return None if n_distinct(ids) == len(ids) else "ids must be unique"
     if len(ids) % per:
         return f"{len(ids)} rows is not a whole number of images of {per} views"
     heads = list(ids[::per])

@@ -21,7 +21,7 @@ import base64
 import io
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -84,7 +84,8 @@ class Loaded:
         self.method_name = meta.get("method")
         self.kind = self.index.kind
         self.root = Path(meta.get("root") or ".").resolve()
-        self.ids = set(self.index.ids)
+        # a list's ids as a set; a Parquet column (1M+ ids) is asked per request, never turned into a set
+        self.ids: Collection[str] = set(self.index.ids) if isinstance(self.index.ids, list) else self.index.ids
         # every index is offered the same settings; each method keeps those it takes
         offered = {"show_recon": True, **({"checkpoint": checkpoint} if checkpoint is not None else {})}
         opts = applicable_options(self.method_name, offered)

@@ -6,13 +6,16 @@ from helpers import tiny_checkpoint
 from PIL import Image
 
 from encoder.data import decode_gray_u8
+from encoder.search.ae_eval import HASH_COLUMNS
 from encoder.search.errors import CorruptIndexError
 from encoder.search.index import Index
 from encoder.search.methods import AutoencoderMethod, evaluation_methods
+from encoder.search.verify import hash_view_count
 from encoder.search.views import (
     CROP_SIDE,
     QUERY_TURNS,
     WINDOW_POSITIONS,
+    _peel,
     decode_views_u8,
     gallery_boxes,
     image_views,
@@ -181,12 +184,13 @@ def test_evaluation_methods_with_views(tmp_path, enc):
     assert ms[1].encoder is ms[0].encoder and ms[2].views == "crops" and ms[2].mirror
     ims = [photo(200, 150, seed=s) for s in range(3)]
     gallery = ms[1].gallery_features(None, ims)
-    assert gallery.shape == (3 * view_count("crops"), enc.code_dim)
+    hash_cols = HASH_COLUMNS * hash_view_count()  # the verifying pHash's columns after the codes
+    assert gallery.shape == (3 * view_count("crops"), enc.code_dim + HASH_COLUMNS)
     cw, ch = round(200 * CROP_SIDE), round(150 * CROP_SIDE)
     queries = [ims[2].crop((200 - cw, 0, 200, ch)), ims[0]]  # a top-right half-area crop, a whole picture
     for m in ms[1:3]:
         q = m.features(None, queries)
-        assert q.shape == (2, enc.code_dim * view_count("crops", "query") * (2 if m.mirror else 1))
+        assert q.shape == (2, enc.code_dim * view_count("crops", "query") * (2 if m.mirror else 1) + hash_cols)
         rows = m.knn(gallery, q, 3)
         assert rows.shape == (2, 3) and rows[:, 0].tolist() == [2, 0] and sorted(rows[0]) == [0, 1, 2]
         assert m.knn(gallery, q, 3, metric="cosine")[:, 0].tolist() == [2, 0]
@@ -227,6 +231,20 @@ def test_trim_box_peels_a_screenshot_window_down_to_the_picture():
     assert trim_box(to_gray(photo(400, 300, seed=4))) == (0, 0, 400, 300)
     ramp = Image.fromarray(np.tile(np.linspace(40, 200, 400).astype(np.uint8), (300, 1)))
     assert trim_box(ramp) == (0, 0, 400, 300)
+
+
+def test_trim_box_stops_at_a_smooth_picture_whose_edge_is_near_the_background_grey():
+    from encoder.data import to_gray
+
+    # a dark gradient wallpaper: its left edge (grey 50) is 12 levels from the window's background (38)
+    ramp = np.tile(np.linspace(50, 130, 400), (300, 1)).astype(np.uint8)
+    shot, box = _screenshot(Image.fromarray(ramp).convert("RGB"))
+    got = trim_box(to_gray(shot))
+    assert all(abs(a - b) <= 4 for a, b in zip(got, box)), (got, box)
+    # peeling each side's outermost grey round after round instead eats the gradient from its dark edge
+    g = to_gray(shot).resize((384, 240), Image.Resampling.BOX)
+    (_, _, left, _), _ = _peel(np.asarray(g, np.float32), surround=False)
+    assert left / 384 * 800 > box[0] + 40
 
 
 def test_query_views_add_the_trimmed_picture_and_quarter_turns():

@@ -261,6 +261,25 @@ def test_a_symlink_out_of_the_indexed_root_is_refused(web_data, tmp_path, skimag
     _error(client.get("/api/similar", params={"id": "escape.png"}), 404)
 
 
+def test_an_index_with_parquet_ids_serves_its_images_and_no_others(web_data, tmp_path, skimage_data, monkeypatch):
+    """A big index keeps its ids as an Arrow column (ids.parquet): the page asks it per request."""
+    pytest.importorskip("pyarrow", reason="ids.parquet needs pyarrow (the [ray] extra)")
+    from encoder.search import index_files
+
+    monkeypatch.setattr(index_files, "IDS_PARQUET_MIN", 1)
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ("coffee.png", "astronaut.png"):
+        Image.open(skimage_data / name).save(root / name)
+    assert search_main(["index", str(root), "--method", "phash", "-o", str(tmp_path / "idx")]) == 0
+    assert (tmp_path / "idx" / "ids.parquet").is_file() and not (tmp_path / "idx" / "ids.json").exists()
+    client = TestClient(create_app([tmp_path / "idx"]), raise_server_exceptions=False)
+    assert client.get("/images/idx/coffee.png").content == (root / "coffee.png").read_bytes()
+    _error(client.get("/images/idx/camera.png"), 404, "camera.png")
+    ids = client.get("/api/similar", params={"id": "astronaut.png", "k": 2}).json()["neighbours"]
+    assert sorted(n["id"] for n in ids) == ["astronaut.png", "coffee.png"]
+
+
 # ----------------------------------------------------------------------------- bad uploads
 
 
