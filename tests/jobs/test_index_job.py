@@ -65,6 +65,16 @@ def test_rerun_redoes_only_missing_parts(folder, one_process, tmp_path):
         index_source(str(folder), work, out, method="dhash", workers=1, progress=False)
 
 
+def test_the_progress_bar_counts_images_and_skipped_files(folder, tmp_path, capsys):
+    got = index_source(str(folder), tmp_path / "w", tmp_path / "idx", workers=1, shard_size=10, progress=True)
+    assert (got["shards"], got["ran"], got["images"]) == (4, 4, 32)  # 30 readable, 2 broken
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    last = [line for line in lines if "4/4" in line][-1]
+    assert "images=32" in last and "skipped=2" in last and " img/s" in last
+    again = index_source(str(folder), tmp_path / "w", tmp_path / "idx", workers=1, shard_size=10, progress=True)
+    assert (again["ran"], again["images"]) == (0, 0) and len(again["skipped"]) == 3  # + notes.txt, from the listing
+
+
 def test_memory_url_indexes_like_the_folder(folder, one_process, tmp_path):
     mem = fsspec.filesystem("memory")
     for f in folder.rglob("*"):
@@ -92,6 +102,53 @@ def test_ae_codes_within_1e6_of_the_one_process_index(folder, checkpoint, tmp_pa
         == 0
     )
     _same_index(Index.load(one), Index.load(two), atol=1e-6)
+
+
+def test_ae_job_on_a_url_chooses_the_views_as_the_folder_index(photos, checkpoint, tmp_path):
+    mem = fsspec.filesystem("memory")
+    for f in photos.rglob("*"):
+        if f.is_file():
+            mem.pipe(f"/album/{f.relative_to(photos).as_posix()}", f.read_bytes())
+    assert (
+        main(["index", str(photos), "--method", "ae", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "one")])
+        == 0
+    )
+    got = index_source(
+        "memory://album",
+        tmp_path / "w",
+        tmp_path / "idx",
+        method="ae",
+        checkpoint=str(checkpoint),
+        workers=1,
+        shard_size=4,
+        progress=False,
+    )
+    one, idx = Index.load(tmp_path / "one"), got["index"]
+    assert idx.meta["view_set"] == "crops" and idx.meta["views_auto"] == one.meta["views_auto"]
+    assert idx.ids == one.ids
+    np.testing.assert_allclose(idx.vectors, one.vectors, atol=1e-6, rtol=0)
+    again = index_source(
+        "memory://album",
+        tmp_path / "w",
+        tmp_path / "idx",
+        method="ae",
+        checkpoint=str(checkpoint),
+        workers=1,
+        shard_size=4,
+        progress=False,
+    )
+    assert again["ran"] == 0 and again["index"].meta == idx.meta  # a rerun keeps the job's choice
+    with pytest.raises(ValueError, match="holds another job"):
+        index_source(
+            "memory://album",
+            tmp_path / "w",
+            tmp_path / "idx",
+            method="ae",
+            checkpoint=str(checkpoint),
+            views="full",
+            workers=1,
+            progress=False,
+        )
 
 
 def test_dedup_job_equals_find_groups(tmp_path, capsys):
