@@ -16,8 +16,9 @@
    5,000 crops of part 1), then uniform random hashes up to the count:
    :func:`encoder.jobs.dedup_job.find_groups_job` with IndexBinaryIVF at ``--ivf`` against the exact
    flat range search: time, pair recall (all pairs, and pairs between real hashes) and precision,
-   groups. The exact run is kept in the scratch folder with its time (a rerun on the same hashes
-   reuses its pairs: about 20 min at 1M on 2 cores).
+   groups; ``--tune`` adds a table of IndexBinaryIVF settings against the same exact pairs (3b:
+   recall, and core-seconds of the range search on 1 thread). The exact run is kept in the scratch
+   folder with its time (a rerun on the same hashes reuses its pairs: about 10 core-minutes at 1M).
 4. A projection for 100 million images on N machines of C cores from the measured per-core rates.
 5. ``--hash-index`` random and near-duplicate-shaped 64-bit hashes (``--parts 5`` alone needs no
    photos): IndexBinaryIVF at ``--hash-ivf`` settings (1024:256 is the search index's choice from
@@ -252,7 +253,14 @@ def _exact_run(dedup_job, scratch: Path, distinct_key: str, workers: int) -> tup
     return secs, groups, work, cached
 
 
-def part3(real: np.ndarray, n: int, scratch: Path, ivf: list[tuple[int, int]], workers: int = 2) -> None:
+def part3(
+    real: np.ndarray,
+    n: int,
+    scratch: Path,
+    ivf: list[tuple[int, int]],
+    settings: list[tuple[int, int]],
+    workers: int = 2,
+) -> None:
     import hashlib
 
     from encoder.hashing.hashes import hamming
@@ -304,6 +312,47 @@ def part3(real: np.ndarray, n: int, scratch: Path, ivf: list[tuple[int, int]], w
         print(
             f"   {name:<22}{secs:>8.1f}{len(links):>9}{recall:>12.4f}{real_recall:>12.4f}"
             f"{true / max(1, len(links)):>10.3f}{len(groups):>8}{same:>8}"
+        )
+    if settings:
+        tune(distinct, exact_links, settings)
+
+
+def tune(distinct: np.ndarray, exact_links: set, settings: list[tuple[int, int]], n_time: int = 20_000) -> None:
+    """IndexBinaryIVF settings against the exact pairs of part 3: pair recall (the two hashes of each
+    exact pair queried; the job queries every hash, so it finds the same) and the range search's
+    core-seconds for all hashes (``n_time`` random queries on 1 thread, scaled; training apart)."""
+    import faiss
+
+    from encoder.jobs.dedup_job import DEFAULT_THRESHOLD, binary_index
+
+    faiss.omp_set_num_threads(1)
+    n, radius = len(distinct), DEFAULT_THRESHOLD + 1
+    nodes = np.unique(np.array(sorted(exact_links), np.int64))
+    timed = distinct[np.sort(np.random.default_rng(0).choice(n, min(n, n_time), replace=False))]
+
+    def core_s(index) -> float:
+        t = time.perf_counter()
+        index.range_search(timed, radius)
+        return (time.perf_counter() - t) * n / len(timed)
+
+    print(f"\n3b. IndexBinaryIVF settings on these {n:,} distinct hashes ({len(exact_links):,} exact pairs):")
+    print(f"   exact BinaryFlat: {core_s(binary_index(distinct, 0)):.0f} core-s")
+    print(f"   {'nlist':>6}{'nprobe':>7}{'train+add s':>12}{'core-s':>8}{'pair recall':>12}{'precision':>10}")
+    built: dict[int, tuple] = {}
+    for nlist, nprobe in settings:
+        if nlist not in built:
+            t = time.perf_counter()
+            built[nlist] = (binary_index(distinct, nlist), time.perf_counter() - t)
+        index, build = built[nlist]
+        index.nprobe = nprobe
+        lims, _, found = index.range_search(distinct[nodes], radius)
+        rows = np.repeat(nodes, np.diff(lims).astype(np.int64))
+        got = {(min(a, b), max(a, b)) for a, b in zip(rows.tolist(), found.tolist()) if a != b}
+        a, b = (np.array([p[i] for p in got], np.int64) for i in (0, 1)) if got else (np.zeros(0, int),) * 2
+        close = np.unpackbits(distinct[a] ^ distinct[b], axis=1).sum(1) <= DEFAULT_THRESHOLD
+        print(
+            f"   {nlist:>6}{nprobe:>7}{build:>12.1f}{core_s(index):>8.0f}"
+            f"{len(got & exact_links) / max(1, len(exact_links)):>12.4f}{close.mean() if len(got) else 1:>10.3f}"
         )
 
 
@@ -400,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hashes", type=int, default=1_000_000)
     p.add_argument("--scratch", default=str(ROOT / "runs" / "scale_bench"))
     p.add_argument("--ivf", default="1024:128", help="part 3's IndexBinaryIVF settings, NLIST:NPROBE,...")
+    p.add_argument("--tune", default="", help="part 3b: IndexBinaryIVF NLIST:NPROBE,... against part 3's exact pairs")
     p.add_argument("--repeat", type=int, default=2, help="runs of part 1, the best kept")
     p.add_argument("--parts", default="1234", help="which parts to run (4 needs 1; 5 needs no photos)")
     p.add_argument("--hash-index", default="1000000,4000000", help="part 5's hash counts, N,N,...")
@@ -420,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         ivf = [tuple(int(x) for x in pair.split(":")) for pair in a.ivf.split(",")]
         crops = hash_paths(sorted(folder.glob("*.jpg")), "phash", errors=[])[0]
         real = np.concatenate([edited_hashes(Path(a.source), scratch)[0], crops])
-        part3(real, a.hashes, scratch, ivf)
+        tune = [tuple(int(x) for x in pair.split(":")) for pair in a.tune.split(",") if pair]
+        part3(real, a.hashes, scratch, ivf, tune)
     if "4" in a.parts and rates:
         part4(rates)
     if "5" in a.parts:

@@ -171,6 +171,28 @@ def test_dedup_job_equals_find_groups(tmp_path, capsys):
     assert exact_ivf == want  # an IVF searched over all its lists finds every pair
 
 
+def test_dedup_job_takes_the_binary_ivf_from_ivf_min_and_finds_the_edited_copies(tmp_path, monkeypatch):
+    from encoder.jobs import dedup_job
+
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 256, (40_000, 8), dtype=np.uint8)
+    bits = np.unpackbits(base[:2000], axis=1)
+    for row, k in enumerate(rng.integers(1, 7, len(bits))):  # an edit moves 1-6 bits
+        bits[row, rng.choice(64, k, replace=False)] ^= 1
+    h = np.concatenate([base, np.packbits(bits, axis=1)])
+    Index.create("phash", "v", h, [f"{i:05d}" for i in range(len(h))], kind="hash").save(tmp_path / "idx")
+    exact = find_groups_job(tmp_path / "idx", tmp_path / "exact", nlist=0, workers=1, progress=False)
+    monkeypatch.setattr(dedup_job, "IVF_MIN", len(h))
+    got = find_groups_job(tmp_path / "idx", tmp_path / "w", workers=1, progress=False)
+    plan = json.loads((tmp_path / "w" / "dedup.json").read_text())
+    assert (plan["nlist"], plan["nprobe"]) == (dedup_job.DEFAULT_NLIST, dedup_job.DEFAULT_NPROBE)
+    want = {tuple(g["ids"]) for g in exact}
+    distinct = np.load(tmp_path / "w" / "hashes.npy")
+    pairs = np.concatenate([np.load(f) for f in sorted((tmp_path / "w" / "pairs").iterdir())])
+    assert len(want) >= 2000 and np.unpackbits(distinct[pairs[:, 0]] ^ distinct[pairs[:, 1]], axis=1).sum(1).max() <= 10
+    assert len({tuple(g["ids"]) for g in got} & want) >= 0.99 * len(want)
+
+
 def test_without_ray_the_engine_is_refused_by_name_and_one_machine_paths_work(folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if the [ray] extra were not installed
     out = tmp_path / "idx"
