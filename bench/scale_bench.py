@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     if "3" in a.parts:
         from encoder.hashing.hashes import hash_paths
 
-        ivf = [tuple(int(x) for x in pair.split(":")) for pair in a.ivf.split(",")]
+        ivf = [tuple(int(x) for x in pair.split(":")) for pair in a.ivf.split(",") if pair]
         crops = hash_paths(sorted(folder.glob("*.jpg")), "phash", errors=[])[0]
         real = np.concatenate([edited_hashes(Path(a.source), scratch)[0], crops])
         tune = [tuple(int(x) for x in pair.split(":")) for pair in a.tune.split(",") if pair]
