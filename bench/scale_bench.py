@@ -14,7 +14,8 @@
 3. ``--hashes`` real-shaped 64-bit hashes: real pHashes (the photos of ``--source`` and 22 real
    edited copies of each, made by encoder.search.neardup's TRANSFORMS and ALBUM_EDITS, plus the
    5,000 crops of part 1), then uniform random hashes up to the count:
-   :func:`encoder.jobs.dedup_job.find_groups_job` with IndexBinaryIVF at ``--ivf`` against the exact
+   :func:`encoder.jobs.dedup_job.find_groups_job` with IndexBinaryIVF at ``--ivf`` on the
+   ``--dedup-engine`` runners against the exact
    flat range search: time, pair recall (all pairs, and pairs between real hashes) and precision,
    groups; ``--tune`` adds a table of IndexBinaryIVF settings against the same exact pairs (3b:
    recall, and core-seconds of the range search on 1 thread). The exact run is kept in the scratch
@@ -259,6 +260,7 @@ def part3(
     scratch: Path,
     ivf: list[tuple[int, int]],
     settings: list[tuple[int, int]],
+    engines: list[str],
     workers: int = 2,
 ) -> None:
     import hashlib
@@ -276,14 +278,13 @@ def part3(
     secs, exact_groups, exact_work, cached = _exact_run(dedup_job, scratch, key, workers)
     runs = {"exact (BinaryFlat)": (secs, exact_groups, _links(exact_work))}
     most = len(distinct) // 39  # training hashes per list, as FAISS wants
-    for nlist, nprobe in ((min(nl, most), npr) for nl, npr in ivf):
+    for engine, nlist, nprobe in ((e, min(nl, most), npr) for e in engines for nl, npr in ivf):
         work = scratch / f"dwork{nlist}-{nprobe}"
         shutil.rmtree(work, ignore_errors=True)
-        t = time.perf_counter()
-        groups = dedup_job.find_groups_job(
-            scratch / "didx", work, nlist=nlist, nprobe=nprobe, workers=workers, progress=False
-        )
-        runs[f"IVF{nlist} nprobe {nprobe}"] = (time.perf_counter() - t, groups, _links(work))
+        t = time.perf_counter()  # a local Ray's start (about 2 s) inside the clock
+        kw = dict(nlist=nlist, nprobe=nprobe, engine=engine, workers=workers, progress=False)
+        groups = dedup_job.find_groups_job(scratch / "didx", work, **kw)
+        runs[f"IVF{nlist} nprobe {nprobe} {engine}"] = (time.perf_counter() - t, groups, _links(work))
         shutil.rmtree(work, ignore_errors=True)
     is_real = np.zeros(len(distinct), bool)
     is_real[np.unique(np.searchsorted(distinct.view(">u8").ravel(), real.view(">u8").ravel()))] = True
@@ -295,12 +296,12 @@ def part3(
         f"{len(exact_links):,}, {len(real_links):,} of them between real hashes"
     )
     print(
-        f"   threshold {dedup_job.DEFAULT_THRESHOLD}, local engine, {workers} workers; defaults: nlist "
+        f"   threshold {dedup_job.DEFAULT_THRESHOLD}, {workers} workers (exact: local engine); defaults: nlist "
         f"{dedup_job.DEFAULT_NLIST}, nprobe {dedup_job.DEFAULT_NPROBE} from {dedup_job.IVF_MIN:,} hashes"
         + ("; exact time from an earlier run (cached pairs)" if cached else "")
     )
     print(
-        f"   {'search':<22}{'s':>8}{'pairs':>9}{'pair recall':>12}{'real recall':>12}{'precision':>10}"
+        f"   {'search':<26}{'s':>8}{'pairs':>9}{'pair recall':>12}{'real recall':>12}{'precision':>10}"
         f"{'groups':>8}{'= exact':>8}"
     )
     for name, (secs, groups, links) in runs.items():
@@ -310,7 +311,7 @@ def part3(
         recall = len(links & exact_links) / max(1, len(exact_links))
         real_recall = len(links & real_links) / max(1, len(real_links))
         print(
-            f"   {name:<22}{secs:>8.1f}{len(links):>9}{recall:>12.4f}{real_recall:>12.4f}"
+            f"   {name:<26}{secs:>8.1f}{len(links):>9}{recall:>12.4f}{real_recall:>12.4f}"
             f"{true / max(1, len(links)):>10.3f}{len(groups):>8}{same:>8}"
         )
     if settings:
@@ -450,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scratch", default=str(ROOT / "runs" / "scale_bench"))
     p.add_argument("--ivf", default="1024:128", help="part 3's IndexBinaryIVF settings, NLIST:NPROBE,...")
     p.add_argument("--tune", default="", help="part 3b: IndexBinaryIVF NLIST:NPROBE,... against part 3's exact pairs")
+    p.add_argument("--dedup-engine", default="local", help="part 3's engines for the IVF runs: local, ray or both")
     p.add_argument("--repeat", type=int, default=2, help="runs of part 1, the best kept")
     p.add_argument("--parts", default="1234", help="which parts to run (4 needs 1; 5 needs no photos)")
     p.add_argument("--hash-index", default="1000000,4000000", help="part 5's hash counts, N,N,...")
@@ -471,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         crops = hash_paths(sorted(folder.glob("*.jpg")), "phash", errors=[])[0]
         real = np.concatenate([edited_hashes(Path(a.source), scratch)[0], crops])
         tune = [tuple(int(x) for x in pair.split(":")) for pair in a.tune.split(",") if pair]
-        part3(real, a.hashes, scratch, ivf, tune)
+        part3(real, a.hashes, scratch, ivf, tune, a.dedup_engine.split(","))
     if "4" in a.parts and rates:
         part4(rates)
     if "5" in a.parts:

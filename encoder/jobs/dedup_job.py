@@ -74,13 +74,16 @@ def pairs_shard(work: str, shard: int) -> dict[str, int]:
     index = faiss.read_index_binary(str(Path(work) / "index.faiss"))
     if isinstance(index, faiss.IndexBinaryIVF):
         index.nprobe = plan["nprobe"]
+    a = shard * plan["shard_rows"]
+    q = np.ascontiguousarray(hashes[a : a + plan["shard_rows"]])
+    threads = faiss.omp_get_max_threads()
     # one thread per task, as the runner starts one task per core: FAISS's OpenMP threads on cores
     # that other tasks already fill spin and wait instead of working
     faiss.omp_set_num_threads(1)
-    a = shard * plan["shard_rows"]
-    q = np.ascontiguousarray(hashes[a : a + plan["shard_rows"]])
-    # FAISS binary range_search keeps distances < radius
-    lims, _, found = index.range_search(q, plan["threshold"] + 1)
+    try:  # FAISS binary range_search keeps distances < radius
+        lims, _, found = index.range_search(q, plan["threshold"] + 1)
+    finally:  # a task run in the caller's process (workers=1) leaves its FAISS as it was
+        faiss.omp_set_num_threads(threads)
     rows = np.repeat(np.arange(a, a + len(q), dtype=np.int64), np.diff(lims).astype(np.int64))
     pairs = np.stack([np.minimum(rows, found), np.maximum(rows, found)], 1)
     pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0) if len(pairs) else np.zeros((0, 2), np.int64)

@@ -183,7 +183,9 @@ def test_dedup_job_takes_the_binary_ivf_from_ivf_min_and_finds_the_edited_copies
     Index.create("phash", "v", h, [f"{i:05d}" for i in range(len(h))], kind="hash").save(tmp_path / "idx")
     exact = find_groups_job(tmp_path / "idx", tmp_path / "exact", nlist=0, workers=1, progress=False)
     monkeypatch.setattr(dedup_job, "IVF_MIN", len(h))
+    threads = dedup_job.faiss.omp_get_max_threads()
     got = find_groups_job(tmp_path / "idx", tmp_path / "w", workers=1, progress=False)
+    assert dedup_job.faiss.omp_get_max_threads() == threads  # the tasks ran here on one thread, then gave it back
     plan = json.loads((tmp_path / "w" / "dedup.json").read_text())
     assert (plan["nlist"], plan["nprobe"]) == (dedup_job.DEFAULT_NLIST, dedup_job.DEFAULT_NPROBE)
     want = {tuple(g["ids"]) for g in exact}
