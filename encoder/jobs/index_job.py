@@ -214,11 +214,12 @@ def index_source(
     done = runners.run(task, work, todo, engine=engine, workers=workers, address=address, progress=progress)
     merged = read_parts(work, manifest.n_shards)
     per = m.index_options().get("views", 1)  # rows per picture: its gallery views
+    ids = merged.ids if per == 1 else [i for i in merged.ids for _ in range(per)]
     idx = Index.create(
         m.name,
         m.version,
         merged.vectors.reshape(len(merged.ids) * per, -1),
-        [i for i in merged.ids for _ in range(per)],
+        ids,
         kind=m.kind,
         flat=merged.flat if keeps_flat else None,
         root=manifest.root,
