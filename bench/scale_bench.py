@@ -1,8 +1,9 @@
 """Past one machine: what the Ray engine costs and what the parts-built indexes and dedup give.
 
-    .venv/bin/python bench/scale_bench.py                       # 5,000 photos, 1M codes, 300k hashes
-    .venv/bin/python bench/scale_bench.py --photos 2000 --codes 200000 --hashes 100000   # quicker
-    .venv/bin/python bench/scale_bench.py --parts 2 --codes 10000000 --nlist 4096       # 10M codes, ~25 GB disk
+    .venv/bin/python bench/scale_bench.py                       # 5,000 photos, 1M codes, 1M hashes
+    .venv/bin/python bench/scale_bench.py --n-photos 2000 --codes 200000 --hashes 100000   # quicker
+    .venv/bin/python bench/scale_bench.py --parts 3 --hashes 1000000 --ivf 1024:128,512:128  # dedup at 1M
+    .venv/bin/python bench/scale_bench.py --parts 2 --codes 10000000 --nlist 4096          # 10M codes, ~25 GB disk
 
 1. images/s of pHash and ae codes (128-d, 64x64 grey): the one-machine path (hash_paths /
    encode_paths) against the job's shard tasks on Ray with 1 and 2 workers (Ray started before the
@@ -13,9 +14,15 @@
    trained on a sample, one task per part on the local engine, merged on disk, saved and loaded
    memory-mapped), each in its own process: build s, peak RSS, top-5 recall vs exact brute force
    on 200 new queries, ms/query. ``--nlist`` overrides the automatic list count for both.
-3. ``--hashes`` real-shaped 64-bit hashes (the photos' pHashes, copies with 0-8 bits flipped as
-   edits do, then random hashes): :func:`encoder.jobs.dedup_job.find_groups_job` with IndexBinaryIVF
-   against the exact flat range search: time, pair recall and precision, groups.
+3. ``--hashes`` real-shaped 64-bit hashes: real pHashes (the photos of ``--source`` and 22 real
+   edited copies of each, made by encoder.search.neardup's TRANSFORMS and ALBUM_EDITS, plus the
+   5,000 crops of part 1), then uniform random hashes up to the count:
+   :func:`encoder.jobs.dedup_job.find_groups_job` with IndexBinaryIVF at ``--ivf`` on the
+   ``--dedup-engine`` runners against the exact
+   flat range search: time, pair recall (all pairs, and pairs between real hashes) and precision,
+   groups; ``--tune`` adds a table of IndexBinaryIVF settings against the same exact pairs (3b:
+   recall, and core-seconds of the range search on 1 thread). The exact run is kept in the scratch
+   folder with its time (a rerun on the same hashes reuses its pairs: about 10 core-minutes at 1M).
 4. A projection for 100 million images on N machines of C cores from the measured per-core rates.
 5. ``--hash-index`` random and near-duplicate-shaped 64-bit hashes (``--parts 5`` alone needs no
    photos): IndexBinaryIVF at ``--hash-ivf`` settings (1024:256 is the search index's choice from
@@ -314,49 +321,152 @@ def _links(work: Path) -> set:
     return {tuple(p) for f in sorted((work / "pairs").glob("*.npy")) for p in np.load(f).tolist()}
 
 
-def part3(photo_hashes: np.ndarray, n: int, scratch: Path, ivf: list[tuple[int, int]], workers: int = 2) -> None:
+def edited_hashes(src: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """pHashes of the photos in ``src`` (1280 px long side) and of their real edited copies (every
+    transform of encoder.search.neardup's TRANSFORMS and ALBUM_EDITS): ((N,8) uint8, (N,) photo number).
+
+    Cached in ``cache`` (an .npz keyed by the folder's file list): the edits take minutes.
+    """
+    import hashlib
+
+    from encoder.data import open_image, scan_folder, to_rgb
+    from encoder.hashing.hashes import hash_images
+    from encoder.search.neardup import ALBUM_EDITS, TRANSFORMS
+
+    photos = scan_folder(src).paths
+    edits = {**TRANSFORMS, **ALBUM_EDITS}
+    key = hashlib.sha256("\n".join([*map(str, photos), *edits]).encode()).hexdigest()[:12]
+    path = cache / f"edited-phash-{key}.npz"
+    if path.is_file():
+        got = np.load(path)
+        return got["hashes"], got["photo"]
+    hashes, photo = [], []
+    for k, p in enumerate(photos):
+        im = to_rgb(open_image(p, draft_size=(1280, 1280)))
+        im.thumbnail((1280, 1280))
+        copies = [im] + [edit(im) for edit in edits.values()]
+        hashes.append(hash_images(copies, "phash"))
+        photo += [k] * len(copies)
+    out = np.concatenate(hashes), np.array(photo, np.int32)
+    np.savez(path, hashes=out[0], photo=out[1])
+    return out
+
+
+def _exact_run(dedup_job, scratch: Path, distinct_key: str, workers: int) -> tuple[float, list, Path, bool]:
+    """The exact flat run, kept in ``scratch`` with its time: a rerun on the same hashes reuses it."""
+    import json
+
+    work = scratch / f"dexact-{distinct_key}"
+    record = work / "bench_time.json"
+    cached = record.is_file()
+    t = time.perf_counter()
+    groups = dedup_job.find_groups_job(scratch / "didx", work, nlist=0, workers=workers, progress=False)
+    secs = json.loads(record.read_text())["seconds"] if cached else time.perf_counter() - t
+    if not cached:
+        record.write_text(json.dumps({"seconds": secs, "workers": workers}))
+    return secs, groups, work, cached
+
+
+def part3(
+    real: np.ndarray,
+    n: int,
+    scratch: Path,
+    ivf: list[tuple[int, int]],
+    settings: list[tuple[int, int]],
+    engines: list[str],
+    workers: int = 2,
+) -> None:
+    import hashlib
+
     from encoder.hashing.hashes import hamming
     from encoder.jobs import dedup_job
     from encoder.search.index import Index
 
     rng = np.random.default_rng(2)
-    copies = np.repeat(photo_hashes, 3, axis=0)
-    bits = np.unpackbits(copies, axis=1)
-    for row, k in enumerate(rng.integers(0, 9, len(copies))):  # an edit moves 0-8 of 64 bits
-        bits[row, rng.choice(64, k, replace=False)] ^= 1
-    h = np.concatenate([photo_hashes, np.packbits(bits, axis=1)])
-    h = np.concatenate([h, rng.integers(0, 256, (max(0, n - len(h)), 8), dtype=np.uint8)])
+    h = np.concatenate([real, rng.integers(0, 256, (max(0, n - len(real)), 8), dtype=np.uint8)])
     ids = [f"{i:07d}" for i in range(len(h))]
     Index.create("phash", "bench", h, ids, kind="hash", flat=np.zeros(len(h), bool)).save(scratch / "didx")
-    runs = {}
-    most = len(np.unique(h, axis=0)) // 39  # training hashes per list, as FAISS wants
-    for name, nlist, nprobe in [("exact (BinaryFlat)", 0, 0)] + [
-        (f"IVF{min(nl, most)} nprobe {npr}", min(nl, most), npr) for nl, npr in ivf
-    ]:
+    distinct = np.unique(h, axis=0)
+    key = hashlib.sha256(distinct.tobytes()).hexdigest()[:12] + f"-t{dedup_job.DEFAULT_THRESHOLD}"
+    secs, exact_groups, exact_work, cached = _exact_run(dedup_job, scratch, key, workers)
+    runs = {"exact (BinaryFlat)": (secs, exact_groups, _links(exact_work))}
+    most = len(distinct) // 39  # training hashes per list, as FAISS wants
+    for engine, nlist, nprobe in ((e, min(nl, most), npr) for e in engines for nl, npr in ivf):
         work = scratch / f"dwork{nlist}-{nprobe}"
         shutil.rmtree(work, ignore_errors=True)
-        t = time.perf_counter()
-        kw = dict(nlist=nlist, nprobe=nprobe or dedup_job.DEFAULT_NPROBE, workers=workers, progress=False)
+        t = time.perf_counter()  # a local Ray's start (about 2 s) inside the clock
+        kw = dict(nlist=nlist, nprobe=nprobe, engine=engine, workers=workers, progress=False)
         groups = dedup_job.find_groups_job(scratch / "didx", work, **kw)
-        runs[name] = (time.perf_counter() - t, groups, _links(work))
-    distinct = np.load(scratch / "dwork0-0" / "hashes.npy")
-    exact_links, exact_groups = runs["exact (BinaryFlat)"][2], runs["exact (BinaryFlat)"][1]
+        runs[f"IVF{nlist} nprobe {nprobe} {engine}"] = (time.perf_counter() - t, groups, _links(work))
+        shutil.rmtree(work, ignore_errors=True)
+    is_real = np.zeros(len(distinct), bool)
+    is_real[np.unique(np.searchsorted(distinct.view(">u8").ravel(), real.view(">u8").ravel()))] = True
+    exact_links = runs["exact (BinaryFlat)"][2]
+    real_links = {p for p in exact_links if is_real[p[0]] and is_real[p[1]]}
+    print(f"\n3. dedup of {len(h):,} hashes ({len(distinct):,} distinct): {len(real):,} real pHashes (photos and")
     print(
-        f"\n3. dedup of {len(h):,} hashes: {len(photo_hashes)} photo pHashes, {len(copies)} edited copies, rest random"
+        "   their edited copies), the rest uniform random; exact pairs: "
+        f"{len(exact_links):,}, {len(real_links):,} of them between real hashes"
     )
     print(
-        f"   threshold {dedup_job.DEFAULT_THRESHOLD}, local engine, {workers} workers; defaults: nlist "
+        f"   threshold {dedup_job.DEFAULT_THRESHOLD}, {workers} workers (exact: local engine); defaults: nlist "
         f"{dedup_job.DEFAULT_NLIST}, nprobe {dedup_job.DEFAULT_NPROBE} from {dedup_job.IVF_MIN:,} hashes"
+        + ("; exact time from an earlier run (cached pairs)" if cached else "")
     )
-    print(f"   {'search':<22}{'s':>8}{'pairs':>9}{'pair recall':>12}{'precision':>10}{'groups':>8}{'= exact':>8}")
+    print(
+        f"   {'search':<26}{'s':>8}{'pairs':>9}{'pair recall':>12}{'real recall':>12}{'precision':>10}"
+        f"{'groups':>8}{'= exact':>8}"
+    )
     for name, (secs, groups, links) in runs.items():
         a, b = (np.array([p[i] for p in links], np.int64) for i in (0, 1)) if links else (np.zeros(0, int),) * 2
         true = int((hamming(distinct[a], distinct[b]) <= dedup_job.DEFAULT_THRESHOLD).sum())
         same = len({tuple(g["ids"]) for g in groups} & {tuple(g["ids"]) for g in exact_groups})
         recall = len(links & exact_links) / max(1, len(exact_links))
+        real_recall = len(links & real_links) / max(1, len(real_links))
         print(
-            f"   {name:<22}{secs:>8.1f}{len(links):>9}{recall:>12.3f}{true / max(1, len(links)):>10.3f}"
-            f"{len(groups):>8}{same:>8}"
+            f"   {name:<26}{secs:>8.1f}{len(links):>9}{recall:>12.4f}{real_recall:>12.4f}"
+            f"{true / max(1, len(links)):>10.3f}{len(groups):>8}{same:>8}"
+        )
+    if settings:
+        tune(distinct, exact_links, settings)
+
+
+def tune(distinct: np.ndarray, exact_links: set, settings: list[tuple[int, int]], n_time: int = 20_000) -> None:
+    """IndexBinaryIVF settings against the exact pairs of part 3: pair recall (the two hashes of each
+    exact pair queried; the job queries every hash, so it finds the same) and the range search's
+    core-seconds for all hashes (``n_time`` random queries on 1 thread, scaled; training apart)."""
+    import faiss
+
+    from encoder.jobs.dedup_job import DEFAULT_THRESHOLD, binary_index
+
+    faiss.omp_set_num_threads(1)
+    n, radius = len(distinct), DEFAULT_THRESHOLD + 1
+    nodes = np.unique(np.array(sorted(exact_links), np.int64))
+    timed = distinct[np.sort(np.random.default_rng(0).choice(n, min(n, n_time), replace=False))]
+
+    def core_s(index) -> float:
+        t = time.perf_counter()
+        index.range_search(timed, radius)
+        return (time.perf_counter() - t) * n / len(timed)
+
+    print(f"\n3b. IndexBinaryIVF settings on these {n:,} distinct hashes ({len(exact_links):,} exact pairs):")
+    print(f"   exact BinaryFlat: {core_s(binary_index(distinct, 0)):.0f} core-s")
+    print(f"   {'nlist':>6}{'nprobe':>7}{'train+add s':>12}{'core-s':>8}{'pair recall':>12}{'precision':>10}")
+    built: dict[int, tuple] = {}
+    for nlist, nprobe in settings:
+        if nlist not in built:
+            t = time.perf_counter()
+            built[nlist] = (binary_index(distinct, nlist), time.perf_counter() - t)
+        index, build = built[nlist]
+        index.nprobe = nprobe
+        lims, _, found = index.range_search(distinct[nodes], radius)
+        rows = np.repeat(nodes, np.diff(lims).astype(np.int64))
+        got = {(min(a, b), max(a, b)) for a, b in zip(rows.tolist(), found.tolist()) if a != b}
+        a, b = (np.array([p[i] for p in got], np.int64) for i in (0, 1)) if got else (np.zeros(0, int),) * 2
+        close = np.unpackbits(distinct[a] ^ distinct[b], axis=1).sum(1) <= DEFAULT_THRESHOLD
+        print(
+            f"   {nlist:>6}{nprobe:>7}{build:>12.1f}{core_s(index):>8.0f}"
+            f"{len(got & exact_links) / max(1, len(exact_links)):>12.4f}{close.mean() if len(got) else 1:>10.3f}"
         )
 
 
@@ -450,10 +560,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default=str(ROOT / "data" / "photos200"))
     p.add_argument("--n-photos", type=int, default=5000)
     p.add_argument("--codes", type=int, default=1_000_000)
-    p.add_argument("--hashes", type=int, default=300_000)
+    p.add_argument("--hashes", type=int, default=1_000_000)
     p.add_argument("--nlist", type=int, default=0, help="part 2's IVF lists (0: the automatic choice for --codes)")
     p.add_argument("--scratch", default=str(ROOT / "runs" / "scale_bench"))
     p.add_argument("--ivf", default="1024:128", help="part 3's IndexBinaryIVF settings, NLIST:NPROBE,...")
+    p.add_argument("--tune", default="", help="part 3b: IndexBinaryIVF NLIST:NPROBE,... against part 3's exact pairs")
+    p.add_argument("--dedup-engine", default="local", help="part 3's engines for the IVF runs: local, ray or both")
     p.add_argument("--repeat", type=int, default=2, help="runs of part 1, the best kept")
     p.add_argument("--parts", default="1234", help="which parts to run (4 needs 1; 5 needs no photos)")
     p.add_argument("--hash-index", default="1000000,4000000", help="part 5's hash counts, N,N,...")
@@ -477,8 +589,11 @@ def main(argv: list[str] | None = None) -> int:
     if "3" in a.parts:
         from encoder.hashing.hashes import hash_paths
 
-        ivf = [tuple(int(x) for x in pair.split(":")) for pair in a.ivf.split(",")]
-        part3(hash_paths(sorted(folder.glob("*.jpg")), "phash", errors=[])[0], a.hashes, scratch, ivf)
+        ivf = [tuple(int(x) for x in pair.split(":")) for pair in a.ivf.split(",") if pair]
+        crops = hash_paths(sorted(folder.glob("*.jpg")), "phash", errors=[])[0]
+        real = np.concatenate([edited_hashes(Path(a.source), scratch)[0], crops])
+        tune = [tuple(int(x) for x in pair.split(":")) for pair in a.tune.split(",") if pair]
+        part3(real, a.hashes, scratch, ivf, tune, a.dedup_engine.split(","))
     if "4" in a.parts and rates:
         part4(rates)
     if "5" in a.parts:

@@ -53,6 +53,16 @@ def _vectors(method, inputs, report_to: Path | None = None, **kw):
 # ----------------------------------------------------------------------------- commands
 
 
+def _say_views(meta: dict[str, Any]) -> None:
+    auto = meta.get("views_auto")
+    if auto:  # the method chose the views from the pictures' size: say which, and how to choose
+        print(
+            f"views: {meta['view_set']} (median short side {auto['median_short_side']} px; "
+            f"crops from {auto['crops_from']} px; --views full|crops to choose)",
+            file=sys.stderr,
+        )
+
+
 def _index_job(a, opts: dict[str, Any]) -> int:
     """``index --engine local|ray``: shards, parts and the runner of :mod:`encoder.jobs` (imported only here)."""
     from encoder.jobs.index_job import index_source
@@ -65,6 +75,7 @@ def _index_job(a, opts: dict[str, Any]) -> int:
     report = index_source(a.images[0], work, a.output, method=a.method, **kw, **opts)
     report_skipped(report["skipped"])
     idx = report["index"]
+    _say_views(idx.meta)
     print(
         f"indexed {len(idx)} images ({idx.describe()}) -> {a.output}; {report['shards']} shards "
         f"({report['ran']} run now, parts in {work}); {idx.flat_note()}{len(report['skipped'])} skipped"
@@ -84,13 +95,7 @@ def cmd_index(a, opts: dict[str, Any]) -> int:
     if len(got.paths) == 0:  # an old index at the output stays as it was
         print(f"error: no image could be read from {' '.join(map(str, a.images))}; see {report}", file=sys.stderr)
         return 1
-    auto = method.index_meta().get("views_auto")
-    if auto:  # the method chose the views from the pictures' size: say which, and how to choose
-        print(
-            f"views: {method.index_meta()['view_set']} (median short side {auto['median_short_side']} px; "
-            f"crops from {auto['crops_from']} px; --views full|crops to choose)",
-            file=sys.stderr,
-        )
+    _say_views(method.index_meta())
     ids = [scan.relative(p) for p in got.paths]
     idx = Index.create(
         method.name,

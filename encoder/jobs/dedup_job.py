@@ -3,7 +3,7 @@
 1. Exact grouping first: rows with equal hashes are one node (``np.unique``), so a million copies
    of one picture cost one search.
 2. One binary index over the distinct hashes, written to the work folder: ``IndexBinaryFlat``
-   (exact) below ``IVF_MIN`` (1M) distinct hashes, else ``IndexBinaryIVF`` (``nlist`` lists searched
+   (exact) below ``IVF_MIN`` (500k) distinct hashes, else ``IndexBinaryIVF`` (``nlist`` lists searched
    at ``nprobe``; 10^8 hashes are 0.8 GB, so every task can hold it).
 3. One task per slice of ``shard_rows`` distinct hashes range-searches them against that index and
    writes its pairs (``pairs/pairs-NNNNN.npy``, (M,2) int64, tmp + rename; a rerun skips slices done).
@@ -34,10 +34,10 @@ from encoder.hashing.dedup import DEFAULT_THRESHOLD
 from encoder.hashing.hashes import HASH_BITS
 from encoder.jobs import runners
 
-# distinct hashes from which the range search goes through IndexBinaryIVF: below it the exact scan
-# is faster (IVF pays a fixed k-means training; bench/scale_bench.py part 3 at 300k: exact 96 s,
-# IVF1024 at nprobe 128 slower, with pair recall 0.999 and precision 1.00)
-IVF_MIN = 1_000_000
+# distinct hashes from which the range search goes through IndexBinaryIVF: the exact scan's cost grows
+# as N^2 and stays a few core-minutes below this; above it IVF (DEFAULT_NLIST at DEFAULT_NPROBE) scans a
+# quarter as much at pair recall >= 0.99 (bench/scale_bench.py part 3, real-shaped hashes)
+IVF_MIN = 500_000
 DEFAULT_NLIST = 1024
 DEFAULT_NPROBE = 128
 DEFAULT_SHARD_ROWS = 100_000
@@ -76,8 +76,14 @@ def pairs_shard(work: str, shard: int) -> dict[str, int]:
         index.nprobe = plan["nprobe"]
     a = shard * plan["shard_rows"]
     q = np.ascontiguousarray(hashes[a : a + plan["shard_rows"]])
-    # FAISS binary range_search keeps distances < radius
-    lims, _, found = index.range_search(q, plan["threshold"] + 1)
+    threads = faiss.omp_get_max_threads()
+    # one thread per task, as the runner starts one task per core: FAISS's OpenMP threads on cores
+    # that other tasks already fill spin and wait instead of working
+    faiss.omp_set_num_threads(1)
+    try:  # FAISS binary range_search keeps distances < radius
+        lims, _, found = index.range_search(q, plan["threshold"] + 1)
+    finally:  # a task run in the caller's process (workers=1) leaves its FAISS as it was
+        faiss.omp_set_num_threads(threads)
     rows = np.repeat(np.arange(a, a + len(q), dtype=np.int64), np.diff(lims).astype(np.int64))
     pairs = np.stack([np.minimum(rows, found), np.maximum(rows, found)], 1)
     pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0) if len(pairs) else np.zeros((0, 2), np.int64)

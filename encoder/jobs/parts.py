@@ -38,6 +38,7 @@ class Part:
     vectors: np.ndarray
     flat: np.ndarray
     skipped: list[tuple[str, str]]
+    hashes: np.ndarray | None = None  # (M,8) uint8: the pHash verifying a crops ae search (codes' parts)
 
 
 def part_path(work: str | os.PathLike, shard: int) -> Path:
@@ -65,7 +66,12 @@ def _vector_column(vectors: np.ndarray, good: np.ndarray):
 
 
 def write_part(
-    path: str | os.PathLike, ids: list[str], vectors: np.ndarray, flat: np.ndarray, skipped: dict[int, str]
+    path: str | os.PathLike,
+    ids: list[str],
+    vectors: np.ndarray,
+    flat: np.ndarray,
+    skipped: dict[int, str],
+    hashes: np.ndarray | None = None,
 ) -> None:
     """Write a shard's part atomically.
 
@@ -74,6 +80,7 @@ def write_part(
         vectors: (N - len(skipped), W) uint8 hashes or float32 codes of the readable rows, in order.
         flat: (N - len(skipped),) bool flat-image flags (all False for codes).
         skipped: ``{row: reason}`` of the unreadable rows.
+        hashes: (N - len(skipped), 8) uint8 verification hashes of the readable rows (a ``hash`` column), or None.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -83,14 +90,15 @@ def write_part(
         raise ValueError(f"{len(ids)} ids, {len(skipped)} skipped but {len(vectors)} vectors, {len(flat)} flags")
     flags = np.zeros(len(ids), bool)
     flags[good] = flat
-    table = pa.table(
-        {
-            "id": pa.array(ids, pa.string()),
-            "vector": _vector_column(np.asarray(vectors), good),
-            "flat": pa.array(flags),
-            "reason": pa.array([skipped.get(i) for i in range(len(ids))], pa.string()),
-        }
-    )
+    columns = {
+        "id": pa.array(ids, pa.string()),
+        "vector": _vector_column(np.asarray(vectors), good),
+        "flat": pa.array(flags),
+        "reason": pa.array([skipped.get(i) for i in range(len(ids))], pa.string()),
+    }
+    if hashes is not None:
+        columns["hash"] = _vector_column(np.asarray(hashes, np.uint8), good)
+    table = pa.table(columns)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
@@ -105,13 +113,18 @@ def read_part(path: str | os.PathLike) -> Part:
     bad = pc.is_valid(t.column("reason"))
     good = ~bad.to_numpy(zero_copy_only=False).astype(bool)
     ids = t.column("id")
-    col = t.column("vector").combine_chunks().filter(pa.array(good))
-    if pa.types.is_fixed_size_binary(col.type):
-        w = col.type.byte_width
-        vectors = np.frombuffer(col.buffers()[1], np.uint8, len(col) * w, col.offset * w).reshape(-1, w).copy()
-    else:
-        d = col.type.list_size
-        vectors = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d)
+    vectors = _array(t.column("vector").combine_chunks().filter(pa.array(good)))
+    hashes = _array(t.column("hash").combine_chunks().filter(pa.array(good))) if "hash" in t.column_names else None
     flat = np.asarray(t.column("flat").to_numpy(zero_copy_only=False), bool)[good]
     skipped = zip(ids.filter(bad).to_pylist(), t.column("reason").filter(bad).to_pylist())
-    return Part(IdColumn(ids.filter(pa.array(good))), vectors, flat, list(skipped))
+    return Part(IdColumn(ids.filter(pa.array(good))), vectors, flat, list(skipped), hashes)
+
+
+def _array(col) -> np.ndarray:
+    """A vector column's rows: (M,W) uint8 of fixed-size binary, (M,D) float32 of fixed-size lists."""
+    import pyarrow as pa
+
+    if pa.types.is_fixed_size_binary(col.type):
+        w = col.type.byte_width
+        return np.frombuffer(col.buffers()[1], np.uint8, len(col) * w, col.offset * w).reshape(-1, w).copy()
+    return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, col.type.list_size)

@@ -42,7 +42,8 @@ def _tick(bar, totals: dict[str, int], result: dict[str, int]) -> None:
     for key in totals:
         totals[key] += int(result.get(key, 0))
     rate = totals["images"] / max(bar.format_dict["elapsed"], 1e-9)
-    bar.set_postfix(images=totals["images"], skipped=totals["skipped"], rate=f"{rate:.0f} img/s", refresh=False)
+    shown = f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"  # a slow start reads 0.5, not 0
+    bar.set_postfix(images=totals["images"], skipped=totals["skipped"], rate=f"{shown} img/s", refresh=False)
     bar.update(1)
 
 

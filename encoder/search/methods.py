@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,12 +252,14 @@ class AutoencoderMethod(AutoencoderEvaluation, Method):
                 "encode with one process or use `views` full"
             )
 
-    def _resolve_views(self, sources: Sequence) -> None:
-        """``views="auto"``: crops or full, from the short sides of the gallery's files (or PIL images)."""
+    def resolve_views(self, sources: Sequence, size_of: Callable | None = None) -> str:
+        """``views="auto"``: crops or full, from the short sides of the gallery's files (or PIL images;
+        ``size_of`` as :func:`encoder.search.views.auto_views`'s). -> the view set."""
         if self.views == "auto":
-            self.views, side = auto_views(sources)
+            self.views, side = auto_views(sources, size_of=size_of) if size_of else auto_views(sources)
             self.views_auto = {"median_short_side": side, "crops_from": AUTO_CROPS_MIN_SIDE}
             self._check_views_distributed()
+        return self.views
 
     @property
     def version(self) -> str:
@@ -357,7 +359,7 @@ class AutoencoderMethod(AutoencoderEvaluation, Method):
         each path repeated V times, as :meth:`encoder.search.index.Index.create` with ``views=V`` takes them.
         """
         paths = list(paths)
-        self._resolve_views(paths)
+        self.resolve_views(paths)
         if self.distributed:
             return self._vectors_distributed(paths, errors, scratch_dir)
         decode = (
@@ -427,7 +429,7 @@ class AutoencoderMethod(AutoencoderEvaluation, Method):
 
     def fit(self, images, sources) -> AutoencoderMethod:
         """``views="auto"`` chooses from the gallery's ``sources`` (files or PIL images); nothing is learnt."""
-        self._resolve_views(sources)
+        self.resolve_views(sources)
         return self
 
 

@@ -41,7 +41,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,18 +73,28 @@ Box = tuple[int, int, int, int]
 AUTO_CROPS_MIN_SIDE = 256
 
 
-def auto_views(paths: Sequence[str | os.PathLike | Image.Image], sample: int = 64) -> tuple[str, int]:
+def view_sample(n: int, sample: int = 64) -> list[int]:
+    """Rows of the up to ``sample`` evenly spaced items of ``n`` that :func:`auto_views` reads."""
+    return list(range(0, n, max(1, n // sample)))[:sample]
+
+
+def auto_views(
+    paths: Sequence[str | os.PathLike | Image.Image],
+    sample: int = 64,
+    size_of: Callable[[Any], tuple[int, int]] = image_size,
+) -> tuple[str, int]:
     """("crops" or "full", the median short side in px) from the headers of up to ``sample``
-    evenly spaced files, or PIL images (no pixels decoded; unreadable files are left out, and
-    none readable gives "full")."""
-    picked = list(paths)[:: max(1, len(paths) // sample)][:sample]
+    evenly spaced files (:func:`view_sample`), or PIL images (no pixels decoded; unreadable files are
+    left out, and none readable gives "full"). ``size_of(item) -> (w, h)`` reads a file's size
+    (default its header; a job passes one that reads URLs too) and raises ImageLoadError."""
+    paths = list(paths)
     sides = []
-    for p in picked:
+    for p in (paths[r] for r in view_sample(len(paths), sample)):
         if isinstance(p, Image.Image):
             sides.append(min(p.size))
             continue
         try:
-            sides.append(min(image_size(p)))
+            sides.append(min(size_of(p)))
         except ImageLoadError:
             continue
     side = int(np.median(sides)) if sides else 0
@@ -382,6 +392,7 @@ __all__ = [
     "QUERY_TURNS",
     "trim_box",
     "AUTO_CROPS_MIN_SIDE",
+    "view_sample",
     "auto_views",
     "check_views",
     "gallery_boxes",

@@ -36,6 +36,22 @@ def make_folder(root: Path, skimage_data: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def photos(tmp_path_factory, skimage_data) -> Path:
+    """10 pictures whose median short side (>= 300 px) makes ``views="auto"`` pick crops: the photos at
+    their own size (JPEG, and PNG turned a quarter in a subfolder), 2 thumbnails, a broken file."""
+    root = tmp_path_factory.mktemp("photos") / "photos"
+    (root / "sub").mkdir(parents=True)
+    for k, name in enumerate(PHOTOS[:4]):
+        im = Image.open(skimage_data / name).convert("RGB")
+        im.save(root / f"photo_{k}.jpg", quality=90)
+        im.rotate(90, expand=True).save(root / "sub" / f"photo_{k}.png")
+    for k, name in enumerate(PHOTOS[4:]):
+        Image.open(skimage_data / name).convert("RGB").resize((120, 80)).save(root / f"thumb_{k}.png")
+    (root / "broken.jpg").write_bytes(b"not an image at all")
+    return root
+
+
+@pytest.fixture(scope="module")
 def folder(tmp_path_factory, skimage_data) -> Path:
     return make_folder(tmp_path_factory.mktemp("images") / "imgs", skimage_data)
 

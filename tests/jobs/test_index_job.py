@@ -65,6 +65,16 @@ def test_rerun_redoes_only_missing_parts(folder, one_process, tmp_path):
         index_source(str(folder), work, out, method="dhash", workers=1, progress=False)
 
 
+def test_the_progress_bar_counts_images_and_skipped_files(folder, tmp_path, capsys):
+    got = index_source(str(folder), tmp_path / "w", tmp_path / "idx", workers=1, shard_size=10, progress=True)
+    assert (got["shards"], got["ran"], got["images"]) == (4, 4, 32)  # 30 readable, 2 broken
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    last = [line for line in lines if "4/4" in line][-1]
+    assert "images=32" in last and "skipped=2" in last and " img/s" in last
+    again = index_source(str(folder), tmp_path / "w", tmp_path / "idx", workers=1, shard_size=10, progress=True)
+    assert (again["ran"], again["images"]) == (0, 0) and len(again["skipped"]) == 3  # + notes.txt, from the listing
+
+
 def test_memory_url_indexes_like_the_folder(folder, one_process, tmp_path):
     mem = fsspec.filesystem("memory")
     for f in folder.rglob("*"):
@@ -94,6 +104,53 @@ def test_ae_codes_within_1e6_of_the_one_process_index(folder, checkpoint, tmp_pa
     _same_index(Index.load(one), Index.load(two), atol=1e-6)
 
 
+def test_ae_job_on_a_url_chooses_the_views_as_the_folder_index(photos, checkpoint, tmp_path):
+    mem = fsspec.filesystem("memory")
+    for f in photos.rglob("*"):
+        if f.is_file():
+            mem.pipe(f"/album/{f.relative_to(photos).as_posix()}", f.read_bytes())
+    assert (
+        main(["index", str(photos), "--method", "ae", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "one")])
+        == 0
+    )
+    got = index_source(
+        "memory://album",
+        tmp_path / "w",
+        tmp_path / "idx",
+        method="ae",
+        checkpoint=str(checkpoint),
+        workers=1,
+        shard_size=4,
+        progress=False,
+    )
+    one, idx = Index.load(tmp_path / "one"), got["index"]
+    assert idx.meta["view_set"] == "crops" and idx.meta["views_auto"] == one.meta["views_auto"]
+    assert idx.ids == one.ids
+    np.testing.assert_allclose(idx.vectors, one.vectors, atol=1e-6, rtol=0)
+    again = index_source(
+        "memory://album",
+        tmp_path / "w",
+        tmp_path / "idx",
+        method="ae",
+        checkpoint=str(checkpoint),
+        workers=1,
+        shard_size=4,
+        progress=False,
+    )
+    assert again["ran"] == 0 and again["index"].meta == idx.meta  # a rerun keeps the job's choice
+    with pytest.raises(ValueError, match="holds another job"):
+        index_source(
+            "memory://album",
+            tmp_path / "w",
+            tmp_path / "idx",
+            method="ae",
+            checkpoint=str(checkpoint),
+            views="full",
+            workers=1,
+            progress=False,
+        )
+
+
 def test_dedup_job_equals_find_groups(tmp_path, capsys):
     rng = np.random.default_rng(3)
     base = rng.integers(0, 256, (400, 8), dtype=np.uint8)
@@ -112,6 +169,30 @@ def test_dedup_job_equals_find_groups(tmp_path, capsys):
     shutil.rmtree(tmp_path / "w")
     exact_ivf = find_groups_job(tmp_path / "idx", tmp_path / "w", nlist=4, nprobe=4, workers=1, progress=False)
     assert exact_ivf == want  # an IVF searched over all its lists finds every pair
+
+
+def test_dedup_job_takes_the_binary_ivf_from_ivf_min_and_finds_the_edited_copies(tmp_path, monkeypatch):
+    from encoder.jobs import dedup_job
+
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 256, (40_000, 8), dtype=np.uint8)
+    bits = np.unpackbits(base[:2000], axis=1)
+    for row, k in enumerate(rng.integers(1, 7, len(bits))):  # an edit moves 1-6 bits
+        bits[row, rng.choice(64, k, replace=False)] ^= 1
+    h = np.concatenate([base, np.packbits(bits, axis=1)])
+    Index.create("phash", "v", h, [f"{i:05d}" for i in range(len(h))], kind="hash").save(tmp_path / "idx")
+    exact = find_groups_job(tmp_path / "idx", tmp_path / "exact", nlist=0, workers=1, progress=False)
+    monkeypatch.setattr(dedup_job, "IVF_MIN", len(h))
+    threads = dedup_job.faiss.omp_get_max_threads()
+    got = find_groups_job(tmp_path / "idx", tmp_path / "w", workers=1, progress=False)
+    assert dedup_job.faiss.omp_get_max_threads() == threads  # the tasks ran here on one thread, then gave it back
+    plan = json.loads((tmp_path / "w" / "dedup.json").read_text())
+    assert (plan["nlist"], plan["nprobe"]) == (dedup_job.DEFAULT_NLIST, dedup_job.DEFAULT_NPROBE)
+    want = {tuple(g["ids"]) for g in exact}
+    distinct = np.load(tmp_path / "w" / "hashes.npy")
+    pairs = np.concatenate([np.load(f) for f in sorted((tmp_path / "w" / "pairs").iterdir())])
+    assert len(want) >= 2000 and np.unpackbits(distinct[pairs[:, 0]] ^ distinct[pairs[:, 1]], axis=1).sum(1).max() <= 10
+    assert len({tuple(g["ids"]) for g in got} & want) >= 0.99 * len(want)
 
 
 def test_without_ray_the_engine_is_refused_by_name_and_one_machine_paths_work(folder, tmp_path, monkeypatch, capsys):

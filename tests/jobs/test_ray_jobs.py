@@ -78,6 +78,7 @@ def test_a_killed_worker_is_retried_and_the_result_is_identical(folder, one_proc
     work = tmp_path / "work"
     got = index_source(str(folder), work, tmp_path / "idx", engine="ray", shard_size=5, task=job_faults.kill_once)
     assert (tmp_path / "killed-1").exists()  # shard 1's first worker died by SIGKILL
+    assert got["images"] == 32  # the retried shard counted once on the progress bar
     assert sorted(job_faults.writes(work)) == list(range(got["shards"]))  # each part written once
     assert not [p for p in (work / "parts").iterdir() if p.suffix != ".parquet"]
     _same(one_process, got["index"])
@@ -132,3 +133,22 @@ def test_ray_tasks_fill_the_ivf_merged_on_disk_as_one_process_would(tmp_path, mo
     (da, ia), (db, ib) = served.search(codes[::5], 5), one.search(codes[::5], 5)
     assert ia == ib
     np.testing.assert_allclose(da, db, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("views", [None, "full"])
+def test_ray_ae_index_equals_the_one_process_index_with_the_same_views(photos, checkpoint, tmp_path, views, capsys):
+    common = ["--method", "ae", "--checkpoint", str(checkpoint)] + (["--views", views] if views else [])
+    assert main(["index", str(photos), *common, "-o", str(tmp_path / "one")]) == 0
+    ray_argv = ["--engine", "ray", "--shard-size", "3", "--work", str(tmp_path / "work")]
+    assert main(["index", str(photos), *common, *ray_argv, "-o", str(tmp_path / "ray")]) == 0
+    one, got = Index.load(tmp_path / "one"), Index.load(tmp_path / "ray")
+    want = views or "crops"  # auto: the photos' median short side is past AUTO_CROPS_MIN_SIDE
+    assert got.meta["view_set"] == one.meta["view_set"] == want
+    assert ("views_auto" in got.meta) == (views is None) and got.meta == one.meta
+    assert got.ids == one.ids and len(one.ids) == len(one.vectors) == 10 * (19 if want == "crops" else 1)
+    np.testing.assert_allclose(got.vectors, one.vectors, atol=1e-6, rtol=0)
+    q = np.asarray(one.vectors[::7])
+    assert got.search(q, 5)[1] == one.search(q, 5)[1]
+    err = capsys.readouterr().err
+    assert "skipped 1 files" in err and f"skipped {photos / 'broken.jpg'}: not a recognised" in err
+    assert err.count("views: crops (median short side") == (2 if views is None else 0)
