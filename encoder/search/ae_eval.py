@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from encoder.search import ann
-from encoder.search.verify import confident_matches, promote, query_hash_views
+from encoder.search.verify import FUSE_K, confident_matches, fuse, promote, query_hash_views, upright_bits
 from encoder.search.views import merge_query_views, source_views, view_count, with_mirror
 
 HASH_COLUMNS = 9
@@ -83,9 +83,11 @@ class AutoencoderEvaluation:
         """Top-k gallery images by ``metric``; with ``mirror`` or views each at its best distance over
         the query's views (and their mirrors) and, with views, over its own V rows (as the index's
         query does); when verifying, the confident matches first, at distance 0 (so a false
-        confident match counts as a match in a false-match rate); ``distances``: ``(distances, rows)``,
+        confident match counts as a match in a false-match rate), or with none the first
+        :data:`encoder.search.verify.FUSE_K` re-ranked by code and hash (each at its code distance);
+        ``distances``: ``(distances, rows)``,
         smaller nearer."""
-        confident = None
+        confident, fuse_bits, want = None, None, k
         if self.verifying:
             d_code = self.encoder.code_dim
             g_hashes, g_flat = _split_hashes(gallery[:, d_code:])
@@ -93,11 +95,12 @@ class AutoencoderEvaluation:
             q_hashes, q_flat = _split_hashes(queries[:, n_codes:])
             gallery, queries = gallery[:, :d_code], queries[:, :n_codes]
             per_g = view_count(self.views, "gallery")
-            confident = confident_matches(
-                q_hashes, q_flat, g_hashes[::per_g, 0], ~g_flat[::per_g, 0], self.verifier.bits
-            )
-        dist, rows = self._ranked(gallery, queries, k, metric)
+            g_args = (g_hashes[::per_g, 0], ~g_flat[::per_g, 0])
+            confident = confident_matches(q_hashes, q_flat, *g_args, self.verifier.bits)
+            fuse_bits, want = upright_bits(q_hashes, q_flat, *g_args, self.verifier.bits), max(k, FUSE_K)
+        dist, rows = self._ranked(gallery, queries, want, metric)
         if confident is not None:
+            dist, rows = _fused(dist, rows, fuse_bits, confident)
             conf = [[(r, 0.0) for r, _ in hits] for hits in confident]
             md, mi = promote(dist.tolist(), rows.tolist(), conf, k)
             rows = np.array([r + [-1] * (k - len(r)) for r in mi], np.int64)
@@ -117,3 +120,17 @@ class AutoencoderEvaluation:
         md, mi = merge_query_views(dist.tolist(), owners.tolist(), len(queries), k)
         rows = np.array([r + [-1] * (k - len(r)) for r in mi], np.int64)
         return np.array([r + [np.inf] * (k - len(r)) for r in md], np.float32), rows
+
+
+def _fused(dist: np.ndarray, rows: np.ndarray, bits: np.ndarray, confident: list) -> tuple[np.ndarray, np.ndarray]:
+    """``(dist, rows)`` ((Q, K) ranked by code distance; rows -1 past the end) with each query without a
+    confident match re-ranked by :func:`encoder.search.verify.fuse` (``bits`` (Q, N) of
+    :func:`encoder.search.verify.upright_bits`)."""
+    dist, rows = dist.copy(), rows.copy()
+    for q in range(len(rows)):
+        n = int((rows[q] >= 0).sum())
+        if confident[q] or n < 2:
+            continue
+        order = fuse(dist[q, :n].tolist(), bits[q, rows[q, :n]].tolist(), n)
+        dist[q, :n], rows[q, :n] = dist[q, order], rows[q, order]
+    return dist, rows

@@ -41,7 +41,7 @@ from encoder.search.ae_eval import AutoencoderEvaluation
 from encoder.search.base import CheckpointGone, Method, Neighbours, OptionError, Vectors  # noqa: F401  (the interface, re-exported)
 from encoder.search.baselines import PcaMethod, RawMethod
 from encoder.search.errors import IndexMismatchError, check_meta
-from encoder.search.verify import HASH_FILE, Verifier, attachment
+from encoder.search.verify import FUSE_K, HASH_FILE, Verifier, attachment
 from encoder.search.views import (
     AUTO_CROPS_MIN_SIDE,
     VIEWS,
@@ -419,9 +419,11 @@ class AutoencoderMethod(AutoencoderEvaluation, Method):
             codes, kept = encode_paths(
                 self.encoder, paths, self.batch_size, errors, progress, self.workers or 0, decode=decode
             )
-            distances, ids = merge_query_views(*index.search(codes, k, params=self.search_params), len(kept), k)
+            want = max(k, FUSE_K) if self.verifying else k  # the hash re-ranks the first FUSE_K
+            distances, ids = merge_query_views(*index.search(codes, want, params=self.search_params), len(kept), want)
             if self.verifying:
                 distances, ids = self.verifier.verify_query(index, codes, hashes, distances, ids, k)
+            distances, ids = [d[:k] for d in distances], [i[:k] for i in ids]
         recons = None
         if self.show_recon:  # each neighbour decoded from its stored code
             recons = [self.encoder.decode(np.asarray(index.vectors[index.rows(row)])) if row else [] for row in ids]

@@ -10,7 +10,8 @@ picture inside its borders, both mirrored, and its quarter turns). A gallery pic
 :data:`VERIFY_BITS` bits of any of them (neither flat) is a confident match: those rank first, the
 nearest hash first, then the autoencoder's ranking goes on without them. With none, the picture
 nearest to the query's upright hashes counts as one when it is near and far ahead of the others
-(:data:`NEAREST_BITS`, :data:`GAP_BITS`).
+(:data:`NEAREST_BITS`, :data:`GAP_BITS`). With no match at all, the autoencoder's :data:`FUSE_K`
+nearest pictures are re-ranked by their code distance and their bits together (:func:`fuse`).
 
 The hash function is given by the caller (:mod:`encoder.search.methods` passes the pHash of
 :mod:`encoder.hashing.hashes`): ``hash_fn((M, S, S) uint8) -> (hashes (M, 8) uint8, flat (M,) bool)``.
@@ -60,6 +61,14 @@ VIEW_BITS = (VERIFY_BITS, VERIFY_BITS, TURN_BITS, TURN_BITS, VERIFY_BITS, VERIFY
 #: lands 10-14 bits from its original and 18-20 from the rest; the album's non-match queries were
 #: within 12 bits of no picture so far ahead of the next).
 NEAREST_BITS, GAP_BITS = 12, 6
+#: With no confident match either, the autoencoder's FUSE_K nearest pictures are re-ranked by the sum of
+#: two distances, each on its own scale: the code distance over that of the query's K-th candidate, and
+#: the bits to the query's upright hashes over CHANCE_BITS, bits past it counted as CHANCE_BITS
+#: (:func:`fuse`), so only a hash nearer than chance moves a picture up. Fair coins would put two unrelated
+#: 64-bit hashes 32 +- 4 bits apart, but pictures are not coins: distinct smooth wallpapers of the album
+#: came 18-24 bits apart, so 18 or more counts as chance; a sepia copy with a vignette lands 14-18 bits
+#: from its original, past the confident rules.
+FUSE_K, CHANCE_BITS = 10, 18
 HashFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 THUMB = (32, 32)  # the hash's thumbnail of a view
 
@@ -111,6 +120,43 @@ def confident_matches(
                 hits, best = order[:1], upright
         out.append([(int(i), int(best[i])) for i in hits[np.lexsort((hits, best[hits]))]])
     return out
+
+
+def upright_bits(
+    q_hashes: np.ndarray, q_flat: np.ndarray, g_hashes: np.ndarray, g_usable: np.ndarray, bits=VIEW_BITS
+) -> np.ndarray:
+    """``(Q, N)`` int: per query, the bits from each gallery picture to the nearest of its views of the
+    largest ``bits`` (the upright ones), 64 where a view is flat or a picture has no usable hash; the
+    arguments as :func:`confident_matches`'."""
+    limit = np.broadcast_to(np.asarray(bits), q_hashes.shape[1:2])
+    up = limit == limit.max()
+    out = np.full((len(q_hashes), len(g_hashes)), 64, np.int64)
+    for q in range(len(q_hashes)):
+        d = hamming(q_hashes[q : q + 1, up], g_hashes)[0]
+        d[q_flat[q, up]] = 64
+        if len(d):
+            out[q] = d.min(0)
+    out[:, ~g_usable] = 64
+    return out
+
+
+def fuse(distances: Sequence[float], bits: Sequence[int], k: int) -> list[int]:
+    """Positions of the first ``k`` of one query's ranked candidates (``distances`` of its codes,
+    ascending; ``bits`` from its upright hashes, as :func:`upright_bits`) re-ranked by
+    ``distance / distances[FUSE_K - 1] + min(bits, CHANCE_BITS) / CHANCE_BITS`` over the first
+    :data:`FUSE_K` (the rest keep their places after them; ties keep the code order).
+
+    >>> fuse([1.0, 1.5, 2.0], [30, 9, 30], 3)
+    [1, 0, 2]
+    """
+    n = min(FUSE_K, len(distances))
+    if n < 2:
+        return list(range(min(k, len(distances))))
+    d = np.asarray(distances[:n], np.float64)
+    scale = d[-1] if d[-1] > 0 else 1.0
+    score = d / scale + np.minimum(np.asarray(bits[:n], np.float64), CHANCE_BITS) / CHANCE_BITS
+    order = np.argsort(score, kind="stable").tolist()
+    return (order + list(range(n, len(distances))))[:k]
 
 
 def promote(
@@ -175,6 +221,7 @@ class Verifier:
     def __init__(self, hash_fn: HashFn, bits: Sequence[int] | int = VIEW_BITS):
         self.hash_fn, self.bits = hash_fn, bits
         self._cache: tuple = (None, None, None)
+        self._position: tuple = (None, {})
 
     def hash_views(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(..., S, S)`` uint8 grey views -> ``(hashes (..., 8) uint8, flat (...) bool)``: each view's hash,
@@ -208,17 +255,29 @@ class Verifier:
             self._cache = (index, index.n_rows, (ids, gallery_hashes(index.attachments, ids)))
         return self._cache[2]
 
+    def _positions(self, image_ids: list[str]) -> dict[str, int]:
+        """``{id: picture number}`` of the cached gallery ``image_ids``."""
+        if self._position[0] is not image_ids:
+            self._position = (image_ids, {i: r for r, i in enumerate(image_ids)})
+        return self._position[1]
+
     def verify_query(self, index, codes: np.ndarray, recorded: list, distances, ids, k: int):
         """The merged ``(distances, ids)`` of the queries whose view codes are ``codes`` ((Q*R, D)) and
-        whose hashes :meth:`recording` kept, with the confident matches first (each at its own best
-        code distance); unchanged for an index without hashes."""
+        whose hashes :meth:`recording` kept (ranked lists of :data:`FUSE_K` or more), with the confident
+        matches first (each at its own best code distance), or with none re-ranked by :func:`fuse`;
+        ``k`` in all; unchanged for an index without hashes."""
         image_ids, g = self._gallery(index)
         if g is None or not recorded or not len(codes):
             return distances, ids
         q_hashes, q_flat = (np.concatenate(a) for a in zip(*recorded))
         per = len(codes) // len(q_hashes)
-        confident = []
+        confident, position = [], self._positions(image_ids)
+        bits = upright_bits(q_hashes, q_flat, *g, self.bits)
+        distances, ids = [list(d) for d in distances], [list(i) for i in ids]
         for q, hits in enumerate(confident_matches(q_hashes, q_flat, *g, self.bits)):
+            if not hits and len(ids[q]) > 1:
+                order = fuse(distances[q], [bits[q, position[i]] for i in ids[q]], len(ids[q]))
+                distances[q], ids[q] = [distances[q][j] for j in order], [ids[q][j] for j in order]
             known = dict(zip(ids[q], distances[q]))
             picked = [image_ids[r] for r, _ in hits]
             confident.append(
@@ -251,6 +310,10 @@ __all__ = [
     "hamming",
     "confident_matches",
     "promote",
+    "FUSE_K",
+    "CHANCE_BITS",
+    "upright_bits",
+    "fuse",
     "attachment",
     "gallery_hashes",
 ]

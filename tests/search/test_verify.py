@@ -8,7 +8,17 @@ from PIL import Image, ImageOps
 
 from encoder.search.index import Index
 from encoder.search.methods import AutoencoderMethod
-from encoder.search.verify import HASH_FILE, VERIFY_BITS, confident_matches, gallery_hashes, promote
+from encoder.search.verify import (
+    CHANCE_BITS,
+    FUSE_K,
+    HASH_FILE,
+    VERIFY_BITS,
+    confident_matches,
+    fuse,
+    gallery_hashes,
+    promote,
+    upright_bits,
+)
 
 
 def photo(w: int = 320, h: int = 240, seed: int = 0) -> Image.Image:
@@ -167,3 +177,58 @@ def test_the_command_line_index_keeps_the_hashes_and_a_plain_query_uses_them(tmp
     assert search.main(["add", str(idx), str(extra / "new.png")]) == 0
     hashes, usable = gallery_hashes(Index.load(idx).attachments, Index.load(idx).ids[:: Index.load(idx).views])
     assert usable.all() and len(usable) == 7
+
+
+def test_fuse_moves_up_a_candidate_whose_hash_is_nearer_than_chance_and_only_that():
+    d = [1.0, 1.1, 1.2, 1.3, 2.0]
+    assert fuse(d, [32, 30, 12, 28, 33], 5) == [2, 0, 1, 3, 4]  # 12 bits: a third nearer than chance
+    assert fuse(d, [40, CHANCE_BITS, 36, CHANCE_BITS + 1, 33], 5) == [0, 1, 2, 3, 4]  # chance never reorders
+    # a near hash does not lift a picture whose code is twice as far as the nearest's
+    assert fuse([0.5, 0.8, 1.0], [30, 28, 12], 3) == [0, 2, 1]
+    assert fuse([0.5, 0.8, 1.0], [30, 28, 12], 1) == [0]
+    assert fuse([0.5], [0], 3) == [0]
+    # only the first FUSE_K are re-ranked; the rest keep their places
+    many = [1.0 + i / 100 for i in range(FUSE_K + 2)]
+    bits = [30] * FUSE_K + [0, 0]
+    assert fuse(many, bits, FUSE_K + 2) == list(range(FUSE_K + 2))
+
+
+def test_upright_bits_take_the_nearest_upright_view_and_ignore_flat_ones():
+    g = np.array([[0] * 8, [0xFF] * 8], np.uint8)
+    q = np.array([[[0] * 7 + [0x0F], [0] * 8, [0xFF] * 8]], np.uint8)  # upright, upright, turn (limits 8, 8, 4)
+    sharp = np.zeros((1, 3), bool)
+    assert upright_bits(q, sharp, g, np.ones(2, bool), (8, 8, 4)).tolist() == [[0, 60]]
+    assert upright_bits(q, np.array([[False, True, False]]), g, np.ones(2, bool), (8, 8, 4)).tolist() == [[4, 60]]
+    assert upright_bits(q, sharp, g, np.array([True, False]), (8, 8, 4)).tolist() == [[0, 64]]
+
+
+def _features(m: AutoencoderMethod, codes: np.ndarray, hashes: np.ndarray, per: int) -> np.ndarray:
+    """Rows of ``m``'s features from (N, per, D) view codes and (N, H, 8) hashes (no view flat)."""
+    cols = np.concatenate([hashes, np.zeros((*hashes.shape[:2], 1), np.uint8)], -1).reshape(len(hashes), -1)
+    return np.concatenate([codes.reshape(len(codes), -1), cols.astype(np.float32)], 1)
+
+
+def test_evaluation_reranks_by_code_and_hash_when_nothing_is_confident(enc):
+    from encoder.search.verify import hash_view_count
+    from encoder.search.views import view_count
+
+    m = AutoencoderMethod(encoder=enc, views="crops")
+    rng = np.random.default_rng(0)
+    d, per_g, per_q, n_h = enc.code_dim, view_count("crops", "gallery"), view_count("crops", "query"), hash_view_count()
+    base = rng.normal(size=d).astype(np.float32)
+    # picture p's codes are 1 + p / 10 (squared) from the query's; its hash 32 bits from the query's, picture 2's 14
+    n = 10
+    g_codes = np.stack(
+        [np.tile(base + np.sqrt(1 + p / 10) * np.eye(d, dtype=np.float32)[p], (per_g, 1)) for p in range(n)]
+    )
+    q_hash = np.zeros(8, np.uint8)
+    g_hash = np.array([[0xFF] * 4 + [0] * 4] * n, np.uint8)
+    g_hash[2] = [0xFF, 0x3F] + [0] * 6
+    gallery = np.repeat(_features(m, g_codes[:, :1], g_hash[:, None], 1), per_g, 0)
+    gallery[:, :d] = g_codes.reshape(-1, d)
+    query = _features(m, np.tile(base, (1, per_q, 1)), np.tile(q_hash, (1, n_h, 1)), per_q)
+    dist, rows = m.knn(gallery, query, 4, distances=True)
+    assert rows[0].tolist() == [2, 0, 1, 3] and dist[0, 0] == pytest.approx(1.2)  # at its own code distance
+    assert m.knn(gallery, query, 1).tolist() == [[2]]  # the same first with k=1: FUSE_K are fused, k kept
+    gallery[2 * per_g : 3 * per_g, d : d + 8] = 0xF0  # now 32 bits, like the rest: the code order stands
+    assert m.knn(gallery, query, 4).tolist() == [[0, 1, 2, 3]]
