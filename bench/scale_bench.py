@@ -3,14 +3,17 @@
     .venv/bin/python bench/scale_bench.py                       # 5,000 photos, 1M codes, 1M hashes
     .venv/bin/python bench/scale_bench.py --n-photos 2000 --codes 200000 --hashes 100000   # quicker
     .venv/bin/python bench/scale_bench.py --parts 3 --hashes 1000000 --ivf 1024:128,512:128  # dedup at 1M
+    .venv/bin/python bench/scale_bench.py --parts 2 --codes 10000000 --nlist 4096          # 10M codes, ~25 GB disk
 
 1. images/s of pHash and ae codes (128-d, 64x64 grey): the one-machine path (hash_paths /
    encode_paths) against the job's shard tasks on Ray with 1 and 2 workers (Ray started before the
    clock; its start is printed apart). The photos: ``--n-photos`` edited copies (crops, 640x480,
    JPEG q90) of the real photos in data/photos200 (``make bench-data``), made once into runs/.
-2. ``--codes`` synthetic 128-d codes (a seeded mixture of 4,096 Gaussian clusters): the one-build
-   IVF index of encoder.search.ann against :func:`encoder.jobs.index_job.ivf_from_parts` over 10
-   parts (same lists, same nprobe): build time, top-5 recall vs exact and query latency.
+2. ``--codes`` synthetic 128-d codes (a seeded mixture of 4,096 Gaussian clusters) in 10 job parts:
+   the one build (ann.build, every code in RAM) against the job's path (encoder.jobs.ivf_job: IVF
+   trained on a sample, one task per part on the local engine, merged on disk, saved and loaded
+   memory-mapped), each in its own process: build s, peak RSS, top-5 recall vs exact brute force
+   on 200 new queries, ms/query. ``--nlist`` overrides the automatic list count for both.
 3. ``--hashes`` real-shaped 64-bit hashes: real pHashes (the photos of ``--source`` and 22 real
    edited copies of each, made by encoder.search.neardup's TRANSFORMS and ALBUM_EDITS, plus the
    5,000 crops of part 1), then uniform random hashes up to the count:
@@ -170,37 +173,147 @@ def _mixture(n: int, d: int = 128, centres: int = 4096, seed: int = 0) -> np.nda
     return out
 
 
-def part2(n: int, n_parts: int = 10) -> None:
-    import faiss
+def _status_gb(pid: str, field: str) -> float:
+    """A field of /proc/PID/status (``VmRSS``, ``RssAnon``, ``VmHWM``) in GB; 0 for a process gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0.0
+    return next((int(x.split()[1]) / 2**20 for x in lines if x.startswith(field + ":")), 0.0)
 
-    from encoder.jobs.index_job import ivf_from_parts
+
+class _Peaks:
+    """Peaks sampled every 0.2 s, in GB: this process's anonymous RSS (heap, not mapped files) and the
+    largest RSS of any of its child processes (the local engine's workers). Sampled, because a child's
+    own ru_maxrss starts from its parent's RSS at the fork that precedes its exec."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.anon, self.worker, self._stop = 0.0, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            self.anon = max(self.anon, _status_gb("self", "RssAnon"))
+            kids = [c for t in Path("/proc/self/task").iterdir() for c in _children(t)]
+            self.worker = max([self.worker] + [_status_gb(pid, "VmRSS") for pid in kids])
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return {"driver": _status_gb("self", "VmHWM"), "anon": self.anon, "workers": self.worker}
+
+
+def _children(task: Path) -> list[str]:
+    try:
+        return (task / "children").read_text().split()
+    except OSError:
+        return []
+
+
+def _timed_rows(index, queries: np.ndarray, params: str) -> tuple[list, float]:
+    """Top-5 rows of the queries (one warm-up pass first) and ms per query, batched."""
     from encoder.search import ann
 
-    both = _mixture(n + 1000)  # queries from the same clusters, not in the index
-    codes, queries = both[:n], both[n:]
-    exact = faiss.IndexFlatL2(128)
-    exact.add(codes)
-    truth = exact.search(queries, 5)[1]
+    ann.search(index, queries, 5, "l2", params)
     t = time.perf_counter()
-    built = ann.build(codes, "l2", f"IVF{ann.nlist_for(n)},Flat", search_params="auto")
-    one_s = time.perf_counter() - t
-    params = built.search_params  # tuned by ann.build to recall@5 >= 0.95 on stored rows
-    ann.set_params(built.index, params)
-    t = time.perf_counter()
-    merged = ivf_from_parts(np.array_split(codes, n_parts), ann.nlist_for(n))
-    parts_s = time.perf_counter() - t
-    ann.set_params(merged, params)
-    print(f"\n2. {n:,} x 128 float codes, IVF{ann.nlist_for(n)},Flat at {params}, 1,000 new queries")
-    print(f"   {'build':<22}{'build s':>9}{'recall@5':>10}{'ms/query':>10}")
-    for name, index, secs in (
-        ("one build (ann.build)", built.index, one_s),
-        (f"{n_parts} parts merged", merged, parts_s),
-    ):
+    rows = ann.search(index, queries, 5, "l2", params)[1]
+    return rows.tolist(), (time.perf_counter() - t) * 1000 / len(queries)
+
+
+def _part2_child(which: str, scratch: Path, n: int, n_queries: int, also: str, nlist: int) -> None:
+    """One build of part 2 in its own process (so peak RSS is its own); results to scratch/part2-WHICH.json."""
+    import json
+
+    from encoder.jobs import ivf_job
+    from encoder.search import ann
+    from encoder.search.index import Index
+
+    watch = _Peaks()
+    factory = f"IVF{nlist or ann.nlist_for(n)},Flat"
+    if which == "one":
+        codes = _mixture(n + n_queries)
+        queries = codes[n:].copy()
         t = time.perf_counter()
-        got = index.search(queries, 5)[1]
-        ms = (time.perf_counter() - t) * 1000 / len(queries)
-        recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, truth)])
-        print(f"   {name:<22}{secs:>9.1f}{recall:>10.3f}{ms:>10.3f}")
+        built = ann.build(codes[:n], "l2", factory)
+        index, params = built.index, built.search_params
+    else:
+        queries = np.load(scratch / "part2-queries.npy")
+        t = time.perf_counter()
+        codes, ids, _, built = ivf_job.build(scratch / "p2work", n_parts(scratch), factory, engine="local", workers=2)
+        Index.create("ae", "bench", codes, ids, kind="code", built=built).save(scratch / "p2idx")
+        secs = time.perf_counter() - t
+        del codes, ids, built
+        loaded = Index.load(scratch / "p2idx", mmap=True)  # as search.py query and the web page read it
+        index, params = loaded.faiss_index, loaded.meta["search_params"]
+    secs = time.perf_counter() - t if which == "one" else secs
+    rows, ms = _timed_rows(index, queries, params)
+    extra = _timed_rows(index, queries, also)[0] if also and also != params else rows
+    out = {"secs": secs, "params": params, "rows": rows, "ms": ms, "also_rows": extra, **watch.stop()}
+    (scratch / f"part2-{which}.json").write_text(json.dumps(out))
+
+
+def n_parts(scratch: Path) -> int:
+    return len(list((scratch / "p2work" / "parts").glob("part-*.parquet")))
+
+
+def _write_parts2(scratch: Path, n: int, n_parts: int, n_queries: int) -> np.ndarray:
+    """The codes as ``n_parts`` job parts (ids ``00000042``) and the exact top-5 of the queries: (Q,5) rows."""
+    from encoder.jobs import parts
+    from encoder.search import ann
+
+    work = scratch / "p2work"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(scratch / "p2idx", ignore_errors=True)
+    both = _mixture(n + n_queries)  # queries from the same clusters, not in the index
+    codes, queries = both[:n], both[n:]
+    np.save(scratch / "part2-queries.npy", queries)
+    truth = ann.exact_knn(queries, codes, 5, "l2")[1]
+    for s, rows in enumerate(np.array_split(np.arange(n), n_parts)):
+        ids = [f"{i:08d}" for i in rows]
+        parts.write_part(parts.part_path(work, s), ids, codes[rows[0] : rows[-1] + 1], np.zeros(len(rows), bool), {})
+    return truth
+
+
+def part2(n: int, scratch: Path, nlist: int = 0, n_parts: int = 10, n_queries: int = 200) -> None:
+    """The one-build IVF (ann.build, codes in RAM) against the job's path (parts -> IVF merged on disk)."""
+    import json
+    import subprocess
+
+    from encoder.search import ann
+
+    truth = _write_parts2(scratch, n, n_parts, n_queries)
+    results = {}
+    also = ""
+    for which in ("one", "parts"):  # the one build first: the parts' index is also probed at its nprobe
+        cmd = [sys.executable, __file__, "--part2-child", which, "--codes", str(n), "--scratch", str(scratch)]
+        cmd += ["--part2-also", also, "--part2-queries", str(n_queries), "--nlist", str(nlist)]
+        subprocess.run(cmd, check=True)
+        results[which] = json.loads((scratch / f"part2-{which}.json").read_text())
+        also = results["one"]["params"]
+
+    def recall(rows) -> float:
+        return float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(rows, truth.tolist())]))
+
+    lists = f"IVF{nlist or ann.nlist_for(n)},Flat" + (f" (automatic: IVF{ann.nlist_for(n)})" if nlist else "")
+    print(f"\n2. {n:,} x 128 float codes (4,096 clusters), {lists}, nprobe tuned by each build")
+    print(f"   (ann.tune, recall@5 >= 0.95 on stored rows); {n_queries} new queries, recall@5 vs exact brute force;")
+    print(f"   the job path: {n_parts} parts, local engine, 2 workers, the index saved and loaded memory-mapped")
+    print("   peak RSS: the build's process (mapped files included), its heap (anon), its largest worker")
+    print(f"   {'build':<30}{'build s':>8}{'RSS GB':>8}{'anon GB':>8}{'worker GB':>10}{'params':>11}{'recall@5':>9}")
+    head = f"{'':<30}{'':>8}{'':>8}{'':>8}{'':>10}"
+    one, job = results["one"], results["parts"]
+    for name, r in (("one build (ann.build, in RAM)", one), (f"{n_parts} parts merged on disk", job)):
+        workers = f"{r['workers']:.2f}" if r is job else "-"  # the one build runs in one process
+        print(
+            f"   {name:<30}{r['secs']:>8.0f}{r['driver']:>8.2f}{r['anon']:>8.2f}{workers:>10}"
+            f"{r['params']:>11}{recall(r['rows']):>9.3f}   {r['ms']:.3f} ms/query"
+        )
+    print(f"   {head}{one['params']:>11}{recall(job['also_rows']):>9.3f}   (parts' index at the one build's nprobe)")
+    gap = recall(one["rows"]) - recall(job["rows"])
+    print(f"   recall gap (one build - parts, each at its own nprobe): {gap:+.3f}; target: within 0.01")
 
 
 def _links(work: Path) -> set:
@@ -448,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-photos", type=int, default=5000)
     p.add_argument("--codes", type=int, default=1_000_000)
     p.add_argument("--hashes", type=int, default=1_000_000)
+    p.add_argument("--nlist", type=int, default=0, help="part 2's IVF lists (0: the automatic choice for --codes)")
     p.add_argument("--scratch", default=str(ROOT / "runs" / "scale_bench"))
     p.add_argument("--ivf", default="1024:128", help="part 3's IndexBinaryIVF settings, NLIST:NPROBE,...")
     p.add_argument("--tune", default="", help="part 3b: IndexBinaryIVF NLIST:NPROBE,... against part 3's exact pairs")
@@ -456,16 +570,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="1234", help="which parts to run (4 needs 1; 5 needs no photos)")
     p.add_argument("--hash-index", default="1000000,4000000", help="part 5's hash counts, N,N,...")
     p.add_argument("--hash-ivf", default="1024:256,1024:512,4096:1024", help="part 5's NLIST:NPROBE,...")
+    p.add_argument("--part2-child", default="", help=argparse.SUPPRESS)  # one build of part 2 in its own process
+    p.add_argument("--part2-also", default="", help=argparse.SUPPRESS)
+    p.add_argument("--part2-queries", type=int, default=200, help=argparse.SUPPRESS)
     p.add_argument("--hnsw-max", type=int, default=1_000_000, help="part 5 builds BinaryHNSW up to this count")
     a = p.parse_args(argv)
     scratch = Path(a.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     folder = scratch / f"photos{a.n_photos}"
-    if set(a.parts) - {"5"}:
+    if set(a.parts) - {"2", "5"} and not a.part2_child:  # parts 2 and 5 need no photos
         make_photos(Path(a.source), folder, a.n_photos)
+    if a.part2_child:
+        _part2_child(a.part2_child, scratch, a.codes, a.part2_queries, a.part2_also, a.nlist)
+        return 0
     rates = part1(folder, scratch, a.repeat) if "1" in a.parts else None
     if "2" in a.parts:
-        part2(a.codes)
+        part2(a.codes, scratch, a.nlist)
     if "3" in a.parts:
         from encoder.hashing.hashes import hash_paths
 

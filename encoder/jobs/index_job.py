@@ -4,11 +4,13 @@ Each task calls the products' own functions on its shard (:func:`encoder.hashing
 and :func:`~encoder.hashing.hashes.hash_pixels`, exactly as ``hash_paths`` does; the autoencoder's
 ``encode`` on the views of :func:`encoder.search.views.image_views`, as ``search.py index --method ae``
 does, the view set chosen once by the method's own ``resolve_views`` on the same files), so hashes
-are bit-identical and codes equal to the one-process path's. The merge reads the parts in shard order
-(the folder's sorted order, as one process reads it) and builds the index with
-:meth:`encoder.search.index.Index.create`, so ``search.py query`` and the web page serve it unchanged.
-:func:`ivf_from_parts` builds an IVF index part by part (one trained coarse quantizer, parts filled
-apart and merged), the shape for codes that do not fit one machine's memory.
+are bit-identical and codes equal to the one-process path's. The merge takes the parts in shard
+order (the folder's sorted order, as one process reads it) into
+:meth:`encoder.search.index.Index.create`, so ``search.py query`` and the web page serve it
+unchanged. Codes of one view per picture whose automatic FAISS choice is an IVF (past
+``ann.FLAT_MAX``) go into one IVF trained on a sample, filled part by part and merged on disk
+(:mod:`encoder.jobs.ivf_job`), never all in RAM; hashes, multi-view codes and fewer codes are read
+into RAM and indexed in one process.
 
 Example::
 
@@ -29,7 +31,7 @@ import numpy as np
 from encoder.atomic import write_json
 from encoder.data import image_size
 from encoder.hashing.hashes import _pillow_block_cache, hash_pixels, is_flat, small_gray
-from encoder.jobs import parts, runners, sources
+from encoder.jobs import ivf_job, parts, runners, sources
 from encoder.search.views import image_views, view_count, view_sample
 
 HASH_BATCH = 1024  # thumbnails hashed per batch, as hash_paths
@@ -134,6 +136,18 @@ def read_parts(work: str | os.PathLike, n_shards: int) -> parts.Part:
     )
 
 
+def _merge_parts(work: str | os.PathLike, n_shards: int, m, run: dict[str, Any]):
+    """(the parts as one :class:`parts.Part`, a built FAISS index or None). Codes whose automatic choice
+    is an IVF: memory-mapped codes and an IVF merged on disk (:func:`ivf_job.build`); else read into RAM."""
+    options = m.index_options()
+    factory = ivf_job.factory_for(*ivf_job.count(work, n_shards), options)  # None for hashes (no code width)
+    if factory is None or getattr(m, "verifying", False):  # verification hashes ride in the parts: read them all
+        return read_parts(work, n_shards), None
+    search = {"metric": options["metric"], "search_params": options["search_params"]}
+    codes, ids, skipped, built = ivf_job.build(work, n_shards, factory, **search, **run)
+    return parts.Part(ids, codes, np.zeros(len(codes), bool), skipped), built
+
+
 def _attachments(m, merged: parts.Part) -> dict[str, bytes]:
     """The method's attachments, and the pictures' verification hashes when the parts hold them."""
     from encoder.search.verify import attachment
@@ -230,8 +244,9 @@ def index_source(
     decide(m, Path(work), manifest)
     todo = sorted(set(range(manifest.n_shards)) - parts.done_shards(work, manifest.n_shards))
     task = task or shard_task
-    done = runners.run(task, work, todo, engine=engine, workers=workers, address=address, progress=progress)
-    merged = read_parts(work, manifest.n_shards)
+    run = {"engine": engine, "workers": workers, "address": address, "progress": progress}
+    done = runners.run(task, work, todo, **run)
+    merged, built = _merge_parts(work, manifest.n_shards, m, run)
     per = m.index_options().get("views", 1)  # rows per picture: its gallery views
     ids = merged.ids if per == 1 else [i for i in merged.ids for _ in range(per)]
     idx = Index.create(
@@ -244,6 +259,7 @@ def index_source(
         root=manifest.root,
         extra=m.index_meta(),
         attachments=_attachments(m, merged),
+        built=built,
         **m.index_options(),
     )
     with writer_lock(output):
@@ -251,39 +267,3 @@ def index_source(
     named = [(i if sources.is_url(i) else os.path.join(manifest.root, i), r) for i, r in merged.skipped]
     skipped = [tuple(s) for s in manifest.skipped] + named
     return {"index": idx, "skipped": skipped, "shards": manifest.n_shards, "ran": len(todo), "images": done["images"]}
-
-
-def ivf_from_parts(part_codes: list[np.ndarray], nlist: int, metric: str = "l2", train_size: int | None = None):
-    """One IVF-Flat index over parts: a coarse quantizer trained on a sample of all parts, each part
-    added to its own copy of the empty trained index (as a task would), copies merged in order.
-
-    Args:
-        part_codes: list of (M_i, D) float32 codes; row r of part i gets id sum(M_<i) + r.
-        nlist: inverted lists.
-        train_size: training codes (default 50 per list), drawn evenly from the parts (seeded).
-
-    Returns:
-        A FAISS ``IndexIVFFlat`` holding every code, ids in part order.
-    """
-    import faiss
-
-    from encoder.search import ann
-
-    d = part_codes[0].shape[1]
-    size = train_size or ann.TRAIN_PER_LIST * nlist
-    rng = np.random.default_rng(0)
-    per = max(1, size // len(part_codes))
-    sample = np.concatenate([p[np.sort(rng.choice(len(p), min(per, len(p)), replace=False))] for p in part_codes])
-    quantizer = faiss.IndexFlat(d, ann.faiss_metric(metric))
-    empty = faiss.IndexIVFFlat(quantizer, d, nlist, ann.faiss_metric(metric))
-    empty.train(ann.prepare(sample, metric))
-    merged, start = None, 0
-    for codes in part_codes:
-        one = faiss.clone_index(empty)
-        one.add_with_ids(ann.prepare(codes, metric), np.arange(start, start + len(codes), dtype=np.int64))
-        start += len(codes)
-        if merged is None:
-            merged = one
-        else:
-            merged.merge_from(one, 0)
-    return merged

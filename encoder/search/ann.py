@@ -47,6 +47,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from encoder.search import ondisk
+
 METRICS = ("l2", "cosine")
 FLAT_MAX = 100_000
 TRAIN_PER_LIST = 50  # training codes per IVF list (FAISS warns below 39)
@@ -206,13 +208,19 @@ def tuning_rows(n: int, n_queries: int = TUNE_QUERIES, seed: int = 0) -> np.ndar
     return np.sort(np.random.default_rng(seed + 1).choice(n, min(n_queries, n), replace=False))
 
 
+def sample_rows(n: int, size: int, seed: int = 0, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Sorted random row numbers of ``range(n)``, none of ``exclude``: -> (min(size, rows left),) int64."""
+    pool = np.arange(n) if exclude is None else np.setdiff1d(np.arange(n), exclude)
+    if size >= len(pool):
+        return pool
+    return np.sort(np.random.default_rng(seed).choice(pool, size, replace=False))
+
+
 def train_sample(codes: np.ndarray, size: int, seed: int = 0, exclude: np.ndarray | None = None) -> np.ndarray:
     """Random rows, none of ``exclude`` (sorted, so a memory-mapped array is read in order): -> (<=size, D)."""
-    pool = np.arange(len(codes)) if exclude is None else np.setdiff1d(np.arange(len(codes)), exclude)
-    if size >= len(pool):
-        return np.asarray(codes[pool]) if exclude is not None else np.asarray(codes)
-    rows = np.sort(np.random.default_rng(seed).choice(pool, size, replace=False))
-    return np.asarray(codes[rows])
+    if exclude is None and size >= len(codes):
+        return np.asarray(codes)
+    return np.asarray(codes[sample_rows(len(codes), size, seed, exclude)])
 
 
 def add_chunked(index, codes: np.ndarray, metric: str, chunk: int = ADD_CHUNK) -> None:
@@ -469,8 +477,13 @@ def read(path: str, mmap: bool = False):
 
     ``IO_FLAG_MMAP_IFC`` maps the code arrays of Flat, IVF lists and HNSW storage, so those load
     in a small part of their size in RAM (HNSW still reads its graph). (``IO_FLAG_MMAP`` alone maps
-    only IVF lists, and the two together are refused for IVF.)
+    only IVF lists, and the two together are refused for IVF.) An IVF merged on disk
+    (:mod:`encoder.search.ondisk`) maps its lists from the ``.ivfdata`` file beside ``path``,
+    read-only, with or without ``mmap``.
     """
+    on_disk = ondisk.read(path)  # lists in an .ivfdata file beside: always mapped
+    if on_disk is not None:
+        return on_disk
     return (
         faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
         if mmap

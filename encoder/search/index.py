@@ -10,6 +10,10 @@ An index directory holds::
     hashes.npy    (N,8) uint8 packed 64-bit hashes   (kind "hash", Hamming metric)
      or codes.npy (N,D) float32 codes                 (kind "code", "l2" or "cosine" metric)
     index.faiss   the FAISS index built from the vectors
+    index.ivfdata (an IVF merged on disk from a job's parts, :mod:`encoder.search.ondisk`) its
+                  inverted lists, memory-mapped read-only from beside index.faiss wherever the
+                  folder is moved; ``add``/``remove`` read them into RAM first and the folder
+                  saved after holds them in index.faiss
 
 Every write replaces the whole directory atomically (encoder.atomic.atomic_dir), so an
 interrupted ``add`` or ``remove`` leaves the old index intact. Writers of one index exclude
@@ -56,7 +60,7 @@ import faiss
 import numpy as np
 
 from encoder.atomic import atomic_dir, save_npy, write_json
-from encoder.search import ann
+from encoder.search import ann, ondisk
 from encoder.search.errors import CorruptIndexError, IndexBusyError, IndexMismatchError
 from encoder.search.index_files import (
     ATTACHMENT_NAME,
@@ -140,6 +144,9 @@ class _HashKind:
     def rebuild(self, idx: Index, appended: int | None) -> None:
         idx.faiss_index, idx.meta["faiss_type"] = _binary_index(idx.vectors, idx.meta.get("faiss_type_request", "auto"))
 
+    def adopt(self, idx: Index, built: ann.Built) -> None:
+        raise ValueError("a FAISS index built elsewhere is for code indexes; a hash index builds its own")
+
     def search(self, idx: Index, q: np.ndarray, k: int, params: str | None):
         return idx.faiss_index.search(q, k)
 
@@ -173,6 +180,8 @@ class _CodeKind:
             want = have
             if idx.source is not None:  # a memory-mapped index is read-only: read it whole
                 idx.faiss_index, idx.source = ann.read(str(idx.source / "index.faiss")), None
+            # lists merged on disk are read-only and served: changes go to a copy in RAM
+            idx.faiss_index = ondisk.in_memory(idx.faiss_index)
             if appended is not None:  # keep the training (IVF lists, PQ codebooks), add the new rows
                 ann.add_chunked(idx.faiss_index, idx.vectors[n - appended :], metric)
             else:
@@ -190,6 +199,13 @@ class _CodeKind:
             idx.source = None
         m["faiss_type"], m["search_params"], m["tuned_recall"] = want, params, recall
 
+    def adopt(self, idx: Index, built: ann.Built) -> None:
+        """Keep ``built`` (over exactly the index's rows) as the FAISS index, with its type and tuning."""
+        if built.index.ntotal != len(idx.vectors):
+            raise ValueError(f"built index holds {built.index.ntotal} rows, expected {len(idx.vectors)} codes")
+        idx.faiss_index = built.index
+        idx.meta.update(faiss_type=built.factory, search_params=built.search_params, tuned_recall=built.recall)
+
     def search(self, idx: Index, q: np.ndarray, k: int, params: str | None):
         params = idx.meta.get("search_params", "") if params is None else params
         return ann.search(idx.faiss_index, q, k, idx.meta["metric"], params, idx.vectors)
@@ -200,7 +216,7 @@ class _CodeKind:
         return f"{meta['method']} {meta['version']}, {meta['faiss_type']}, {meta['metric']}{params}{recall}"
 
     def write(self, index, file: Path) -> None:
-        faiss.write_index(index, str(file))
+        ondisk.write(index, file)
 
     def read(self, file: Path, meta: dict, mmap: bool):
         index = ann.read(str(file), mmap)
@@ -241,16 +257,18 @@ class Index:
         search_params: str = "auto",
         attachments: Mapping[str, bytes] | None = None,
         views: int = 1,
+        built: ann.Built | None = None,
     ) -> Index:
         """New index of N vectors ((N,8) uint8 hashes or (N,D) float32 codes) and N ids (an
         :class:`IdColumn` is kept as it is, anything else copied into a list).
 
         ``kind`` (``"hash"``/``"code"``): what ``method`` makes (its :attr:`Method.kind`); the index
         does not know methods. ``flat`` (N,) bool marks low-information images (hash indexes; dedup
-        leaves them out). For codes: ``metric`` ``"l2"``/``"cosine"``, ``faiss_type`` ``"auto"``
-        or a FAISS factory string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or
-        e.g. ``"nprobe=32"`` (see :mod:`encoder.search.ann`). ``attachments``: see :meth:`attach`.
-        ``views`` (codes): rows per image, each id's ``views`` rows consecutive (module docstring).
+        leaves them out). For codes: ``metric`` ``"l2"``/``"cosine"``, ``faiss_type`` ``"auto"`` or a
+        FAISS factory string, ``memory_budget`` in bytes, ``search_params`` ``"auto"`` or e.g.
+        ``"nprobe=32"`` (:mod:`encoder.search.ann`), ``built`` a FAISS index tuned over them elsewhere.
+        ``attachments``: see :meth:`attach`. ``views`` (codes): rows per image, each id's ``views``
+        rows consecutive (module docstring).
         """
         if kind not in _KINDS:
             raise ValueError(f"kind={kind!r} must be one of {tuple(_KINDS)}")
@@ -281,7 +299,7 @@ class Index:
         idx = cls(meta, ids if isinstance(ids, IdColumn) else list(ids), vectors)
         idx._set_flat([], ids, flat)
         idx.attach(attachments or {})
-        idx._rebuild()
+        idx._rebuild(built=built)
         return idx
 
     def attach(self, files: Mapping[str, bytes]) -> None:
@@ -327,9 +345,13 @@ class Index:
         new = set(ids) if present else set()
         self.meta["flat"] = sorted({i for i in present if i not in new} | set(ids_at(ids, np.flatnonzero(flat))))
 
-    def _rebuild(self, appended: int | None = None) -> None:
-        """Rebuild the FAISS index after a change; ``appended``: only that many rows were added at the end."""
-        self._kind.rebuild(self, appended)
+    def _rebuild(self, appended: int | None = None, built: ann.Built | None = None) -> None:
+        """Rebuild the FAISS index after a change; ``appended``: only that many rows were added at the end;
+        ``built``: a FAISS index over these rows built elsewhere, kept instead."""
+        if built is None:
+            self._kind.rebuild(self, appended)
+        else:
+            self._kind.adopt(self, built)
         self.meta["count"] = len(self)
 
     def __len__(self) -> int:
@@ -429,9 +451,17 @@ class Index:
         return first_rows(self.ids, ids)
 
     def save(self, path: str | Path) -> None:
-        """Write the directory atomically (old contents survive a crash); ids.json or ids.parquet by size."""
+        """Write the directory atomically (old contents survive a crash); ids.json or ids.parquet by size.
+
+        Memory-mapped codes and on-disk IVF lists (files nothing ever writes into once renamed in)
+        are hard-linked into the new folder, or copied where the file system cannot link.
+        """
         with atomic_dir(path) as tmp:
-            save_npy(tmp / self.vector_file, self.vectors)
+            backing = ondisk.npy_file(self.vectors)
+            if backing is not None:  # memory-mapped from a whole .npy: link it, never read it into RAM
+                ondisk.link_or_copy(backing, tmp / self.vector_file)
+            else:
+                save_npy(tmp / self.vector_file, self.vectors)
             write_ids(tmp, self.ids)
             write_json(tmp / "meta.json", self.meta)
             self._kind.write(self.faiss_index, tmp / "index.faiss")

@@ -72,7 +72,9 @@ def faiss_reason(e: RuntimeError) -> str:
     return re.sub(r"^.* at \S+:\d+: (Error: )?", "", msg)[:200]
 
 
-INDEX_FILES = frozenset({"meta.json", "ids.json", "ids.parquet", "hashes.npy", "codes.npy", "index.faiss"})
+INDEX_FILES = frozenset(
+    {"meta.json", "ids.json", "ids.parquet", "hashes.npy", "codes.npy", "index.faiss", "index.ivfdata"}
+)
 ATTACHMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 

@@ -112,6 +112,29 @@ def test_a_killed_driver_resumes_without_redoing_finished_parts(folder, one_proc
     _same(one_process, Index.load(out))
 
 
+def test_ray_tasks_fill_the_ivf_merged_on_disk_as_one_process_would(tmp_path, monkeypatch):
+    from encoder.jobs import ivf_job
+    from encoder.search import ann
+
+    monkeypatch.setattr(ann, "FLAT_MAX", 1000)  # 2,400 codes take the IVF path, as millions do
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(16, 8)).astype(np.float32)
+    codes = (centres[rng.integers(0, 16, 2400)] + 0.3 * rng.normal(size=(2400, 8))).astype(np.float32)
+    ids = [f"{i:04d}.png" for i in range(len(codes))]
+    for s, rows in enumerate(np.array_split(np.arange(len(codes)), 3)):
+        chunk = slice(rows[0], rows[-1] + 1)
+        parts.write_part(parts.part_path(tmp_path, s), ids[chunk], codes[chunk], np.zeros(len(rows), bool), {})
+    factory = ivf_job.factory_for(*ivf_job.count(tmp_path, 3), {})
+    mapped, got_ids, _, built = ivf_job.build(tmp_path, 3, factory, engine="ray", workers=2, progress=False)
+    assert sorted(p.name for p in (tmp_path / "ivf").glob("part-*.index")) == [f"part-0000{s}.index" for s in range(3)]
+    served = Index.create("ae", "v1", mapped, got_ids, kind="code", built=built)
+    one = Index.create("ae", "v1", codes, ids, kind="code", faiss_type=factory)
+    assert served.meta["search_params"] == one.meta["search_params"]
+    (da, ia), (db, ib) = served.search(codes[::5], 5), one.search(codes[::5], 5)
+    assert ia == ib
+    np.testing.assert_allclose(da, db, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("views", [None, "full"])
 def test_ray_ae_index_equals_the_one_process_index_with_the_same_views(photos, checkpoint, tmp_path, views, capsys):
     common = ["--method", "ae", "--checkpoint", str(checkpoint)] + (["--views", views] if views else [])
