@@ -59,3 +59,10 @@ def tiny_fashion(src: Path, n_train: int = 200, n_test: int = 60) -> Path:
         write_idx(src / f"{prefix}-images-idx3-ubyte.gz", imgs)
         write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return src
+
+
+def photo(w: int = 320, h: int = 240, seed: int = 0) -> Image.Image:
+    """A smooth, photo-like RGB picture (blurred noise: every region looks different)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)

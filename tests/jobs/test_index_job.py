@@ -113,30 +113,25 @@ def test_ae_job_on_a_url_chooses_the_views_as_the_folder_index(photos, checkpoin
         main(["index", str(photos), "--method", "ae", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "one")])
         == 0
     )
-    got = index_source(
-        "memory://album",
-        tmp_path / "w",
-        tmp_path / "idx",
-        method="ae",
-        checkpoint=str(checkpoint),
-        workers=1,
-        shard_size=4,
-        progress=False,
-    )
+
+    def job():
+        return index_source(
+            "memory://album",
+            tmp_path / "w",
+            tmp_path / "idx",
+            method="ae",
+            checkpoint=str(checkpoint),
+            workers=1,
+            shard_size=4,
+            progress=False,
+        )
+
+    got = job()
     one, idx = Index.load(tmp_path / "one"), got["index"]
     assert idx.meta["view_set"] == "crops" and idx.meta["views_auto"] == one.meta["views_auto"]
     assert idx.ids == one.ids
     np.testing.assert_allclose(idx.vectors, one.vectors, atol=1e-6, rtol=0)
-    again = index_source(
-        "memory://album",
-        tmp_path / "w",
-        tmp_path / "idx",
-        method="ae",
-        checkpoint=str(checkpoint),
-        workers=1,
-        shard_size=4,
-        progress=False,
-    )
+    again = job()
     assert again["ran"] == 0 and again["index"].meta == idx.meta  # a rerun keeps the job's choice
     with pytest.raises(ValueError, match="holds another job"):
         index_source(

@@ -24,13 +24,7 @@ from encoder.search.views import (
     trim_box,
     view_count,
 )
-
-
-def photo(w: int = 320, h: int = 240, seed: int = 0) -> Image.Image:
-    """A smooth, photo-like RGB picture (blurred noise: every region looks different)."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
-    return Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)
+from tests.helpers import photo
 
 
 @pytest.fixture(scope="module")
