@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from encoder.search import ann
-from encoder.search.verify import FUSE_K, confident_matches, fuse, promote, query_hash_views, upright_bits
+from encoder.search.verify import FUSE_K, confident_matches, query_hash_views, rerank, upright_bits
 from encoder.search.views import merge_query_views, source_views, view_count, with_mirror
 
 HASH_COLUMNS = 9
@@ -100,11 +100,15 @@ class AutoencoderEvaluation:
             fuse_bits, want = upright_bits(q_hashes, q_flat, *g_args, self.verifier.bits), max(k, FUSE_K)
         dist, rows = self._ranked(gallery, queries, want, metric)
         if confident is not None:
-            dist, rows = _fused(dist, rows, fuse_bits, confident)
-            conf = [[(r, 0.0) for r, _ in hits] for hits in confident]
-            md, mi = promote(dist.tolist(), rows.tolist(), conf, k)
-            rows = np.array([r + [-1] * (k - len(r)) for r in mi], np.int64)
-            dist = np.array([r + [np.inf] * (k - len(r)) for r in md], np.float32)
+            found = [r[r >= 0].tolist() for r in rows]  # rows -1 past the end left out
+            md, mi = rerank(
+                [d[: len(r)].tolist() for d, r in zip(dist, found)],
+                found,
+                [b[r].tolist() for b, r in zip(fuse_bits, found)],
+                [[(r, 0.0) for r, _ in hits] for hits in confident],
+                k,
+            )
+            dist, rows = _padded(md, mi, k)
         return (dist, rows) if distances else rows
 
     def _ranked(self, gallery, queries, k, metric) -> tuple[np.ndarray, np.ndarray]:
@@ -117,20 +121,12 @@ class AutoencoderEvaluation:
         if q.shape[0] == len(queries) and per == 1:
             return dist, rows
         owners = np.where(rows >= 0, rows // per, -1)
-        md, mi = merge_query_views(dist.tolist(), owners.tolist(), len(queries), k)
-        rows = np.array([r + [-1] * (k - len(r)) for r in mi], np.int64)
-        return np.array([r + [np.inf] * (k - len(r)) for r in md], np.float32), rows
+        return _padded(*merge_query_views(dist.tolist(), owners.tolist(), len(queries), k), k)
 
 
-def _fused(dist: np.ndarray, rows: np.ndarray, bits: np.ndarray, confident: list) -> tuple[np.ndarray, np.ndarray]:
-    """``(dist, rows)`` ((Q, K) ranked by code distance; rows -1 past the end) with each query without a
-    confident match re-ranked by :func:`encoder.search.verify.fuse` (``bits`` (Q, N) of
-    :func:`encoder.search.verify.upright_bits`)."""
-    dist, rows = dist.copy(), rows.copy()
-    for q in range(len(rows)):
-        n = int((rows[q] >= 0).sum())
-        if confident[q] or n < 2:
-            continue
-        order = fuse(dist[q, :n].tolist(), bits[q, rows[q, :n]].tolist(), n)
-        dist[q, :n], rows[q, :n] = dist[q, order], rows[q, order]
-    return dist, rows
+def _padded(distances: list[list], rows: list[list], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged ranked lists -> ``(distances (Q,k) float32, inf past the end; rows (Q,k) int64, -1 past the end)``."""
+    return (
+        np.array([d + [np.inf] * (k - len(d)) for d in distances], np.float32).reshape(len(rows), k),
+        np.array([r + [-1] * (k - len(r)) for r in rows], np.int64).reshape(len(rows), k),
+    )

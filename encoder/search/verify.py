@@ -159,6 +159,22 @@ def fuse(distances: Sequence[float], bits: Sequence[int], k: int) -> list[int]:
     return (order + list(range(n, len(distances))))[:k]
 
 
+def rerank(
+    distances: Sequence[Sequence], keys: Sequence[Sequence], bits: Sequence[Sequence[int]], confident: Sequence, k: int
+) -> tuple[list[list], list[list]]:
+    """Per query, its ranked ``(distances, keys)`` re-ranked by :func:`fuse` when it has no ``confident``
+    match (``bits``: those of each ranked key), then :func:`promote` (the confident pairs first); ``k`` in all."""
+    fused_d, fused_k = [], []
+    for dist, row, b, conf in zip(distances, keys, bits, confident):
+        dist, row = list(dist), list(row)
+        if not conf and len(row) > 1:
+            order = fuse(dist, b, len(row))
+            dist, row = [dist[j] for j in order], [row[j] for j in order]
+        fused_d.append(dist)
+        fused_k.append(row)
+    return promote(fused_d, fused_k, confident, k)
+
+
 def promote(
     distances: Sequence[Sequence], ids: Sequence[Sequence], confident: Sequence[Sequence], k: int
 ) -> tuple[list[list], list[list]]:
@@ -273,17 +289,14 @@ class Verifier:
         per = len(codes) // len(q_hashes)
         confident, position = [], self._positions(image_ids)
         bits = upright_bits(q_hashes, q_flat, *g, self.bits)
-        distances, ids = [list(d) for d in distances], [list(i) for i in ids]
         for q, hits in enumerate(confident_matches(q_hashes, q_flat, *g, self.bits)):
-            if not hits and len(ids[q]) > 1:
-                order = fuse(distances[q], [bits[q, position[i]] for i in ids[q]], len(ids[q]))
-                distances[q], ids[q] = [distances[q][j] for j in order], [ids[q][j] for j in order]
             known = dict(zip(ids[q], distances[q]))
             picked = [image_ids[r] for r, _ in hits]
             confident.append(
                 [(i, known.get(i, _best_distance(index, codes[q * per : (q + 1) * per], i))) for i in picked]
             )
-        return promote(distances, ids, confident, k)
+        ranked_bits = [[bits[q, position[i]] for i in row] for q, row in enumerate(ids)]
+        return rerank(distances, ids, ranked_bits, confident, k)
 
 
 def _best_distance(index, codes: np.ndarray, image_id: str) -> float:
@@ -310,6 +323,7 @@ __all__ = [
     "hamming",
     "confident_matches",
     "promote",
+    "rerank",
     "FUSE_K",
     "CHANCE_BITS",
     "upright_bits",
