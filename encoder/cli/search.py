@@ -73,7 +73,8 @@ def _index_job(a, opts: dict[str, Any]) -> int:
     workers = opts.pop("workers", None) or 0
     kw = dict(engine=a.engine, workers=workers, address=a.address, shard_size=a.shard_size)
     report = index_source(a.images[0], work, a.output, method=a.method, **kw, **opts)
-    report_skipped(report["skipped"])
+    skipped = report["skipped"]  # as the one-process index: all of them beside the index, the first few here
+    summarise_skipped(skipped, write_skipped(skipped_report_path(Path(a.output)), skipped))
     idx = report["index"]
     _say_views(idx.meta)
     print(

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from encoder.atomic import write_json
-from encoder.data import image_size
+from encoder.data import guarded, image_size
 from encoder.hashing.hashes import _pillow_block_cache, hash_pixels, is_flat, small_gray
 from encoder.jobs import ivf_job, parts, runners, sources
 from encoder.search.views import image_views, view_count, view_sample
@@ -50,11 +50,10 @@ def _load(locations: list[str], load) -> tuple[list, dict[int, str]]:
     got, skipped = [], {}
     for r, loc in enumerate(locations):
         try:
-            got.append(load(loc))
+            with guarded(loc):  # as the one-process path: a conversion's error is this file's reason too
+                got.append(load(loc))
         except sources.ImageLoadError as e:
             skipped[r] = e.reason
-        except OSError as e:
-            skipped[r] = f"cannot read: {e}"
     return got, skipped
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -46,6 +47,9 @@ def test_local_job_hashes_equal_the_one_process_index_and_report_bad_files(folde
     assert f"skipped {folder / 'truncated.jpg'}: cannot decode" in err
     assert f"skipped {folder / 'notes.txt'}: not an image extension (.txt)" in err
     _same_index(one_process, Index.load(out))
+    with open(tmp_path / "idx.skipped.csv", newline="") as f:  # every skipped file beside the index, as one process
+        rows = set(map(tuple, csv.reader(f)))
+    assert (str(folder / "notes.txt"), "not an image extension (.txt)") in rows and len(rows) == 4  # header + 3
 
 
 def test_rerun_redoes_only_missing_parts(folder, one_process, tmp_path):
@@ -197,3 +201,30 @@ def test_without_ray_the_engine_is_refused_by_name_and_one_machine_paths_work(fo
     assert "--engine ray needs Ray: pip install '.[ray]'" in capsys.readouterr().err
     assert main(["index", str(folder), "--engine", "local", "--workers", "1", "-o", str(out)]) == 0
     assert main(["dedup", str(out)]) == 0
+
+
+@pytest.mark.parametrize("method", ["phash", "ae"])
+def test_a_file_that_fails_in_conversion_is_a_skipped_row_as_in_one_process(method, checkpoint, skimage_data, tmp_path):
+    """A float image out of every known range decodes but cannot be turned grey: a reported row, never a failed job."""
+    from PIL import Image
+
+    root = tmp_path / "odd"
+    root.mkdir()
+    Image.open(skimage_data / "coffee.png").convert("RGB").save(root / "coffee.png")
+    Image.fromarray(np.linspace(-3.1, 3.1, 64 * 64, dtype=np.float32).reshape(64, 64), "F").save(root / "angles.tif")
+    common = ["--method", method, *(["--checkpoint", str(checkpoint), "--views", "full"] if method == "ae" else [])]
+    assert main(["index", str(root), *common, "-o", str(tmp_path / "one")]) == 0
+    got = index_source(
+        str(root),
+        tmp_path / "work",
+        tmp_path / "two",
+        method=method,
+        workers=1,
+        progress=False,
+        **({"checkpoint": str(checkpoint), "views": "full"} if method == "ae" else {}),
+    )
+    with open(tmp_path / "one.skipped.csv", newline="") as f:
+        one = [tuple(row) for row in csv.reader(f)][1:]
+    assert len(one) == 1 and one[0][0] == str(root / "angles.tif") and "float pixels" in one[0][1]
+    assert got["skipped"] == one  # the same file, the same reason
+    _same_index(Index.load(tmp_path / "one"), got["index"], atol=1e-6 if method == "ae" else 0.0)
